@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# The one list of Debian 12 packages the project needs to build, test and run locally.
+# Sourced by scripts/up and scripts/test.
+
+CALC_PACKAGES=(
+    build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
+    libmicrohttpd-dev librabbitmq-dev libpq-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
+    libjwt-dev libsodium-dev libjansson-dev libcmocka-dev
+    postgresql rabbitmq-server
+    python3-pytest python3-requests curl procps util-linux
+)
+
+# missing_packages: print the packages from CALC_PACKAGES that are not installed.
+missing_packages() {
+    local pkg status
+    for pkg in "${CALC_PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) || status=
+        [[ $status == installed ]] || echo "$pkg"
+    done
+}
+
+# ensure_deps: install what is missing; a fast no-op (dpkg-query only) when all is present.
+ensure_deps() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    ((${#missing[@]} == 0)) && return 0
+    [[ $(id -u) == 0 ]] || die "missing packages (${missing[*]}); run as root so they can be installed"
+    log "installing missing packages: ${missing[*]}"
+    # Installing postgresql/rabbitmq-server must not start system services we would collide with:
+    # policy-rc.d answering 101 tells invoke-rc.d to leave them alone. Ours run privately.
+    local policy=/usr/sbin/policy-rc.d created_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        created_policy=1
+    fi
+    local rc=0
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null || rc=$?
+    ((created_policy)) && rm -f "$policy"
+    ((rc == 0)) || die "apt-get install failed (exit $rc) for: ${missing[*]}"
+}

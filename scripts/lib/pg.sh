@@ -1,0 +1,109 @@
+# shellcheck shell=bash
+# A private PostgreSQL cluster in a directory of our own, run as the postgres user.
+# Layout under DIR: data/ (PGDATA), run/ (unix socket), postgres.log. Needs common.sh.
+#
+#   pg_start DIR PORT        initdb on first use, start, wait until it accepts connections
+#   pg_stop DIR              pg_ctl stop -m fast (then SIGKILL after a deadline)
+#   pg_running DIR           the postmaster recorded in DIR is alive
+#   pg_psql DIR PORT ARGS... psql as the superuser over the private socket
+#   pg_ensure_db DIR PORT DB ROLE PASSWORD   role (password kept in sync) and database it owns
+
+PG_USER=${PG_USER:-postgres}
+
+pg_bindir() {
+    local d
+    if command -v pg_config >/dev/null && d=$(pg_config --bindir 2>/dev/null) && [[ -x $d/initdb ]]; then
+        echo "$d"
+        return
+    fi
+    # Debian puts the server binaries in a versioned directory; take the newest one.
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+        [[ -x $d/initdb ]] && echo "$d" && return
+    done
+    die "PostgreSQL server binaries not found (is the postgresql package installed?)"
+}
+
+pg_pid() {
+    read_pidfile "$1/data/postmaster.pid"
+}
+
+pg_running() {
+    local pid
+    pid=$(pg_pid "$1") || return 1
+    pid_is "$pid" '*postgres*'
+}
+
+pg_ready() {
+    local dir=$1 port=$2
+    "$(pg_bindir)/pg_isready" -q -h "$dir/run" -p "$port" -U "$PG_USER" -d postgres
+}
+
+pg_start() {
+    local dir=$1 port=$2 bin
+    dir=$(realpath -m "$dir")
+    bin=$(pg_bindir)
+    mkdir -p "$dir"
+    chown "$PG_USER:" "$dir"
+    chmod 700 "$dir"
+    check_reachable "$PG_USER" "$dir"
+    if pg_running "$dir"; then
+        wait_until 30 "PostgreSQL in $dir to accept connections" pg_ready "$dir" "$port" ||
+            die "PostgreSQL in $dir is running but not answering on port $port (see $dir/postgres.log)"
+        return 0
+    fi
+    local sock="$dir/run/.s.PGSQL.$port"
+    ((${#sock} < 100)) || die "the PostgreSQL socket path $sock is too long for a unix socket; use a shorter directory"
+    port_listening "$port" && die "port $port (PostgreSQL) is already in use by another program; choose another port (PG_PORT)"
+    if [[ ! -s $dir/data/PG_VERSION ]]; then
+        log "PostgreSQL: initdb in $dir/data"
+        as_user "$PG_USER" "$bin/initdb" -D "$dir/data" -U "$PG_USER" -E UTF8 --locale=C.UTF-8 \
+            --auth-local=peer --auth-host=scram-sha-256 2>&1 | as_user "$PG_USER" tee "$dir/initdb.log" >/dev/null ||
+            { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed in $dir/data"; }
+    fi
+    as_user "$PG_USER" mkdir -p "$dir/run"
+    # Settings on the command line, so a changed port or directory needs no config rewrite.
+    # fsync off: a local development/test cluster trades crash safety for speed.
+    local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/run'"
+    opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    as_user "$PG_USER" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "$opts" -w -t 60 -s start ||
+        { tail -n 30 "$dir/postgres.log" >&2; die "PostgreSQL failed to start in $dir (port $port)"; }
+    wait_until 30 "PostgreSQL on port $port" pg_ready "$dir" "$port" ||
+        { tail -n 30 "$dir/postgres.log" >&2; die "PostgreSQL did not become ready on port $port"; }
+}
+
+pg_stop() {
+    local dir=$1 pid
+    dir=$(realpath -m "$dir")
+    pg_running "$dir" || return 0
+    pid=$(pg_pid "$dir")
+    as_user "$PG_USER" "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w -t 30 -s stop ||
+        stop_pid "$pid" 10 "PostgreSQL"
+    wait_until 10 "PostgreSQL (pid $pid) to exit" pid_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+}
+
+pg_psql() {
+    local dir=$1 port=$2
+    shift 2
+    dir=$(realpath -m "$dir")
+    as_user "$PG_USER" "$(pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir/run" -p "$port" -U "$PG_USER" "$@"
+}
+
+# sql_literal S: S as a single-quoted SQL string literal.
+sql_literal() {
+    local s=${1//\'/\'\'}
+    printf "'%s'" "$s"
+}
+
+pg_ensure_db() {
+    local dir=$1 port=$2 db=$3 role=$4 password=$5
+    [[ $db =~ ^[a-z_][a-z0-9_]*$ && $role =~ ^[a-z_][a-z0-9_]*$ ]] ||
+        die "database and role names must be lowercase identifiers: '$db' '$role'"
+    # The password goes in on stdin, never on a command line another user could read.
+    pg_psql "$dir" "$port" -d postgres <<SQL >/dev/null
+SELECT format('CREATE ROLE %I LOGIN', '$role') WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$role')
+\gexec
+ALTER ROLE $role LOGIN PASSWORD $(sql_literal "$password");
+SELECT format('CREATE DATABASE %I OWNER %I', '$db', '$role') WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$db')
+\gexec
+SQL
+}
