@@ -15,6 +15,12 @@
 typedef enum { PLAN_ADD = 0, PLAN_SUB = 1, PLAN_MUL = 2, PLAN_DIV = 3 } plan_op;
 #define PLAN_NOPS 4
 
+/*
+ * Parsing and planning recurse once per level of parentheses, so max_depth is clamped to this
+ * cap whatever the caller asks for; it keeps the stack use bounded (about 1 MB at the cap).
+ */
+#define PLAN_MAX_DEPTH_CAP 10000
+
 typedef struct plan_limits {
     size_t max_text;  /* bytes of text; default 4096 */
     size_t max_nodes; /* operation nodes; default 1000 */
@@ -46,6 +52,8 @@ typedef struct plan {
     size_t depth;             /* nodes on the longest root-to-leaf chain; 0 when n_nodes == 0 */
     int64_t critical_path_ms; /* finish time of the root with unlimited workers */
     double value;             /* the expression's value when n_nodes == 0 (a lone number) */
+    int reassociated;         /* 1 when the reassociated plan was kept, 0 for source order */
+    int64_t source_critical_path_ms; /* critical path of the source-order plan, for comparison */
 } plan;
 
 typedef struct plan_error {
@@ -56,9 +64,13 @@ typedef struct plan_error {
 /* The defaults named above. */
 void plan_limits_default(plan_limits *limits);
 
+/* Every operator delay set to ms (the CLI's default is 1000). */
+void plan_durations_uniform(plan_durations *dur, uint32_t ms);
+
 /*
  * Parses text (len bytes, need not be NUL-terminated) and plans it under the given delays.
  * source_order != 0 keeps the operations in source order (no reassociation).
+ * limits == NULL means plan_limits_default(); dur == NULL means 1000 ms for every operator.
  * On PLAN_OK *out is a new plan owned by the caller (plan_free). On PLAN_ERR *err says why and
  * *out is NULL.
  */
