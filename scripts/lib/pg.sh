@@ -23,6 +23,17 @@ pg_bindir() {
     die "PostgreSQL server binaries not found (is the postgresql package installed?)"
 }
 
+# pg_sockdir DIR: where the unix socket lives: DIR/run, or, when that path would be too long for a
+# unix socket (108 bytes), a short directory in /tmp named after DIR.
+pg_sockdir() {
+    local dir=$1
+    if ((${#dir} <= 80)); then
+        echo "$dir/run"
+    else
+        echo "/tmp/calc-pg-$(printf '%s' "$dir" | cksum | cut -d' ' -f1)"
+    fi
+}
+
 pg_pid() {
     read_pidfile "$1/data/postmaster.pid"
 }
@@ -35,7 +46,7 @@ pg_running() {
 
 pg_ready() {
     local dir=$1 port=$2
-    "$(pg_bindir)/pg_isready" -q -h "$dir/run" -p "$port" -U "$PG_USER" -d postgres
+    "$(pg_bindir)/pg_isready" -q -h "$(pg_sockdir "$dir")" -p "$port" -U "$PG_USER" -d postgres
 }
 
 pg_start() {
@@ -51,8 +62,6 @@ pg_start() {
             die "PostgreSQL in $dir is running but not answering on port $port (see $dir/postgres.log)"
         return 0
     fi
-    local sock="$dir/run/.s.PGSQL.$port"
-    ((${#sock} < 100)) || die "the PostgreSQL socket path $sock is too long for a unix socket; use a shorter directory"
     port_listening "$port" && die "port $port (PostgreSQL) is already in use by another program; choose another port (PG_PORT)"
     if [[ ! -s $dir/data/PG_VERSION ]]; then
         log "PostgreSQL: initdb in $dir/data"
@@ -60,10 +69,14 @@ pg_start() {
             --auth-local=peer --auth-host=scram-sha-256 2>&1 | as_user "$PG_USER" tee "$dir/initdb.log" >/dev/null ||
             { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed in $dir/data"; }
     fi
-    as_user "$PG_USER" mkdir -p "$dir/run"
+    local sockdir
+    sockdir=$(pg_sockdir "$dir")
+    mkdir -p "$sockdir"
+    chown "$PG_USER:" "$sockdir"
+    chmod 755 "$sockdir"
     # Settings on the command line, so a changed port or directory needs no config rewrite.
     # fsync off: a local development/test cluster trades crash safety for speed.
-    local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$dir/run'"
+    local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$sockdir'"
     opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
     as_user "$PG_USER" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "$opts" -w -t 60 -s start ||
         { tail -n 30 "$dir/postgres.log" >&2; die "PostgreSQL failed to start in $dir (port $port)"; }
@@ -79,13 +92,15 @@ pg_stop() {
     as_user "$PG_USER" "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w -t 30 -s stop ||
         stop_pid "$pid" 10 "PostgreSQL"
     wait_until 10 "PostgreSQL (pid $pid) to exit" pid_gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+    [[ $(pg_sockdir "$dir") == /tmp/calc-pg-* ]] && rm -rf "$(pg_sockdir "$dir")"
+    return 0
 }
 
 pg_psql() {
     local dir=$1 port=$2
     shift 2
     dir=$(realpath -m "$dir")
-    as_user "$PG_USER" "$(pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir/run" -p "$port" -U "$PG_USER" "$@"
+    as_user "$PG_USER" "$(pg_bindir)/psql" -X -q -v ON_ERROR_STOP=1 -h "$(pg_sockdir "$dir")" -p "$port" -U "$PG_USER" "$@"
 }
 
 # sql_literal S: S as a single-quoted SQL string literal.

@@ -1,0 +1,167 @@
+"""The harness itself: a session that fails, is interrupted or is killed leaves no process behind.
+
+Each test runs a nested pytest session on selftest/cases.py whose temporary folder carries a unique
+marker, then scans /proc for any process whose command line, working directory or environment
+mentions that marker."""
+
+import glob
+import os
+import signal
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+import harness
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CASES = os.path.join(HERE, "selftest", "cases.py")
+
+
+def processes_mentioning(marker):
+    """(pid, where, command line) of every live process that refers to marker."""
+    found = []
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        base = f"/proc/{entry}"
+        try:
+            with open(f"{base}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if not cmdline:  # a kernel thread or a zombie: nothing left to stop
+                continue
+            where = []
+            if needle in cmdline:
+                where.append("cmdline")
+            if marker in os.readlink(f"{base}/cwd"):
+                where.append("cwd")
+            with open(f"{base}/environ", "rb") as f:
+                if needle in f.read():
+                    where.append("environ")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if where:
+            found.append((int(entry), ",".join(where), cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]))
+    return found
+
+
+class Nested:
+    """A nested pytest session whose temporary folder is under a unique marker."""
+
+    def __init__(self):
+        self.base = tempfile.mkdtemp(prefix="calc-harness-", dir="/tmp")
+        os.chmod(self.base, 0o755)
+        self.marker = f"selftest-{uuid.uuid4().hex[:12]}"
+        self.tmp = os.path.join(self.base, self.marker)
+        self.ready_file = os.path.join(self.base, "ready")
+        self.out_path = os.path.join(self.base, "nested.out")
+
+    def start(self, *args, env=None):
+        full_env = dict(os.environ, CALC_TEST_TMPDIR=self.tmp, CALC_SELFTEST="1")
+        full_env.update(env or {})
+        argv = [
+            "/usr/bin/python3", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            f"--rootdir={HERE}", f"--confcutdir={HERE}", CASES, *args,
+        ]
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(
+            argv, cwd=harness.SOURCE_DIR, env=full_env, stdin=subprocess.DEVNULL, stdout=self.out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self.proc
+
+    def wait(self, timeout=300):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"nested session still running after {timeout}s:\n{self.output()}")
+        self.out.close()
+        return rc
+
+    def output(self):
+        return harness.tail(self.out_path, 80)
+
+    def assert_nothing_left(self, timeout=30):
+        left = []
+
+        def gone():
+            left[:] = processes_mentioning(self.marker)
+            return not left
+
+        try:
+            harness.wait_for(gone, timeout, f"every process of {self.tmp} to end")
+        except AssertionError:
+            raise AssertionError(
+                f"processes left behind by the nested session:\n  "
+                + "\n  ".join(f"pid {p} ({w}): {c}" for p, w, c in left)
+                + f"\nnested output:\n{self.output()}"
+            ) from None
+        roots = glob.glob(os.path.join(self.tmp, "calc-systest-*"))
+        assert roots, f"the nested session made no temporary folder under {self.tmp}:\n{self.output()}"
+        for root in roots:
+            assert os.path.isdir(os.path.join(root, "postgres", "data")), "PostgreSQL never ran"
+            assert not os.path.exists(os.path.join(root, "postgres", "data", "postmaster.pid")), "PostgreSQL still has a pid file"
+            assert not os.path.exists(os.path.join(root, "rabbitmq", "rabbitmq.pid")), "RabbitMQ still has a pid file"
+
+    def cleanup(self):
+        # Whatever the assertions said, never leave the nested session's processes on the machine.
+        if getattr(self, "proc", None) and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pid, _, _ in processes_mentioning(self.marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        harness.remove_tree(self.base)
+
+
+@pytest.fixture
+def nested():
+    n = Nested()
+    try:
+        yield n
+    finally:
+        n.cleanup()
+
+
+def test_failing_session_leaves_nothing(nested):
+    nested.start("-k", "passes or fails_deliberately")
+    rc = nested.wait()
+    out = nested.output()
+    assert rc == 1, f"expected exit code 1 (tests failed), got {rc}:\n{out}"
+    assert "1 failed, 1 passed" in out, out
+    assert "deliberate failure" in out, out
+    assert "service logs (last lines)" in out, "a failure report must carry the service log tails:\n" + out
+    nested.assert_nothing_left()
+
+
+def _wait_until_inside_test(nested):
+    def inside():
+        if nested.proc.poll() is not None:
+            raise harness.ProcessDied(f"nested session exited with {nested.proc.returncode}:\n{nested.output()}")
+        return os.path.exists(nested.ready_file)
+
+    harness.wait_for(inside, 180, "the nested session to reach its test")
+
+
+def test_interrupted_session_leaves_nothing(nested):
+    nested.start("-k", "interrupted", env={"CALC_SELFTEST_READY_FILE": nested.ready_file})
+    _wait_until_inside_test(nested)
+    nested.proc.send_signal(signal.SIGTERM)
+    rc = nested.wait(timeout=180)
+    assert rc != 0, nested.output()
+    nested.assert_nothing_left()
+
+
+def test_killed_session_leaves_nothing(nested):
+    # SIGKILL: no teardown runs; the services die with their parent and the watchdog stops the servers.
+    nested.start("-k", "interrupted", env={"CALC_SELFTEST_READY_FILE": nested.ready_file})
+    _wait_until_inside_test(nested)
+    nested.proc.send_signal(signal.SIGKILL)
+    nested.wait(timeout=30)
+    nested.assert_nothing_left(timeout=90)
