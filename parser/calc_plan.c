@@ -40,7 +40,7 @@ static const option options[] = {
     {"--eval", OPT_FLAG, 0, 0, "also evaluate the plan locally and print \"value\""},
     {"--max-text", OPT_SIZE, 0, (size_t)1 << 26, "limit on the text in bytes (default 4096)"},
     {"--max-nodes", OPT_SIZE, 0, (size_t)1 << 24, "limit on operation nodes (default 1000)"},
-    {"--max-depth", OPT_SIZE, 0, PLAN_MAX_DEPTH_CAP, "limit on parenthesis nesting (default 100)"},
+    {"--max-depth", OPT_SIZE, 0, (size_t)1 << 24, "limit on parenthesis nesting (default 100)"},
     {"--help", OPT_FLAG, 0, 0, "print this help"},
 };
 #define N_OPTIONS (sizeof options / sizeof options[0])

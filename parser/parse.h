@@ -33,7 +33,7 @@ typedef struct plan__ast {
     size_t n_binops; /* binary operators in the text: the node count of every plan */
 } plan__ast;
 
-/* Parses text under limits (max_depth already clamped by the caller). On PLAN_OK *ast holds the
+/* Parses text under limits. On PLAN_OK *ast holds the
  * tree; on PLAN_ERR *err says why. Either way the caller calls plan__ast_free. */
 int plan__parse(const char *text, size_t len, const plan_limits *limits, plan__ast *ast,
                 plan_error *err);

@@ -35,8 +35,6 @@ int plan_build(const char *text, size_t len, const plan_limits *limits, const pl
         lim = *limits;
     else
         plan_limits_default(&lim);
-    if (lim.max_depth > PLAN_MAX_DEPTH_CAP)
-        lim.max_depth = PLAN_MAX_DEPTH_CAP;
     if (dur)
         d = *dur;
     else

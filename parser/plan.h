@@ -15,12 +15,6 @@
 typedef enum { PLAN_ADD = 0, PLAN_SUB = 1, PLAN_MUL = 2, PLAN_DIV = 3 } plan_op;
 #define PLAN_NOPS 4
 
-/*
- * Parsing and planning recurse once per level of parentheses, so max_depth is clamped to this
- * cap whatever the caller asks for; it keeps the stack use bounded (about 1 MB at the cap).
- */
-#define PLAN_MAX_DEPTH_CAP 10000
-
 typedef struct plan_limits {
     size_t max_text;  /* bytes of text; default 4096 */
     size_t max_nodes; /* operation nodes; default 1000 */

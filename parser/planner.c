@@ -26,14 +26,21 @@ typedef struct work {
     int flag;
 } work;
 
+/* A sum or product being built: its items are items[base, base + cnt), the first next done. */
+typedef struct chain {
+    size_t base, cnt, next;
+    int sum_mode;
+} chain;
+
 typedef struct builder {
     const plan__ast *a;
     const plan_durations *dur;
     plan_node *nodes; /* exactly a->n_binops of them */
     int64_t *ready;
     size_t n, cap;
-    work *work;  /* collect()'s stack; collect never nests */
-    item *items; /* a stack of the term lists of the chains being built, one above the other */
+    work *work;    /* collect()'s stack; collect never nests */
+    item *items;   /* a stack of the term lists of the chains being built, one above the other */
+    chain *chains; /* the chains being built, outermost first */
     size_t n_items;
     uint32_t seq;
 } builder;
@@ -57,6 +64,7 @@ static void builder_init(builder *b, const plan__ast *a, const plan_durations *d
     b->ready = plan__xmalloc(b->cap, sizeof *b->ready);
     b->work = NULL;
     b->items = NULL;
+    b->chains = NULL;
     b->n_items = 0;
     b->seq = 0;
 }
@@ -162,6 +170,7 @@ out:
     free(b->ready);
     free(b->work);
     free(b->items);
+    free(b->chains);
 }
 
 void plan__draft_source(const plan__ast *a, const plan_durations *dur, plan__draft *out)
@@ -275,8 +284,6 @@ static size_t collect(builder *b, int32_t root, int sum_mode, int flag, int *neg
     return b->n_items - start;
 }
 
-static val emit(builder *b, int32_t x, int negate);
-
 /* The first literal among the items, else the first item: where a sign costs nothing. */
 static size_t pick_for_sign(const builder *b, size_t base, size_t cnt)
 {
@@ -286,67 +293,95 @@ static size_t pick_for_sign(const builder *b, size_t base, size_t cnt)
     return base;
 }
 
-static val emit_chain(builder *b, int32_t x, int negate, int sum_mode)
+/* Collects the chain at x and decides where its sign goes; its items are then emitted one by
+ * one (by emit) before chain_finish joins them. */
+static void chain_start(builder *b, chain *c, int32_t x, int negate)
 {
-    size_t base = b->n_items, cnt, npos = 0, i;
+    const plan__ast_node *n = &b->a->nodes[x];
+    size_t i;
     int neg = 0, any_pos = 0;
-    plan_op join_op = sum_mode ? PLAN_ADD : PLAN_MUL;
-    val res;
 
-    cnt = collect(b, x, sum_mode, sum_mode && negate, &neg);
-    for (i = base; i < base + cnt; i++)
+    c->sum_mode = n->kind == PLAN_AST_ADD || n->kind == PLAN_AST_SUB;
+    c->base = c->next = b->n_items;
+    c->cnt = collect(b, x, c->sum_mode, c->sum_mode && negate, &neg);
+    for (i = c->base; i < c->base + c->cnt; i++)
         any_pos |= !b->items[i].flag;
-    if (sum_mode && !any_pos) {
+    if (c->sum_mode && !any_pos) {
         /* -a - b: no positive term, so one term takes the sign: (-a) - b. */
-        i = pick_for_sign(b, base, cnt);
+        i = pick_for_sign(b, c->base, c->cnt);
         b->items[i].flag = 0;
         b->items[i].negate = 1;
-    } else if (!sum_mode && (neg ^ negate)) {
+    } else if (!c->sum_mode && (neg ^ negate)) {
         /* -(a*b): a literal factor takes the sign, else a parenthesised sum flips its terms.
          * Factors are only literals and sums, since products are flattened. */
-        b->items[pick_for_sign(b, base, cnt)].negate = 1;
+        b->items[pick_for_sign(b, c->base, c->cnt)].negate = 1;
     }
-    for (i = base; i < base + cnt; i++)
-        b->items[i].v = emit(b, b->items[i].ast, b->items[i].negate);
+}
+
+/* (sum of positive terms) - (sum of negative terms), or numerators / denominators. */
+static val chain_finish(builder *b, const chain *c)
+{
+    plan_op join_op = c->sum_mode ? PLAN_ADD : PLAN_MUL;
+    size_t npos = 0;
+    val res;
+
     /* Positive terms (numerators) first; order is irrelevant since ties go by seq. */
-    for (i = base; i < base + cnt; i++) {
+    for (size_t i = c->base; i < c->base + c->cnt; i++) {
         if (!b->items[i].flag) {
             item t = b->items[i];
 
-            b->items[i] = b->items[base + npos];
-            b->items[base + npos++] = t;
+            b->items[i] = b->items[c->base + npos];
+            b->items[c->base + npos++] = t;
         }
     }
-    res = join(b, b->items + base, npos, join_op);
-    if (npos < cnt) {
-        val rest = join(b, b->items + base + npos, cnt - npos, join_op);
+    res = join(b, b->items + c->base, npos, join_op);
+    if (npos < c->cnt) {
+        val rest = join(b, b->items + c->base + npos, c->cnt - npos, join_op);
 
-        res = new_node(b, sum_mode ? PLAN_SUB : PLAN_DIV, res, rest);
+        res = new_node(b, c->sum_mode ? PLAN_SUB : PLAN_DIV, res, rest);
     }
-    b->n_items = base;
+    b->n_items = c->base;
     return res;
 }
 
-/* Recursion here is one level per alternation of sum and product, which needs parentheses, so
- * its depth is bounded by the nesting limit. */
+/*
+ * Emits the subtree at x (negated if asked). Chains nest one inside another's items, a sum in
+ * a product in a sum..., as deep as the parentheses; an explicit stack of chains keeps that
+ * off the C stack, so no nesting limit is needed for safety.
+ */
 static val emit(builder *b, int32_t x, int negate)
 {
-    for (;;) {
-        const plan__ast_node *n = &b->a->nodes[x];
+    size_t depth = 0;
+    val v;
 
-        switch (n->kind) {
-        case PLAN_AST_NUM:
-            return literal(b, negate ? -n->value : n->value);
-        case PLAN_AST_NEG:
-            x = n->left;
-            negate = !negate;
-            break;
-        case PLAN_AST_ADD:
-        case PLAN_AST_SUB:
-            return emit_chain(b, x, negate, 1);
-        default:
-            return emit_chain(b, x, negate, 0);
+    while (b->a->nodes[x].kind == PLAN_AST_NEG) {
+        x = b->a->nodes[x].left;
+        negate = !negate;
+    }
+    if (b->a->nodes[x].kind == PLAN_AST_NUM)
+        return literal(b, negate ? -b->a->nodes[x].value : b->a->nodes[x].value);
+    chain_start(b, &b->chains[depth++], x, negate);
+    for (;;) {
+        chain *c = &b->chains[depth - 1];
+
+        if (c->next < c->base + c->cnt) {
+            /* Items are literals or chains of the other kind: collect unwrapped every NEG. */
+            item *it = &b->items[c->next];
+            const plan__ast_node *n = &b->a->nodes[it->ast];
+
+            if (n->kind == PLAN_AST_NUM) {
+                it->v = literal(b, it->negate ? -n->value : n->value);
+                c->next++;
+            } else {
+                chain_start(b, &b->chains[depth++], it->ast, it->negate);
+            }
+            continue;
         }
+        v = chain_finish(b, c);
+        if (--depth == 0)
+            return v;
+        c = &b->chains[depth - 1];
+        b->items[c->next++].v = v;
     }
 }
 
@@ -356,10 +391,11 @@ void plan__draft_reassoc(const plan__ast *a, const plan_durations *dur, plan__dr
     val res;
 
     builder_init(&b, a, dur);
-    /* Every AST node is pushed on the work stack at most once and is an item of at most one
-     * live chain, so neither array ever grows (and item pointers stay valid). */
+    /* Every AST node is pushed on the work stack at most once, is an item of at most one live
+     * chain and roots at most one chain, so no array ever grows (and pointers stay valid). */
     b.work = plan__xmalloc(a->n + 1, sizeof *b.work);
     b.items = plan__xmalloc(a->n + 1, sizeof *b.items);
+    b.chains = plan__xmalloc(a->n + 1, sizeof *b.chains);
     res = emit(&b, a->root, 0);
     finalize(&b, res, out);
 }

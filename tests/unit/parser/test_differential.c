@@ -66,7 +66,14 @@ static int gen_literal(gen *g)
 {
     int i = add_node(g, G_NUM, -1, -1);
     char *s = g->nodes[i].lit;
-    unsigned m = rnd(g, 1000) + (rnd(g, 50) ? 1 : 0), f = rnd(g, 1000);
+    /* one rnd() per statement: the order of evaluation of operands and arguments is
+     * unspecified, and gcc and clang differ, which would change the cases per compiler */
+    unsigned m = rnd(g, 1000), f, e, sign;
+
+    m += rnd(g, 50) ? 1 : 0;
+    f = rnd(g, 1000);
+    e = rnd(g, 9);
+    sign = rnd(g, 2);
 
     switch (rnd(g, 7)) {
     case 0:
@@ -83,10 +90,10 @@ static int gen_literal(gen *g)
         snprintf(s, sizeof g->nodes[i].lit, "%u.", m);
         break;
     case 5:
-        snprintf(s, sizeof g->nodes[i].lit, "%u.%ue%d", m, f, (int)rnd(g, 9) - 4);
+        snprintf(s, sizeof g->nodes[i].lit, "%u.%ue%d", m, f, (int)e - 4);
         break;
     default:
-        snprintf(s, sizeof g->nodes[i].lit, "%uE%s%u", m, rnd(g, 2) ? "-" : "+", rnd(g, 4));
+        snprintf(s, sizeof g->nodes[i].lit, "%uE%s%u", m, sign ? "-" : "+", e % 4);
         break;
     }
     g->nodes[i].value = strtod(s, NULL);
@@ -97,10 +104,12 @@ static int gen_literal(gen *g)
  * class, which makes the long chains that reassociation works on. */
 static int gen_tree(gen *g, int ops, int depth, int cls)
 {
-    int k, op;
+    int k, op, l, r;
 
-    if (depth < 12 && rnd(g, 100) < 8)
-        return add_node(g, G_NEG, gen_tree(g, ops, depth + 1, cls), -1);
+    if (depth < 12 && rnd(g, 100) < 8) {
+        l = gen_tree(g, ops, depth + 1, cls);
+        return add_node(g, G_NEG, l, -1);
+    }
     if (ops == 0)
         return gen_literal(g);
     if (rnd(g, 100) >= 70 || depth >= 24)
@@ -109,8 +118,9 @@ static int gen_tree(gen *g, int ops, int depth, int cls)
     /* mostly lopsided splits: chains, as people write them */
     k = rnd(g, 3) ? (rnd(g, 2) ? ops - 1 : 0) : (int)rnd(g, (uint32_t)ops);
     g->binops++;
-    return add_node(g, (gkind)op, gen_tree(g, k, depth + 1, cls),
-                    gen_tree(g, ops - 1 - k, depth + 1, cls));
+    l = gen_tree(g, k, depth + 1, cls);
+    r = gen_tree(g, ops - 1 - k, depth + 1, cls);
+    return add_node(g, (gkind)op, l, r);
 }
 
 static void put(gen *g, const char *s)
@@ -229,12 +239,13 @@ static void one_case(gen *g, int c, stats *st)
     plan_error err;
     double ref, mag, vp, vs;
     char what[64];
-    int root;
+    int root, ops;
 
     g->n = 0;
     g->binops = 0;
     g->len = 0;
-    root = gen_tree(g, (int)rnd(g, MAX_OPS + 1), 0, (int)rnd(g, 2));
+    ops = (int)rnd(g, MAX_OPS + 1);
+    root = gen_tree(g, ops, 0, (int)rnd(g, 2));
     space(g);
     print(g, root, 0, 0);
     for (int k = 0; k < PLAN_NOPS; k++)
