@@ -1,0 +1,40 @@
+/* api: the configuration and the route handlers of calc-api. */
+#ifndef CALC_API_H
+#define CALC_API_H
+
+#include <stdint.h>
+
+#include "http.h"
+
+typedef struct api_config {
+    const char *host, *dba_addr, *dba_token, *amqp_url, *secret, *pepper, *admin_login,
+        *admin_password;
+    int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
+        queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
+        max_unfinished;
+} api_config;
+
+extern api_config api_cfg;
+
+/* routes_auth.c */
+void route_register(http_req *r);
+void route_login(http_req *r);
+void route_refresh(http_req *r);
+void route_logout(http_req *r);
+/* routes_expr.c */
+void route_expression_create(http_req *r);
+void route_expression_list(http_req *r);
+void route_expression_get(http_req *r);
+void route_expression_cancel(http_req *r);
+/* routes_cluster.c */
+void route_duration_get(http_req *r);
+void route_duration_set(http_req *r);
+void route_agents(http_req *r);
+void route_healthz(http_req *r);
+void route_readyz(http_req *r);
+void route_metrics(http_req *r);
+
+/* "2024-04-19T19:27:03Z", or JSON null for 0. */
+json_t *api_time(int64_t ms);
+
+#endif

@@ -1,0 +1,154 @@
+#include "auth.h"
+
+#include <jwt.h>
+#include <semaphore.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define AUTH_ISSUER "calc-api"
+
+static const char *secret, *pepper;
+static int access_ttl;
+static sem_t hashing; /* argon2id takes 64 MiB and tens of ms: bound how many run at once */
+static char dummy_hash[AUTH_HASH_MAX]; /* checked against for unknown logins */
+
+int auth_init(const char *s, const char *p, int ttl, int max_hashing)
+{
+    if (sodium_init() < 0)
+        return -1;
+    secret = s;
+    pepper = p;
+    access_ttl = ttl;
+    if (sem_init(&hashing, 0, (unsigned)max_hashing) < 0)
+        return -1;
+    char random_password[AUTH_TOKEN_HEX], unused[AUTH_TOKEN_HEX];
+    auth_new_refresh(random_password, unused);
+    return auth_hash_password(random_password, dummy_hash);
+}
+
+/* With a pepper the password is first keyed with it, so a stolen table alone is not enough. */
+static void peppered(const char *password, char out[crypto_auth_hmacsha256_BYTES * 2 + 1],
+                     const char **use)
+{
+    if (!pepper[0]) {
+        *use = password;
+        return;
+    }
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)pepper, strlen(pepper));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)password, strlen(password));
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(out, crypto_auth_hmacsha256_BYTES * 2 + 1, mac, sizeof mac);
+    *use = out;
+}
+
+int auth_hash_password(const char *password, char out[AUTH_HASH_MAX])
+{
+    char pep[crypto_auth_hmacsha256_BYTES * 2 + 1];
+    const char *pw;
+    peppered(password, pep, &pw);
+    sem_wait(&hashing);
+    int rc = crypto_pwhash_str(out, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                               crypto_pwhash_MEMLIMIT_INTERACTIVE);
+    sem_post(&hashing);
+    return rc;
+}
+
+int auth_check_password(const char *hash, const char *password)
+{
+    int known = hash != NULL;
+    if (!known)
+        hash = dummy_hash;
+    char pep[crypto_auth_hmacsha256_BYTES * 2 + 1];
+    const char *pw;
+    peppered(password, pep, &pw);
+    sem_wait(&hashing);
+    int ok = crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
+    sem_post(&hashing);
+    return ok && known;
+}
+
+char *auth_issue_access(int64_t user_id)
+{
+    jwt_t *jwt = NULL;
+    char *out = NULL;
+    if (jwt_new(&jwt))
+        return NULL;
+    time_t now = time(NULL);
+    char sub[32];
+    snprintf(sub, sizeof sub, "%lld", (long long)user_id);
+    if (jwt_set_alg(jwt, JWT_ALG_HS256, (const unsigned char *)secret, (int)strlen(secret)) ||
+        jwt_add_grant(jwt, "iss", AUTH_ISSUER) || jwt_add_grant(jwt, "sub", sub) ||
+        jwt_add_grant_int(jwt, "userId", user_id) || jwt_add_grant_int(jwt, "iat", now) ||
+        jwt_add_grant_int(jwt, "exp", now + access_ttl))
+        goto out;
+    out = jwt_encode_str(jwt);
+out:
+    jwt_free(jwt);
+    return out;
+}
+
+int64_t auth_verify_access(const char *token, char *err, size_t errlen)
+{
+    jwt_t *jwt = NULL;
+    int64_t uid = 0;
+    if (strlen(token) > 4096) {
+        snprintf(err, errlen, "too long");
+        return 0;
+    }
+    if (jwt_decode(&jwt, token, (const unsigned char *)secret, (int)strlen(secret)) || !jwt) {
+        snprintf(err, errlen, "bad signature or format");
+        return 0;
+    }
+    /* libjwt accepts "alg":"none" without checking anything: the algorithm is pinned here. */
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+        snprintf(err, errlen, "algorithm not allowed");
+        goto out;
+    }
+    const char *iss = jwt_get_grant(jwt, "iss");
+    const char *sub = jwt_get_grant(jwt, "sub");
+    long exp = jwt_get_grant_int(jwt, "exp");
+    long iat = jwt_get_grant_int(jwt, "iat");
+    time_t now = time(NULL);
+    if (!iss || strcmp(iss, AUTH_ISSUER) != 0) {
+        snprintf(err, errlen, "wrong issuer");
+        goto out;
+    }
+    if (exp <= 0 || exp <= now) {
+        snprintf(err, errlen, "expired");
+        goto out;
+    }
+    if (iat <= 0 || iat > now + 60) {
+        snprintf(err, errlen, "issued in the future");
+        goto out;
+    }
+    char *end = NULL;
+    long long id = sub ? strtoll(sub, &end, 10) : 0;
+    if (!sub || *end || id <= 0) {
+        snprintf(err, errlen, "no subject");
+        goto out;
+    }
+    uid = id;
+out:
+    jwt_free(jwt);
+    return uid;
+}
+
+void auth_new_refresh(char token[AUTH_TOKEN_HEX], char hash[AUTH_TOKEN_HEX])
+{
+    unsigned char raw[32];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(token, AUTH_TOKEN_HEX, raw, sizeof raw);
+    auth_hash_refresh(token, hash);
+}
+
+void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX])
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
+    sodium_bin2hex(hash, AUTH_TOKEN_HEX, h, sizeof h);
+}

@@ -1,0 +1,31 @@
+/*
+ * auth: passwords (argon2id through libsodium, a bounded number at once), access tokens (JWT
+ * HS256 through libjwt, algorithm pinned, exp/iat/iss/sub checked) and refresh tokens (256
+ * random bits, stored only as a SHA-256).
+ */
+#ifndef CALC_AUTH_H
+#define CALC_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AUTH_HASH_MAX  128 /* >= crypto_pwhash_STRBYTES */
+#define AUTH_TOKEN_HEX 65  /* 64 hex characters and a NUL */
+
+/* secret: >= 32 bytes; pepper may be empty. Both are kept, not copied. */
+int auth_init(const char *secret, const char *pepper, int access_ttl_s, int max_hashing);
+
+int auth_hash_password(const char *password, char out[AUTH_HASH_MAX]);
+/* 1 when password matches hash. A NULL hash (unknown login) costs the same and fails. */
+int auth_check_password(const char *hash, const char *password);
+
+/* A new access token for user_id (free()). */
+char *auth_issue_access(int64_t user_id);
+/* The user id the token names, or 0 with err set. */
+int64_t auth_verify_access(const char *token, char *err, size_t errlen);
+
+/* A new refresh token and its hash, both hex. */
+void auth_new_refresh(char token[AUTH_TOKEN_HEX], char hash[AUTH_TOKEN_HEX]);
+void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX]);
+
+#endif

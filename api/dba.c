@@ -1,0 +1,53 @@
+#include "dba.h"
+
+#include "log.h"
+
+#define DBA_TIMEOUT_MS 5000
+
+rpc_client *dba;
+
+void dba_open(const char *addr, const char *token)
+{
+    dba = rpc_client_new(addr, token);
+}
+
+void dba_close(void)
+{
+    rpc_client_free(dba);
+    dba = NULL;
+}
+
+static int http_status_for(int code)
+{
+    switch (code) {
+    case RPC_INVALID_ARGUMENT:
+        return 400;
+    case RPC_NOT_FOUND:
+        return 404;
+    case RPC_ALREADY_EXISTS:
+    case RPC_FAILED_PRECONDITION:
+        return 409;
+    case RPC_RESOURCE_EXHAUSTED:
+        return 429;
+    default:
+        return 503;
+    }
+}
+
+int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *desc, void *resp)
+{
+    char err[256];
+    int rc =
+        rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, DBA_TIMEOUT_MS, err, sizeof err);
+    if (rc == RPC_OK)
+        return rc;
+    int status = http_status_for(rc);
+    if (status == 503) {
+        log_warn("%s %s: %s: %s (code %d)", r->method, r->path, path, err, rc);
+        http_error(r, 503, "the data service is unavailable, try again");
+    } else {
+        http_error(r, status, "%s", err);
+    }
+    return rc;
+}

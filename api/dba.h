@@ -1,0 +1,21 @@
+/* dba: the API's client of dbagent, and the mapping of its status codes to HTTP. */
+#ifndef CALC_DBA_H
+#define CALC_DBA_H
+
+#include "calc.pb-c.h"
+#include "http.h"
+#include "rpc.h"
+
+extern rpc_client *dba;
+
+void dba_open(const char *addr, const char *token);
+void dba_close(void);
+
+/*
+ * A call on behalf of an HTTP request: on failure replies to r with the fitting status
+ * (404, 409, 429, 503...) and returns the rpc code. On RPC_OK the caller frees *resp.
+ */
+int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *desc, void *resp);
+
+#endif

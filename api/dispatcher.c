@@ -1,0 +1,211 @@
+#include "dispatcher.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "api.h"
+#include "calc.pb-c.h"
+#include "dba.h"
+#include "log.h"
+#include "mem.h"
+#include "methods.h"
+#include "mq.h"
+#include "timeutil.h"
+
+#define BATCH        256
+#define LONG_POLL_MS 1000
+#define CONFIRM_MS   5000
+
+static pthread_t thread;
+static volatile int stopping;
+static atomic_int connected;
+static atomic_ullong published_total, publish_failed_total;
+
+int dispatcher_connected(void)
+{
+    return atomic_load(&connected);
+}
+
+void dispatcher_metrics(buf *b)
+{
+    buf_printf(
+        b,
+        "# HELP calc_nodes_dispatched_total Nodes published to the work queue and confirmed.\n"
+        "# TYPE calc_nodes_dispatched_total counter\n"
+        "calc_nodes_dispatched_total %llu\n"
+        "# HELP calc_nodes_dispatch_failed_total Nodes whose publish was not confirmed.\n"
+        "# TYPE calc_nodes_dispatch_failed_total counter\n"
+        "calc_nodes_dispatch_failed_total %llu\n"
+        "# HELP calc_amqp_connected 1 while the dispatcher's RabbitMQ connection is up.\n"
+        "# TYPE calc_amqp_connected gauge\ncalc_amqp_connected %d\n",
+        atomic_load(&published_total), atomic_load(&publish_failed_total), atomic_load(&connected));
+}
+
+/* Publishes the taken nodes; fills published/failed. Returns MQ_ERR when the link broke. */
+static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken,
+                   Calc__V1__MarkQueuedRequest *mark)
+{
+    size_t n = taken->n_nodes;
+    int8_t *acked = xcalloc(n, 1);
+    uint64_t first = *seq + 1;
+    char err[256];
+    int rc = MQ_OK;
+    size_t sent = 0;
+    for (; sent < n && rc == MQ_OK; sent++) {
+        Calc__V1__WorkItem item = CALC__V1__WORK_ITEM__INIT;
+        item.node_id = taken->nodes[sent]->node_id;
+        item.epoch = taken->nodes[sent]->epoch;
+        uint8_t body[32];
+        size_t len = calc__v1__work_item__pack(&item, body);
+        rc = mq_publish(link, body, len, seq, err, sizeof err);
+    }
+    if (rc == MQ_OK)
+        rc = mq_wait_confirms(link, first, acked, n, CONFIRM_MS, err, sizeof err);
+    if (rc == MQ_ERR)
+        log_warn("dispatcher: publishing: %s", err);
+    for (size_t i = 0; i < n; i++) {
+        if (acked[i] == 1)
+            mark->published[mark->n_published++] = taken->nodes[i];
+        else
+            mark->failed[mark->n_failed++] = taken->nodes[i];
+    }
+    free(acked);
+    /* Unconfirmed messages may still arrive: their epochs are fenced by the requeue. */
+    return rc == MQ_OK ? MQ_OK : MQ_ERR;
+}
+
+static void mark_queued(Calc__V1__MarkQueuedRequest *mark)
+{
+    for (int attempt = 0; attempt < 5 && !stopping; attempt++) {
+        Calc__V1__Empty *rep = NULL;
+        char err[256];
+        if (rpc_call(dba, DBA_MARK_QUEUED, &mark->base, &calc__v1__empty__descriptor,
+                     (ProtobufCMessage **)&rep, 5000, err, sizeof err) == RPC_OK) {
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+            return;
+        }
+        log_warn("dispatcher: MarkQueued: %s", err);
+        time_sleep_ms(200 << attempt, &stopping);
+    }
+    /* Not recorded: the monitor's queued timeout hands the failed ones back later. */
+}
+
+static void *dispatcher_main(void *arg)
+{
+    (void)arg;
+    mq_link *link = NULL;
+    uint64_t seq = 0;
+    int64_t backoff = 100;
+    while (!stopping) {
+        char err[256];
+        if (!link) {
+            link = mq_connect(api_cfg.amqp_url, (int)api_cfg.retry_ttl_ms, err, sizeof err);
+            if (link && mq_confirm_mode(link, err, sizeof err) != MQ_OK) {
+                mq_close(link);
+                link = NULL;
+            }
+            if (!link) {
+                log_warn("dispatcher: RabbitMQ: %s", err);
+                time_sleep_ms(backoff, &stopping);
+                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+                continue;
+            }
+            seq = 0;
+            backoff = 100;
+            atomic_store(&connected, 1);
+            log_info("dispatcher: connected to RabbitMQ");
+        }
+        /* Nodes are taken only while the broker is reachable: otherwise they wait as ready. */
+        Calc__V1__TakeReadyRequest req = CALC__V1__TAKE_READY_REQUEST__INIT;
+        req.max = BATCH;
+        req.wait_ms = LONG_POLL_MS;
+        Calc__V1__TakeReadyReply *taken = NULL;
+        int rc = rpc_call(dba, DBA_TAKE_READY, &req.base, &calc__v1__take_ready_reply__descriptor,
+                          (ProtobufCMessage **)&taken, LONG_POLL_MS + 4000, err, sizeof err);
+        if (rc != RPC_OK) {
+            log_warn("dispatcher: TakeReady: %s", err);
+            time_sleep_ms(500, &stopping);
+            continue;
+        }
+        if (taken->n_nodes) {
+            Calc__V1__MarkQueuedRequest mark = CALC__V1__MARK_QUEUED_REQUEST__INIT;
+            mark.published = xcalloc(taken->n_nodes, sizeof *mark.published);
+            mark.failed = xcalloc(taken->n_nodes, sizeof *mark.failed);
+            int prc = publish(link, &seq, taken, &mark);
+            atomic_fetch_add(&published_total, mark.n_published);
+            atomic_fetch_add(&publish_failed_total, mark.n_failed);
+            mark_queued(&mark);
+            free(mark.published);
+            free(mark.failed);
+            if (prc != MQ_OK) {
+                mq_close(link);
+                link = NULL;
+                atomic_store(&connected, 0);
+            }
+        } else if (link) {
+            /* Idle: read what the broker sent (heartbeats, a close) to notice a dead link. */
+            mq_delivery d;
+            if (mq_next(link, 0, &d, err, sizeof err) == MQ_ERR) {
+                log_warn("dispatcher: RabbitMQ: %s", err);
+                mq_close(link);
+                link = NULL;
+                atomic_store(&connected, 0);
+            }
+        }
+        protobuf_c_message_free_unpacked(&taken->base, NULL);
+    }
+    if (link)
+        mq_close(link);
+    atomic_store(&connected, 0);
+    return NULL;
+}
+
+int dispatcher_start(void)
+{
+    return pthread_create(&thread, NULL, dispatcher_main, NULL);
+}
+
+void dispatcher_stop(void)
+{
+    stopping = 1;
+    pthread_join(thread, NULL);
+}
+
+/* ---- monitor ---- */
+
+static pthread_t monitor_thread;
+
+static void *monitor_main(void *arg)
+{
+    (void)arg;
+    while (!stopping) {
+        Calc__V1__RequeueStaleRequest req = CALC__V1__REQUEUE_STALE_REQUEST__INIT;
+        req.heartbeat_timeout_ms = (int32_t)api_cfg.heartbeat_timeout_ms;
+        req.queued_timeout_ms = (int32_t)api_cfg.queued_timeout_ms;
+        Calc__V1__RequeueStaleReply *rep = NULL;
+        char err[256];
+        if (rpc_call(dba, DBA_REQUEUE_STALE, &req.base, &calc__v1__requeue_stale_reply__descriptor,
+                     (ProtobufCMessage **)&rep, 5000, err, sizeof err) == RPC_OK) {
+            if (rep->requeued)
+                log_info("monitor: %d nodes of silent agents or lost messages requeued",
+                         rep->requeued);
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+        } else {
+            log_warn("monitor: RequeueStale: %s", err);
+        }
+        time_sleep_ms(api_cfg.monitor_interval_ms, &stopping);
+    }
+    return NULL;
+}
+
+int monitor_start(void)
+{
+    return pthread_create(&monitor_thread, NULL, monitor_main, NULL);
+}
+
+void monitor_stop(void)
+{
+    stopping = 1;
+    pthread_join(monitor_thread, NULL);
+}

@@ -1,0 +1,345 @@
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "mem.h"
+
+int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
+
+static struct MHD_Daemon *daemon_handle;
+static const http_route *routes;
+static size_t n_routes;
+
+/* ---- metrics: counts by route and status, latency histogram by route ---- */
+
+static const int tracked_status[] = {200, 400, 401, 403, 404, 405, 409, 413, 429, 500, 503};
+#define N_STATUS (sizeof tracked_status / sizeof tracked_status[0] + 1)
+static const double latency_buckets[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
+#define N_BUCKETS  (sizeof latency_buckets / sizeof latency_buckets[0])
+#define MAX_ROUTES 64
+
+static struct {
+    atomic_ullong by_status[N_STATUS];
+    atomic_ullong buckets[N_BUCKETS];
+    atomic_ullong count;
+    atomic_ullong sum_us;
+} route_stats[MAX_ROUTES + 1]; /* the last slot: unmatched paths */
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void record(size_t route, int status, int64_t us)
+{
+    size_t s = N_STATUS - 1;
+    for (size_t i = 0; i < N_STATUS - 1; i++)
+        if (tracked_status[i] == status)
+            s = i;
+    atomic_fetch_add(&route_stats[route].by_status[s], 1);
+    for (size_t b = 0; b < N_BUCKETS; b++)
+        if ((double)us / 1e6 <= latency_buckets[b])
+            atomic_fetch_add(&route_stats[route].buckets[b], 1);
+    atomic_fetch_add(&route_stats[route].count, 1);
+    atomic_fetch_add(&route_stats[route].sum_us, (unsigned long long)us);
+}
+
+void http_metrics(buf *b)
+{
+    buf_printf(b, "# HELP calc_http_requests_total HTTP requests by route and status.\n"
+                  "# TYPE calc_http_requests_total counter\n");
+    for (size_t r = 0; r <= n_routes; r++) {
+        const char *name = r < n_routes ? routes[r].name : "unmatched";
+        for (size_t s = 0; s < N_STATUS; s++) {
+            unsigned long long v = atomic_load(&route_stats[r].by_status[s]);
+            if (!v)
+                continue;
+            if (s < N_STATUS - 1)
+                buf_printf(b, "calc_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", name,
+                           tracked_status[s], v);
+            else
+                buf_printf(b, "calc_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                           name, v);
+        }
+    }
+    buf_printf(b, "# HELP calc_http_request_duration_seconds HTTP request latency by route.\n"
+                  "# TYPE calc_http_request_duration_seconds histogram\n");
+    for (size_t r = 0; r <= n_routes; r++) {
+        const char *name = r < n_routes ? routes[r].name : "unmatched";
+        unsigned long long count = atomic_load(&route_stats[r].count);
+        if (!count)
+            continue;
+        for (size_t i = 0; i < N_BUCKETS; i++)
+            buf_printf(b,
+                       "calc_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                       name, latency_buckets[i], atomic_load(&route_stats[r].buckets[i]));
+        buf_printf(b, "calc_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                   name, count);
+        buf_printf(b, "calc_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", name,
+                   (double)atomic_load(&route_stats[r].sum_us) / 1e6);
+        buf_printf(b, "calc_http_request_duration_seconds_count{route=\"%s\"} %llu\n", name, count);
+    }
+}
+
+/* ---- replies ---- */
+
+void http_json(http_req *r, int status, json_t *json)
+{
+    free(r->reply);
+    r->status = status;
+    r->reply = json_dumps(json, JSON_COMPACT);
+    json_decref(json);
+}
+
+void http_text(http_req *r, int status, char *text, const char *content_type)
+{
+    free(r->reply);
+    r->status = status;
+    r->reply = text;
+    r->content_type = content_type;
+}
+
+void http_error(http_req *r, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    http_json(r, status, json_pack("{s:s, s:i}", "error", msg, "status", status));
+}
+
+const char *http_header(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_cookie(http_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name);
+}
+
+json_t *http_body_object(http_req *r)
+{
+    if (r->body.len == 0) {
+        http_error(r, 400, "the request body must be a JSON object");
+        return NULL;
+    }
+    json_error_t e;
+    json_t *j = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &e);
+    if (!j) {
+        http_error(r, 400, "malformed JSON at line %d, column %d: %s", e.line, e.column, e.text);
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        http_error(r, 400, "the request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* ---- routing ---- */
+
+/* 1 when path matches the route's pattern; *id gets the {id}. */
+static int path_matches(const char *pattern, const char *path, int64_t *id)
+{
+    const char *brace = strstr(pattern, HTTP_ID_SUFFIX);
+    if (!brace)
+        return strcmp(pattern, path) == 0;
+    size_t prefix = (size_t)(brace - pattern);
+    if (strncmp(pattern, path, prefix) != 0)
+        return 0;
+    const char *digits = path + prefix;
+    if (!*digits || strlen(digits) > 18)
+        return 0;
+    for (const char *p = digits; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    *id = strtoll(digits, NULL, 10);
+    return 1;
+}
+
+/* Runs the request; returns the index of the matched route (n_routes when none). */
+static size_t dispatch(http_req *r)
+{
+    static char allow[MAX_ROUTES][64];
+    size_t found = n_routes;
+    int path_known = 0;
+    char methods[64] = "";
+    for (size_t i = 0; i < n_routes; i++) {
+        int64_t id = 0;
+        if (!path_matches(routes[i].path, r->path, &id))
+            continue;
+        path_known = 1;
+        if (strlen(methods) + strlen(routes[i].method) + 3 < sizeof methods)
+            snprintf(methods + strlen(methods), sizeof methods - strlen(methods), "%s%s",
+                     methods[0] ? ", " : "", routes[i].method);
+        if (strcmp(routes[i].method, r->method) == 0 && found == n_routes) {
+            found = i;
+            r->path_id = id;
+        }
+    }
+    if (found == n_routes) {
+        if (path_known) {
+            /* One Allow string per path pattern is enough: kept in a static slot. */
+            size_t slot = 0;
+            for (size_t i = 0; i < n_routes && i < MAX_ROUTES; i++) {
+                int64_t id;
+                if (path_matches(routes[i].path, r->path, &id)) {
+                    slot = i;
+                    break;
+                }
+            }
+            snprintf(allow[slot], sizeof allow[slot], "%s", methods);
+            r->allow = allow[slot];
+            http_error(r, 405, "method %s is not allowed on %s; allowed: %s", r->method, r->path,
+                       methods);
+        } else {
+            http_error(r, 404, "no route %s", r->path);
+        }
+        return found;
+    }
+    const http_route *rt = &routes[found];
+    if (r->too_large) {
+        http_error(r, 413, "the request body exceeds %d bytes", HTTP_MAX_BODY);
+        return found;
+    }
+    if (rt->auth) {
+        const char *h = http_header(r, "Authorization");
+        if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+            http_error(r, 401, "missing bearer token in the Authorization header");
+            return found;
+        }
+        char err[128] = "";
+        r->user_id = http_authenticate(h + 7, err, sizeof err);
+        if (r->user_id <= 0) {
+            http_error(r, 401, "invalid access token: %s", err);
+            return found;
+        }
+    }
+    rt->handler(r);
+    if (!r->reply)
+        http_error(r, 500, "the handler gave no reply");
+    return found;
+}
+
+static enum MHD_Result send_reply(http_req *r)
+{
+    const char *body = r->reply ? r->reply : "";
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
+    MHD_add_response_header(resp, "Content-Type",
+                            r->content_type ? r->content_type : "application/json");
+    if (r->set_cookie)
+        MHD_add_response_header(resp, "Set-Cookie", r->set_cookie);
+    if (r->allow)
+        MHD_add_response_header(resp, "Allow", r->allow);
+    if (r->status == 503)
+        MHD_add_response_header(resp, "Retry-After", "1");
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    (void)cls;
+    (void)version;
+    http_req *r = *con_cls;
+    if (!r) {
+        r = xcalloc(1, sizeof *r);
+        r->conn = conn;
+        r->method = method;
+        r->path = url;
+        r->start_us = now_us();
+        buf_init(&r->body, HTTP_MAX_BODY);
+        /* A declared length over the cap is refused before any of the body is read. */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > HTTP_MAX_BODY)
+            r->too_large = 1;
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!r->too_large && buf_add(&r->body, upload_data, *upload_data_size) < 0)
+            r->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    size_t route = dispatch(r);
+    record(route, r->status, now_us() - r->start_us);
+    return send_reply(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    http_req *r = *con_cls;
+    if (!r)
+        return;
+    buf_free(&r->body);
+    free(r->reply);
+    free(r->set_cookie);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    log_warn("http: %s", msg);
+}
+
+int http_start(const char *host, int port, int threads, const http_route *rt, size_t n, char *err,
+               size_t errlen)
+{
+    routes = rt;
+    n_routes = n < MAX_ROUTES ? n : MAX_ROUTES;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+        snprintf(err, errlen, "API_HOST '%s' is not an IPv4 address", host);
+        return -1;
+    }
+    daemon_handle = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, (uint16_t)port, NULL,
+        NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+        MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL, MHD_OPTION_END);
+    if (!daemon_handle) {
+        snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", host, port);
+        return -1;
+    }
+    return 0;
+}
+
+void http_stop(void)
+{
+    if (!daemon_handle)
+        return;
+    /* MHD_stop_daemon closes the listening socket and joins its threads after the requests
+     * being handled complete. */
+    MHD_stop_daemon(daemon_handle);
+    daemon_handle = NULL;
+}

@@ -1,0 +1,69 @@
+/*
+ * http: the HTTP layer over libmicrohttpd: request bodies with a cap (413 before reading
+ * more), a route table with 404 and 405 + Allow, bearer authentication, and JSON replies.
+ */
+#ifndef CALC_HTTP_H
+#define CALC_HTTP_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+#define HTTP_MAX_BODY (64 * 1024)
+
+typedef struct http_req {
+    struct MHD_Connection *conn;
+    const char *method;
+    const char *path;
+    buf body;
+    int too_large;
+    int64_t user_id; /* set for routes that need a login */
+    int64_t path_id; /* the {id} of "/expression/{id}" */
+    /* the reply */
+    int status;
+    char *reply;      /* JSON text, owned */
+    char *set_cookie; /* owned */
+    const char *allow;
+    const char *content_type; /* NULL: application/json */
+    int64_t start_us;
+} http_req;
+
+typedef void (*http_handler)(http_req *r);
+
+typedef struct http_route {
+    const char *method;
+    const char *path; /* exact, or ending in "/" + ID_SUFFIX for a numeric id */
+    http_handler handler;
+    int auth;         /* 1: needs a valid access token */
+    const char *name; /* for metrics */
+} http_route;
+
+#define HTTP_ID_SUFFIX "{id}"
+
+/* Starts serving on host:port with threads threads. Returns 0, or -1 with err set. */
+int http_start(const char *host, int port, int threads, const http_route *routes, size_t n,
+               char *err, size_t errlen);
+/* Stops accepting, finishes the requests in flight, stops the threads. */
+void http_stop(void);
+
+/* Replies: json is stolen. */
+void http_json(http_req *r, int status, json_t *json);
+/* {"error": msg, "status": status} */
+void http_error(http_req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A non-JSON reply; text is stolen. */
+void http_text(http_req *r, int status, char *text, const char *content_type);
+/* Reads a header or a cookie; NULL when absent. Valid during the request. */
+const char *http_header(http_req *r, const char *name);
+const char *http_cookie(http_req *r, const char *name);
+/* Parses the body as a JSON object; on failure replies 400 and returns NULL. */
+json_t *http_body_object(http_req *r);
+
+/* Prometheus text of request counts and latencies, appended to b. */
+void http_metrics(buf *b);
+
+/* Set by main: the function that turns a bearer token into a user id (0 on failure). */
+extern int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
+
+#endif

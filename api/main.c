@@ -1,0 +1,165 @@
+/*
+ * calc-api: the HTTP API. Accepts expressions, plans them and stores them through dbagent;
+ * its dispatcher sends ready nodes to RabbitMQ and its monitor takes work back from silent
+ * agents.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "auth.h"
+#include "config.h"
+#include "dba.h"
+#include "dispatcher.h"
+#include "log.h"
+#include "methods.h"
+#include "rpc.h"
+#include "timeutil.h"
+
+api_config api_cfg;
+
+static const cfg_entry config_table[] = {
+    {"API_HOST", CFG_STR, "0.0.0.0", 1, 64, "address to serve HTTP on", &api_cfg.host},
+    {"API_PORT", CFG_INT, "8080", 1, 65535, "port to serve HTTP on", &api_cfg.port},
+    {"API_THREADS", CFG_INT, "16", 1, 256, "HTTP worker threads", &api_cfg.threads},
+    {"DBAGENT_ADDR", CFG_STR, "127.0.0.1:50051", 1, 255, "dbagent address (host:port)",
+     &api_cfg.dba_addr},
+    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token for dbagent", &api_cfg.dba_token},
+    {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 1024,
+     "RabbitMQ URL (amqp://user:pass@host:port/vhost)", &api_cfg.amqp_url},
+    {"AUTH_SECRET", CFG_SECRET, NULL, 32, 1024, "HS256 key for access tokens", &api_cfg.secret},
+    {"AUTH_SALT", CFG_SECRET, "", 0, 1024, "pepper mixed into every password hash",
+     &api_cfg.pepper},
+    {"ADMIN_LOGIN", CFG_STR, "", 0, 64, "the first admin's login (none when empty)",
+     &api_cfg.admin_login},
+    {"ADMIN_PASSWORD", CFG_SECRET, "", 0, 128, "the first admin's password",
+     &api_cfg.admin_password},
+    {"ACCESS_TOKEN_TTL_S", CFG_INT, "900", 10, 86400, "access token lifetime",
+     &api_cfg.access_ttl_s},
+    {"REFRESH_TOKEN_TTL_S", CFG_INT, "2592000", 60, 31536000, "refresh token lifetime",
+     &api_cfg.refresh_ttl_s},
+    {"MAX_CONCURRENT_HASHING", CFG_INT, "2", 1, 64, "password hashes computed at once",
+     &api_cfg.max_hashing},
+    {"HEARTBEAT_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000,
+     "an agent silent this long loses its running nodes", &api_cfg.heartbeat_timeout_ms},
+    {"QUEUED_TIMEOUT_MS", CFG_INT, "120000", 100, 86400000,
+     "a queued node nobody claimed this long is dispatched again", &api_cfg.queued_timeout_ms},
+    {"MONITOR_INTERVAL_MS", CFG_INT, "1000", 50, 600000, "how often the monitor looks",
+     &api_cfg.monitor_interval_ms},
+    {"RETRY_TTL_MS", CFG_INT, "20000", 0, 86400000,
+     "time a message waits in the retry queue (must match every component)", &api_cfg.retry_ttl_ms},
+    {"EXPR_MAX_LENGTH", CFG_INT, "4096", 1, 1048576, "longest expression text in bytes",
+     &api_cfg.max_text},
+    {"EXPR_MAX_NODES", CFG_INT, "1000", 1, 100000, "most operations in one expression",
+     &api_cfg.max_nodes},
+    {"EXPR_MAX_DEPTH", CFG_INT, "100", 1, 10000, "deepest parenthesis nesting", &api_cfg.max_depth},
+    {"MAX_UNFINISHED", CFG_INT, "1000", 1, 1000000, "unfinished expressions one user may have",
+     &api_cfg.max_unfinished},
+};
+#define N_CONFIG (sizeof config_table / sizeof config_table[0])
+
+static const http_route routes[] = {
+    {"POST", "/api/v1/register", route_register, 0, "register"},
+    {"POST", "/api/v1/login", route_login, 0, "login"},
+    {"POST", "/api/v1/refresh", route_refresh, 0, "refresh"},
+    {"POST", "/api/v1/logout", route_logout, 0, "logout"},
+    {"POST", "/expression", route_expression_create, 1, "expression_create"},
+    {"GET", "/expression", route_expression_list, 1, "expression_list"},
+    {"GET", "/expression/" HTTP_ID_SUFFIX, route_expression_get, 1, "expression_get"},
+    {"DELETE", "/expression/" HTTP_ID_SUFFIX, route_expression_cancel, 1, "expression_cancel"},
+    {"GET", "/duration", route_duration_get, 1, "duration_get"},
+    {"POST", "/duration", route_duration_set, 1, "duration_set"},
+    {"GET", "/agent", route_agents, 1, "agent_list"},
+    {"GET", "/healthz", route_healthz, 0, "healthz"},
+    {"GET", "/readyz", route_readyz, 0, "readyz"},
+    {"GET", "/metrics", route_metrics, 0, "metrics"},
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Makes sure the configured admin exists; retried until dbagent answers. */
+static int ensure_admin(void)
+{
+    if (!api_cfg.admin_login[0])
+        return 0;
+    if (strlen(api_cfg.admin_password) < 8) {
+        log_error("ADMIN_PASSWORD must have at least 8 characters");
+        return -1;
+    }
+    char hash[AUTH_HASH_MAX];
+    if (auth_hash_password(api_cfg.admin_password, hash) != 0)
+        return -1;
+    Calc__V1__EnsureAdminRequest req = CALC__V1__ENSURE_ADMIN_REQUEST__INIT;
+    req.login = (char *)api_cfg.admin_login;
+    req.password_hash = hash;
+    for (int64_t backoff = 100; !stop_requested; backoff = backoff < 2000 ? backoff * 2 : 2000) {
+        Calc__V1__UserReply *rep = NULL;
+        char err[256];
+        int rc = rpc_call(dba, DBA_ENSURE_ADMIN, &req.base, &calc__v1__user_reply__descriptor,
+                          (ProtobufCMessage **)&rep, 5000, err, sizeof err);
+        if (rc == RPC_OK) {
+            log_info("admin '%s' is user %lld", api_cfg.admin_login, (long long)rep->user->id);
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+            return 0;
+        }
+        if (rc != RPC_UNAVAILABLE && rc != RPC_DEADLINE_EXCEEDED) {
+            log_error("EnsureAdmin: %s", err);
+            return -1;
+        }
+        log_warn("waiting for dbagent: %s", err);
+        time_sleep_ms(backoff, NULL);
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    log_init("api");
+    cfg_init_or_exit(argc, argv, "calc-api\nThe HTTP API of the arithmetic cluster.", config_table,
+                     N_CONFIG);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (auth_init(api_cfg.secret, api_cfg.pepper, (int)api_cfg.access_ttl_s,
+                  (int)api_cfg.max_hashing) < 0) {
+        log_error("cannot initialise libsodium");
+        return 1;
+    }
+    http_authenticate = auth_verify_access;
+    rpc_global_init();
+    dba_open(api_cfg.dba_addr, api_cfg.dba_token);
+    int rc = 1;
+    if (ensure_admin() < 0)
+        goto out;
+    char err[256];
+    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, routes,
+                   sizeof routes / sizeof routes[0], err, sizeof err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    dispatcher_start();
+    monitor_start();
+    log_info("serving HTTP on %s:%lld", api_cfg.host, (long long)api_cfg.port);
+    while (!stop_requested)
+        time_sleep_ms(100, NULL);
+    log_info("stopping: finishing the requests in flight");
+    http_stop();
+    dispatcher_stop();
+    monitor_stop();
+    rc = 0;
+out:
+    dba_close();
+    rpc_global_shutdown();
+    log_info("stopped");
+    return rc;
+}

@@ -1,0 +1,200 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "auth.h"
+#include "dba.h"
+#include "log.h"
+#include "mem.h"
+#include "methods.h"
+
+#define LOGIN_MIN    3
+#define LOGIN_MAX    64
+#define PASSWORD_MIN 8
+#define PASSWORD_MAX 128
+
+/* Reads "login" and "password" from the body; replies 400 naming the field on a problem. */
+static json_t *credentials(http_req *r, const char **login, const char **password)
+{
+    json_t *body = http_body_object(r);
+    if (!body)
+        return NULL;
+    json_t *l = json_object_get(body, "login"), *p = json_object_get(body, "password");
+    if (!json_is_string(l))
+        http_error(r, 400, "field 'login' is required and must be a string");
+    else if (!json_is_string(p))
+        http_error(r, 400, "field 'password' is required and must be a string");
+    else {
+        *login = json_string_value(l);
+        *password = json_string_value(p);
+        return body;
+    }
+    json_decref(body);
+    return NULL;
+}
+
+static int valid_login(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < LOGIN_MIN || n > LOGIN_MAX)
+        return 0;
+    for (; *s; s++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-", *s))
+            return 0;
+    return 1;
+}
+
+/* Characters, not bytes: the body is valid UTF-8 (jansson checked it). */
+static size_t utf8_length(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
+void route_register(http_req *r)
+{
+    const char *login, *password;
+    json_t *body = credentials(r, &login, &password);
+    if (!body)
+        return;
+    size_t plen = utf8_length(password);
+    char hash[AUTH_HASH_MAX];
+    if (!valid_login(login)) {
+        http_error(r, 400, "field 'login' must have %d to %d characters of A-Z a-z 0-9 _ . -",
+                   LOGIN_MIN, LOGIN_MAX);
+    } else if (plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
+        http_error(r, 400, "field 'password' must have %d to %d characters (it has %zu)",
+                   PASSWORD_MIN, PASSWORD_MAX, plen);
+    } else if (auth_hash_password(password, hash) != 0) {
+        http_error(r, 503, "cannot hash the password now, try again");
+    } else {
+        Calc__V1__CreateUserRequest req = CALC__V1__CREATE_USER_REQUEST__INIT;
+        req.login = (char *)login;
+        req.password_hash = hash;
+        Calc__V1__UserReply *rep = NULL;
+        if (dba_call(r, DBA_CREATE_USER, &req.base, &calc__v1__user_reply__descriptor, &rep) ==
+            RPC_OK) {
+            log_info("user=%lld registered", (long long)rep->user->id);
+            http_json(r, 200,
+                      json_pack("{s:I, s:i}", "id", (json_int_t)rep->user->id, "status", 200));
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+        }
+    }
+    json_decref(body);
+}
+
+/* Starts or continues a refresh-token family, sets the cookie, replies with an access token. */
+static void issue_tokens(http_req *r, int64_t user_id, const char *family)
+{
+    char token[AUTH_TOKEN_HEX], hash[AUTH_TOKEN_HEX];
+    auth_new_refresh(token, hash);
+    Calc__V1__StoreRefreshTokenRequest req = CALC__V1__STORE_REFRESH_TOKEN_REQUEST__INIT;
+    req.user_id = user_id;
+    req.token_hash = hash;
+    req.family = (char *)(family ? family : "");
+    req.expires_at_ms = ((int64_t)time(NULL) + api_cfg.refresh_ttl_s) * 1000;
+    Calc__V1__StoreRefreshTokenReply *rep = NULL;
+    if (dba_call(r, DBA_STORE_REFRESH_TOKEN, &req.base,
+                 &calc__v1__store_refresh_token_reply__descriptor, &rep) != RPC_OK)
+        return;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    char *access = auth_issue_access(user_id);
+    if (!access) {
+        http_error(r, 503, "cannot issue a token now, try again");
+        return;
+    }
+    r->set_cookie = xasprintf("refresh-token=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict",
+                              token, (long long)api_cfg.refresh_ttl_s);
+    http_json(r, 200, json_pack("{s:s}", "accessToken", access));
+    free(access);
+}
+
+void route_login(http_req *r)
+{
+    const char *login, *password;
+    json_t *body = credentials(r, &login, &password);
+    if (!body)
+        return;
+    Calc__V1__FindUserRequest req = CALC__V1__FIND_USER_REQUEST__INIT;
+    req.login = (char *)login;
+    Calc__V1__UserReply *rep = NULL;
+    char err[256];
+    int rc = valid_login(login)
+                 ? rpc_call(dba, DBA_FIND_USER, &req.base, &calc__v1__user_reply__descriptor,
+                            (ProtobufCMessage **)&rep, 5000, err, sizeof err)
+                 : RPC_NOT_FOUND;
+    if (rc != RPC_OK && rc != RPC_NOT_FOUND) {
+        http_error(r, 503, "the data service is unavailable, try again");
+    } else {
+        /* An unknown login costs the same hashing as a wrong password: no timing hint. */
+        int ok = auth_check_password(rep ? rep->user->password_hash : NULL, password);
+        if (rep && ok)
+            issue_tokens(r, rep->user->id, NULL);
+        else
+            http_error(r, 401, "wrong login or password");
+    }
+    if (rep)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    json_decref(body);
+}
+
+void route_refresh(http_req *r)
+{
+    const char *token = http_cookie(r, "refresh-token");
+    if (!token || strlen(token) != AUTH_TOKEN_HEX - 1) {
+        http_error(r, 401, "missing or malformed refresh-token cookie");
+        return;
+    }
+    char old_hash[AUTH_TOKEN_HEX], new_token[AUTH_TOKEN_HEX], new_hash[AUTH_TOKEN_HEX];
+    auth_hash_refresh(token, old_hash);
+    auth_new_refresh(new_token, new_hash);
+    Calc__V1__RotateRefreshTokenRequest req = CALC__V1__ROTATE_REFRESH_TOKEN_REQUEST__INIT;
+    req.old_hash = old_hash;
+    req.new_hash = new_hash;
+    req.expires_at_ms = ((int64_t)time(NULL) + api_cfg.refresh_ttl_s) * 1000;
+    Calc__V1__RotateRefreshTokenReply *rep = NULL;
+    if (dba_call(r, DBA_ROTATE_REFRESH_TOKEN, &req.base,
+                 &calc__v1__rotate_refresh_token_reply__descriptor, &rep) != RPC_OK)
+        return;
+    if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__ROTATED) {
+        char *access = auth_issue_access(rep->user_id);
+        if (access) {
+            r->set_cookie =
+                xasprintf("refresh-token=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict",
+                          new_token, (long long)api_cfg.refresh_ttl_s);
+            http_json(r, 200, json_pack("{s:s}", "accessToken", access));
+            free(access);
+        } else {
+            http_error(r, 503, "cannot issue a token now, try again");
+        }
+    } else if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REUSED) {
+        log_warn("user=%lld: a rotated refresh token was presented again: family revoked",
+                 (long long)rep->user_id);
+        http_error(r, 401, "refresh token already used: every session of this login is revoked");
+    } else {
+        http_error(r, 401, "unknown or expired refresh token");
+    }
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
+
+void route_logout(http_req *r)
+{
+    const char *token = http_cookie(r, "refresh-token");
+    if (token && strlen(token) == AUTH_TOKEN_HEX - 1) {
+        char hash[AUTH_TOKEN_HEX];
+        auth_hash_refresh(token, hash);
+        Calc__V1__RevokeRefreshFamilyRequest req = CALC__V1__REVOKE_REFRESH_FAMILY_REQUEST__INIT;
+        req.token_hash = hash;
+        Calc__V1__Empty *rep = NULL;
+        if (dba_call(r, DBA_REVOKE_REFRESH_FAMILY, &req.base, &calc__v1__empty__descriptor, &rep) !=
+            RPC_OK)
+            return;
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    }
+    r->set_cookie = xstrdup("refresh-token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+    http_json(r, 200, json_pack("{s:i}", "status", 200));
+}

@@ -1,0 +1,239 @@
+#include <microhttpd.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "dba.h"
+#include "log.h"
+#include "mem.h"
+#include "methods.h"
+#include "plan.h"
+
+#define REQ_UID_MAX 128
+
+json_t *api_time(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char s[32];
+    strftime(s, sizeof s, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_string(s);
+}
+
+static const char *status_word(const char *status)
+{
+    if (!strcmp(status, "new"))
+        return "New";
+    if (!strcmp(status, "in_progress"))
+        return "In Progress";
+    if (!strcmp(status, "ok"))
+        return "Ok";
+    if (!strcmp(status, "error"))
+        return "Error";
+    return "Cancelled";
+}
+
+/* The reference README's fields, then ours. */
+static json_t *expression_json(const Calc__V1__Expression *e)
+{
+    return json_pack(
+        "{s:I, s:I, s:s, s:s, s:o, s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:i, s:I}", "expression_id",
+        (json_int_t)e->id, "user_id", (json_int_t)e->user_id, "req_uid", e->req_uid,
+        "expression_value", e->text, "result", e->has_result ? json_real(e->result) : json_null(),
+        "status", status_word(e->status), "error_msg", e->error, "created_at",
+        api_time(e->created_at_ms), "eval_started_at", api_time(e->started_at_ms),
+        "eval_finished_at", api_time(e->finished_at_ms), "node_count", e->node_count, "nodes_done",
+        e->nodes_done, "depth", e->depth, "critical_path_ms", (json_int_t)e->critical_path_ms);
+}
+
+static void reply_expression(http_req *r, const Calc__V1__Expression *e)
+{
+    http_json(r, 200, json_pack("{s:o, s:i}", "expression", expression_json(e), "status", 200));
+}
+
+/* The operator delays in force now: the expression keeps this snapshot. */
+static int current_durations(http_req *r, plan_durations *d)
+{
+    Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
+    Calc__V1__DurationsReply *rep = NULL;
+    if (dba_call(r, DBA_GET_DURATIONS, &req.base, &calc__v1__durations_reply__descriptor, &rep) !=
+        RPC_OK)
+        return -1;
+    memset(d, 0, sizeof *d);
+    for (size_t i = 0; i < rep->n_durations; i++) {
+        const char *ops = "+-*/", *at = strchr(ops, rep->durations[i]->op[0]);
+        if (at && rep->durations[i]->op[0])
+            d->ms[at - ops] = (uint32_t)rep->durations[i]->ms;
+    }
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return 0;
+}
+
+static void fill_operand(Calc__V1__Operand *o, const plan_operand *po)
+{
+    calc__v1__operand__init(o);
+    if (po->is_node) {
+        o->kind_case = CALC__V1__OPERAND__KIND_NODE;
+        o->node = po->node;
+    } else {
+        o->kind_case = CALC__V1__OPERAND__KIND_VALUE;
+        o->value = po->value;
+    }
+}
+
+static void create(http_req *r, const char *text, const char *req_uid, int source_order)
+{
+    plan_durations dur;
+    if (current_durations(r, &dur) < 0)
+        return;
+    plan_limits lim = {.max_text = (size_t)api_cfg.max_text,
+                       .max_nodes = (size_t)api_cfg.max_nodes,
+                       .max_depth = (size_t)api_cfg.max_depth};
+    plan *p = NULL;
+    plan_error perr;
+    if (plan_build(text, strlen(text), &lim, &dur, source_order, &p, &perr) != PLAN_OK) {
+        http_json(r, 400,
+                  json_pack("{s:s, s:I, s:i}", "error", perr.message, "position",
+                            (json_int_t)perr.position, "status", 400));
+        return;
+    }
+    size_t n = p->n_nodes;
+    Calc__V1__PlanNode *nodes = xcalloc(n + 1, sizeof *nodes);
+    Calc__V1__PlanNode **ptrs = xcalloc(n + 1, sizeof *ptrs);
+    Calc__V1__Operand *operands = xcalloc(2 * n + 1, sizeof *operands);
+    static const char *op_text[PLAN_NOPS] = {"+", "-", "*", "/"};
+    for (size_t i = 0; i < n; i++) {
+        const plan_node *pn = &p->nodes[i];
+        calc__v1__plan_node__init(&nodes[i]);
+        nodes[i].op = (char *)op_text[pn->op];
+        fill_operand(&operands[2 * i], &pn->left);
+        fill_operand(&operands[2 * i + 1], &pn->right);
+        nodes[i].left = &operands[2 * i];
+        nodes[i].right = &operands[2 * i + 1];
+        nodes[i].parent = pn->parent;
+        nodes[i].tail_ms = pn->tail_ms;
+        nodes[i].delay_ms = (int32_t)dur.ms[pn->op];
+        ptrs[i] = &nodes[i];
+    }
+    Calc__V1__CreateExpressionRequest req = CALC__V1__CREATE_EXPRESSION_REQUEST__INIT;
+    req.user_id = r->user_id;
+    req.req_uid = (char *)req_uid;
+    req.text = (char *)text;
+    req.n_nodes = n;
+    req.nodes = ptrs;
+    req.value = p->value;
+    req.depth = (int32_t)p->depth;
+    req.critical_path_ms = p->critical_path_ms;
+    req.max_unfinished = (int32_t)api_cfg.max_unfinished;
+    Calc__V1__ExpressionReply *rep = NULL;
+    if (dba_call(r, DBA_CREATE_EXPRESSION, &req.base, &calc__v1__expression_reply__descriptor,
+                 &rep) == RPC_OK) {
+        if (rep->created)
+            log_info("user=%lld expression=%lld accepted: %zu nodes, critical path %lld ms",
+                     (long long)r->user_id, (long long)rep->expression->id, n,
+                     (long long)p->critical_path_ms);
+        reply_expression(r, rep->expression);
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    }
+    free(operands);
+    free(ptrs);
+    free(nodes);
+    plan_free(p);
+}
+
+void route_expression_create(http_req *r)
+{
+    json_t *body = http_body_object(r);
+    if (!body)
+        return;
+    json_t *expr = json_object_get(body, "expression");
+    json_t *uid = json_object_get(body, "req_uid");
+    json_t *so = json_object_get(body, "source_order");
+    char generated[33];
+    if (!json_is_string(expr)) {
+        http_error(r, 400, "field 'expression' is required and must be a string");
+    } else if (uid && !json_is_null(uid) &&
+               (!json_is_string(uid) || json_string_length(uid) == 0 ||
+                json_string_length(uid) > REQ_UID_MAX)) {
+        http_error(r, 400, "field 'req_uid' must be a string of 1 to %d characters", REQ_UID_MAX);
+    } else if (so && !json_is_boolean(so)) {
+        http_error(r, 400, "field 'source_order' must be true or false");
+    } else if (memchr(json_string_value(expr), '\0', json_string_length(expr))) {
+        http_error(r, 400, "field 'expression' must not contain NUL characters");
+    } else {
+        const char *req_uid = json_string_value(uid);
+        if (!req_uid) {
+            unsigned char raw[16];
+            randombytes_buf(raw, sizeof raw);
+            sodium_bin2hex(generated, sizeof generated, raw, sizeof raw);
+            req_uid = generated;
+        }
+        create(r, json_string_value(expr), req_uid, so && json_is_true(so));
+    }
+    json_decref(body);
+}
+
+void route_expression_list(http_req *r)
+{
+    Calc__V1__ListExpressionsRequest req = CALC__V1__LIST_EXPRESSIONS_REQUEST__INIT;
+    req.user_id = r->user_id;
+    const char *limit = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "limit");
+    const char *cursor = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "cursor");
+    char *end = NULL;
+    if (limit) {
+        long v = strtol(limit, &end, 10);
+        if (*end || v < 1 || v > 1000) {
+            http_error(r, 400, "query parameter 'limit' must be 1..1000");
+            return;
+        }
+        req.limit = (int32_t)v;
+    }
+    if (cursor) {
+        long long v = strtoll(cursor, &end, 10);
+        if (*end || v < 1) {
+            http_error(r, 400, "query parameter 'cursor' must be a positive integer");
+            return;
+        }
+        req.before_id = v;
+    }
+    Calc__V1__ListExpressionsReply *rep = NULL;
+    if (dba_call(r, DBA_LIST_EXPRESSIONS, &req.base, &calc__v1__list_expressions_reply__descriptor,
+                 &rep) != RPC_OK)
+        return;
+    json_t *list = json_array();
+    for (size_t i = 0; i < rep->n_expressions; i++)
+        json_array_append_new(list, expression_json(rep->expressions[i]));
+    http_json(r, 200,
+              json_pack("{s:o, s:o, s:i}", "expressions", list, "next_cursor",
+                        rep->next_before_id ? json_integer(rep->next_before_id) : json_null(),
+                        "status", 200));
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
+
+static void by_id(http_req *r, const char *path)
+{
+    Calc__V1__GetExpressionRequest req = CALC__V1__GET_EXPRESSION_REQUEST__INIT;
+    req.user_id = r->user_id;
+    req.id = r->path_id;
+    Calc__V1__ExpressionReply *rep = NULL;
+    if (dba_call(r, path, &req.base, &calc__v1__expression_reply__descriptor, &rep) != RPC_OK)
+        return;
+    reply_expression(r, rep->expression);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
+
+void route_expression_get(http_req *r)
+{
+    by_id(r, DBA_GET_EXPRESSION);
+}
+
+void route_expression_cancel(http_req *r)
+{
+    by_id(r, DBA_CANCEL_EXPRESSION);
+}

@@ -1,0 +1,16 @@
+/* mem: the one out-of-memory policy of the project: allocation failures abort the process. */
+#ifndef CALC_MEM_H
+#define CALC_MEM_H
+
+#include <stddef.h>
+
+/* Each returns memory owned by the caller (free()); none returns NULL. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* printf into a new string. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,280 @@
+#include "mq.h"
+
+#include <amqp.h>
+#include <amqp_framing.h>
+#include <amqp_tcp_socket.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "mem.h"
+#include "timeutil.h"
+
+#define MQ_CHANNEL 1
+
+struct mq_link {
+    amqp_connection_state_t conn;
+};
+
+static int reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return MQ_OK;
+    case AMQP_RESPONSE_NONE:
+        snprintf(err, errlen, "%s: no reply", what);
+        break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+        break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            amqp_connection_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%s: connection closed by the broker: %u %.*s", what,
+                     m->reply_code, (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+            amqp_channel_close_t *m = r.reply.decoded;
+            snprintf(err, errlen, "%s: channel closed by the broker: %u %.*s", what, m->reply_code,
+                     (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        } else {
+            snprintf(err, errlen, "%s: broker error, method 0x%08x", what, r.reply.id);
+        }
+        break;
+    }
+    return MQ_ERR;
+}
+
+static amqp_table_entry_t entry_str(const char *key, const char *value)
+{
+    amqp_table_entry_t e;
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_UTF8;
+    e.value.value.bytes = amqp_cstring_bytes(value);
+    return e;
+}
+
+static amqp_table_entry_t entry_int(const char *key, int64_t value)
+{
+    amqp_table_entry_t e;
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_I64;
+    e.value.value.i64 = value;
+    return e;
+}
+
+static int declare(mq_link *l, const char *queue, amqp_table_t args, char *err, size_t errlen)
+{
+    amqp_queue_declare(l->conn, MQ_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, args);
+    char what[128];
+    snprintf(what, sizeof what, "queue.declare %s", queue);
+    return reply_error(amqp_get_rpc_reply(l->conn), what, err, errlen);
+}
+
+static int declare_topology(mq_link *l, int retry_ttl_ms, char *err, size_t errlen)
+{
+    amqp_table_entry_t work[2] = {entry_str("x-dead-letter-exchange", ""),
+                                  entry_str("x-dead-letter-routing-key", MQ_RETRY_QUEUE)};
+    amqp_table_entry_t retry[3] = {entry_str("x-dead-letter-exchange", ""),
+                                   entry_str("x-dead-letter-routing-key", MQ_WORK_QUEUE),
+                                   entry_int("x-message-ttl", retry_ttl_ms)};
+    if (declare(l, MQ_WORK_QUEUE, (amqp_table_t){2, work}, err, errlen) != MQ_OK)
+        return MQ_ERR;
+    return declare(l, MQ_RETRY_QUEUE, (amqp_table_t){3, retry}, err, errlen);
+}
+
+mq_link *mq_connect(const char *url, int retry_ttl_ms, char *err, size_t errlen)
+{
+    struct amqp_connection_info ci;
+    char *buf = xstrdup(url);
+    mq_link *l = NULL;
+    amqp_default_connection_info(&ci);
+    if (amqp_parse_url(buf, &ci) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "AMQP_URL is not a valid amqp:// URL");
+        goto fail;
+    }
+    l = xcalloc(1, sizeof *l);
+    l->conn = amqp_new_connection();
+    amqp_socket_t *sock = amqp_tcp_socket_new(l->conn);
+    struct timeval tv = {.tv_sec = 5};
+    int rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "connect %s:%d: %s", ci.host, ci.port, amqp_error_string2(rc));
+        goto fail;
+    }
+    /* A 30 s heartbeat: the owner calls into the library at least every few seconds. */
+    amqp_rpc_reply_t r =
+        amqp_login(l->conn, ci.vhost, 0, 131072, 30, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+    if (reply_error(r, "login", err, errlen) != MQ_OK)
+        goto fail;
+    /* rabbitmq-c waits forever for a reply by default; a silent broker must not hang us. */
+    struct timeval rpc_timeout = {.tv_sec = 10};
+    amqp_set_rpc_timeout(l->conn, &rpc_timeout);
+    amqp_channel_open(l->conn, MQ_CHANNEL);
+    if (reply_error(amqp_get_rpc_reply(l->conn), "channel.open", err, errlen) != MQ_OK)
+        goto fail;
+    if (declare_topology(l, retry_ttl_ms, err, errlen) != MQ_OK)
+        goto fail;
+    free(buf);
+    return l;
+fail:
+    free(buf);
+    mq_close(l);
+    return NULL;
+}
+
+void mq_close(mq_link *l)
+{
+    if (!l)
+        return;
+    /* A broken connection is simply dropped; a healthy one is closed politely. */
+    if (amqp_get_socket(l->conn) && amqp_get_sockfd(l->conn) >= 0) {
+        struct timeval quick = {.tv_sec = 1};
+        amqp_set_rpc_timeout(l->conn, &quick);
+        amqp_channel_close(l->conn, MQ_CHANNEL, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(l->conn, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(l->conn);
+    free(l);
+}
+
+int mq_fd(mq_link *l)
+{
+    return amqp_get_sockfd(l->conn);
+}
+
+int mq_confirm_mode(mq_link *l, char *err, size_t errlen)
+{
+    amqp_confirm_select(l->conn, MQ_CHANNEL);
+    return reply_error(amqp_get_rpc_reply(l->conn), "confirm.select", err, errlen);
+}
+
+int mq_publish(mq_link *l, const void *body, size_t len, uint64_t *seq, char *err, size_t errlen)
+{
+    amqp_basic_properties_t props;
+    memset(&props, 0, sizeof props);
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
+    props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    props.content_type = amqp_cstring_bytes("application/x-protobuf");
+    amqp_bytes_t b = {.len = len, .bytes = (void *)body};
+    int rc = amqp_basic_publish(l->conn, MQ_CHANNEL, amqp_cstring_bytes(""),
+                                amqp_cstring_bytes(MQ_WORK_QUEUE), 0, 0, &props, b);
+    if (rc != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "basic.publish: %s", amqp_error_string2(rc));
+        return MQ_ERR;
+    }
+    (*seq)++;
+    return MQ_OK;
+}
+
+static void mark(int8_t *acked, uint64_t first, size_t n, uint64_t tag, int multiple, int8_t v)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t s = first + i;
+        if ((s == tag || (multiple && s < tag)) && acked[i] == 0)
+            acked[i] = v;
+    }
+}
+
+int mq_wait_confirms(mq_link *l, uint64_t first_seq, int8_t *acked, size_t n, int timeout_ms,
+                     char *err, size_t errlen)
+{
+    int64_t deadline = time_monotonic_ms() + timeout_ms;
+    for (;;) {
+        size_t open = 0;
+        for (size_t i = 0; i < n; i++)
+            open += acked[i] == 0;
+        if (!open)
+            return MQ_OK;
+        int64_t left = deadline - time_monotonic_ms();
+        if (left <= 0)
+            return MQ_TIMEOUT;
+        struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+        amqp_frame_t f;
+        int rc = amqp_simple_wait_frame_noblock(l->conn, &f, &tv);
+        if (rc == AMQP_STATUS_TIMEOUT)
+            return MQ_TIMEOUT;
+        if (rc != AMQP_STATUS_OK) {
+            snprintf(err, errlen, "waiting for confirms: %s", amqp_error_string2(rc));
+            return MQ_ERR;
+        }
+        if (f.frame_type != AMQP_FRAME_METHOD)
+            continue;
+        if (f.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+            amqp_basic_ack_t *a = f.payload.method.decoded;
+            mark(acked, first_seq, n, a->delivery_tag, a->multiple, 1);
+        } else if (f.payload.method.id == AMQP_BASIC_NACK_METHOD) {
+            amqp_basic_nack_t *a = f.payload.method.decoded;
+            mark(acked, first_seq, n, a->delivery_tag, a->multiple, -1);
+        } else if (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                   f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+            snprintf(err, errlen, "waiting for confirms: the broker closed the channel");
+            return MQ_ERR;
+        }
+    }
+}
+
+int mq_consume(mq_link *l, int prefetch, char *err, size_t errlen)
+{
+    amqp_basic_qos(l->conn, MQ_CHANNEL, 0, (uint16_t)prefetch, 0);
+    if (reply_error(amqp_get_rpc_reply(l->conn), "basic.qos", err, errlen) != MQ_OK)
+        return MQ_ERR;
+    amqp_basic_consume(l->conn, MQ_CHANNEL, amqp_cstring_bytes(MQ_WORK_QUEUE), amqp_empty_bytes, 0,
+                       0, 0, amqp_empty_table);
+    return reply_error(amqp_get_rpc_reply(l->conn), "basic.consume", err, errlen);
+}
+
+int mq_has_buffered(mq_link *l)
+{
+    return amqp_frames_enqueued(l->conn) || amqp_data_in_buffer(l->conn);
+}
+
+int mq_next(mq_link *l, int timeout_ms, mq_delivery *d, char *err, size_t errlen)
+{
+    amqp_envelope_t env;
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    amqp_maybe_release_buffers(l->conn);
+    amqp_rpc_reply_t r = amqp_consume_message(l->conn, &env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        d->tag = env.delivery_tag;
+        d->len = env.message.body.len;
+        d->body = xmalloc(d->len);
+        memcpy(d->body, env.message.body.bytes, d->len);
+        d->redelivered = env.redelivered;
+        amqp_destroy_envelope(&env);
+        return MQ_OK;
+    }
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_TIMEOUT)
+        return MQ_TIMEOUT;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        /* Something other than a delivery: read it; a close means the link is gone. */
+        amqp_frame_t f;
+        struct timeval zero = {0, 0};
+        if (amqp_simple_wait_frame_noblock(l->conn, &f, &zero) != AMQP_STATUS_OK)
+            return MQ_TIMEOUT;
+        if (f.frame_type == AMQP_FRAME_METHOD &&
+            (f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+             f.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD)) {
+            snprintf(err, errlen, "the broker closed the channel");
+            return MQ_ERR;
+        }
+        return MQ_TIMEOUT;
+    }
+    return reply_error(r, "consume", err, errlen);
+}
+
+int mq_ack(mq_link *l, uint64_t tag)
+{
+    return amqp_basic_ack(l->conn, MQ_CHANNEL, tag, 0) == AMQP_STATUS_OK ? MQ_OK : MQ_ERR;
+}
+
+int mq_nack(mq_link *l, uint64_t tag)
+{
+    return amqp_basic_nack(l->conn, MQ_CHANNEL, tag, 0, 0) == AMQP_STATUS_OK ? MQ_OK : MQ_ERR;
+}
+
+int mq_requeue(mq_link *l, uint64_t tag)
+{
+    return amqp_basic_nack(l->conn, MQ_CHANNEL, tag, 0, 1) == AMQP_STATUS_OK ? MQ_OK : MQ_ERR;
+}

@@ -1,0 +1,440 @@
+#include "rpc.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mem.h"
+
+#define RPC_TOKEN_KEY "x-calc-token"
+
+/* ---- per-call arena ---- */
+
+typedef struct arena_block {
+    struct arena_block *next;
+    max_align_t data[];
+} arena_block;
+
+struct rpc_ctx {
+    arena_block *blocks;
+    void *state;
+    gpr_timespec deadline;
+    int code;
+    char message[256];
+};
+
+void *rpc_alloc(rpc_ctx *ctx, size_t n)
+{
+    arena_block *b = xcalloc(1, sizeof *b + n);
+    b->next = ctx->blocks;
+    ctx->blocks = b;
+    return b->data;
+}
+
+char *rpc_strdup(rpc_ctx *ctx, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = rpc_alloc(ctx, n);
+    memcpy(p, s, n);
+    return p;
+}
+
+void *rpc_thread_state(rpc_ctx *ctx)
+{
+    return ctx->state;
+}
+
+int64_t rpc_time_left_ms(rpc_ctx *ctx)
+{
+    gpr_timespec d = gpr_convert_clock_type(ctx->deadline, GPR_CLOCK_MONOTONIC);
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_MONOTONIC)) == 0)
+        return -1;
+    gpr_timespec left = gpr_time_sub(d, gpr_now(GPR_CLOCK_MONOTONIC));
+    int64_t ms = (int64_t)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    return ms < 0 ? 0 : ms;
+}
+
+int rpc_fail(rpc_ctx *ctx, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+    va_end(ap);
+    ctx->code = code;
+    return code;
+}
+
+static void arena_free(rpc_ctx *ctx)
+{
+    while (ctx->blocks) {
+        arena_block *next = ctx->blocks->next;
+        free(ctx->blocks);
+        ctx->blocks = next;
+    }
+}
+
+/* ---- protobuf <-> byte buffer ---- */
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+{
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    grpc_slice s = grpc_slice_malloc(len);
+    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+static int const_time_eq(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = (unsigned char)(alen != blen);
+    size_t n = alen < blen ? alen : blen;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+/* ---- server ---- */
+
+struct rpc_server {
+    grpc_server *server;
+    grpc_completion_queue *shutdown_cq;
+    rpc_server_config cfg;
+    int n_threads;
+    pthread_t *threads;
+    grpc_completion_queue **cqs;
+};
+
+typedef struct worker_arg {
+    rpc_server *srv;
+    grpc_completion_queue *cq;
+} worker_arg;
+
+/* Runs one batch on the worker's own queue and waits for it: a worker has one call at a time. */
+static int run_batch(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, size_t n)
+{
+    static int tag;
+    if (grpc_call_start_batch(call, ops, n, &tag, NULL) != GRPC_CALL_OK)
+        return 0;
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static const rpc_method *find_method(const rpc_server *srv, grpc_slice path)
+{
+    for (size_t i = 0; i < srv->cfg.n_methods; i++)
+        if (grpc_slice_str_cmp(path, srv->cfg.methods[i].path) == 0)
+            return &srv->cfg.methods[i];
+    return NULL;
+}
+
+static int token_ok(const rpc_server *srv, const grpc_metadata_array *md)
+{
+    for (size_t i = 0; i < md->count; i++) {
+        if (grpc_slice_str_cmp(md->metadata[i].key, RPC_TOKEN_KEY) != 0)
+            continue;
+        grpc_slice v = md->metadata[i].value;
+        return const_time_eq((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v),
+                             srv->cfg.token, strlen(srv->cfg.token));
+    }
+    return 0;
+}
+
+static void serve_call(rpc_server *srv, grpc_completion_queue *cq, grpc_call *call,
+                       const grpc_call_details *details, const grpc_metadata_array *md, void *state)
+{
+    rpc_ctx ctx = {.state = state, .deadline = details->deadline, .code = RPC_OK};
+    grpc_byte_buffer *in = NULL, *out = NULL;
+    ProtobufCMessage *req = NULL, *resp = NULL;
+    int cancelled = 0;
+
+    grpc_op recv = {.op = GRPC_OP_RECV_MESSAGE};
+    recv.data.recv_message.recv_message = &in;
+    if (!run_batch(call, cq, &recv, 1))
+        goto out;
+
+    const rpc_method *m = find_method(srv, details->method);
+    if (!m) {
+        char *p = grpc_slice_to_c_string(details->method);
+        rpc_fail(&ctx, RPC_UNIMPLEMENTED, "unknown method %s", p);
+        gpr_free(p);
+    } else if (!token_ok(srv, md)) {
+        rpc_fail(&ctx, RPC_UNAUTHENTICATED, "missing or wrong service token");
+    } else if (!in || !(req = unpack(m->request, in))) {
+        rpc_fail(&ctx, RPC_INVALID_ARGUMENT, "cannot decode %s", m->request->name);
+    } else {
+        int code = m->handler(&ctx, req, &resp);
+        if (code != RPC_OK) {
+            ctx.code = code;
+            resp = NULL;
+        } else if (resp) {
+            out = pack(resp);
+        }
+    }
+
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    if (out) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = out;
+    }
+    grpc_slice details_slice = grpc_slice_from_copied_string(ctx.message);
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)ctx.code;
+    ops[n++].data.send_status_from_server.status_details = &details_slice;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n++].data.recv_close_on_server.cancelled = &cancelled;
+    run_batch(call, cq, ops, n);
+    grpc_slice_unref(details_slice);
+
+out:
+    if (req)
+        protobuf_c_message_free_unpacked(req, NULL);
+    if (in)
+        grpc_byte_buffer_destroy(in);
+    if (out)
+        grpc_byte_buffer_destroy(out);
+    arena_free(&ctx);
+}
+
+static void *worker_main(void *p)
+{
+    worker_arg *wa = p;
+    rpc_server *srv = wa->srv;
+    grpc_completion_queue *cq = wa->cq;
+    free(wa);
+    void *state = srv->cfg.thread_init ? srv->cfg.thread_init(srv->cfg.arg) : NULL;
+
+    for (;;) {
+        grpc_call *call = NULL;
+        grpc_call_details details;
+        grpc_metadata_array md;
+        grpc_call_details_init(&details);
+        grpc_metadata_array_init(&md);
+        static int tag;
+        int ok = grpc_server_request_call(srv->server, &call, &details, &md, cq, cq, &tag) ==
+                 GRPC_CALL_OK;
+        grpc_event ev = {.type = GRPC_QUEUE_SHUTDOWN};
+        if (ok)
+            ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ok && ev.type == GRPC_OP_COMPLETE && ev.success)
+            serve_call(srv, cq, call, &details, &md, state);
+        else
+            ok = 0;
+        if (call)
+            grpc_call_unref(call);
+        grpc_call_details_destroy(&details);
+        grpc_metadata_array_destroy(&md);
+        if (!ok)
+            break; /* the server is shutting down */
+    }
+    if (srv->cfg.thread_fini)
+        srv->cfg.thread_fini(state);
+    return NULL;
+}
+
+rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t errlen)
+{
+    rpc_server *srv = xcalloc(1, sizeof *srv);
+    srv->cfg = *cfg;
+    srv->n_threads = cfg->threads > 0 ? cfg->threads : 1;
+    srv->server = grpc_server_create(NULL, NULL);
+    srv->cqs = xcalloc((size_t)srv->n_threads, sizeof *srv->cqs);
+    for (int i = 0; i < srv->n_threads; i++) {
+        srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
+    }
+    srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    int port = grpc_server_add_http2_port(srv->server, cfg->addr, creds);
+    grpc_server_credentials_release(creds);
+    if (port == 0) {
+        snprintf(err, errlen, "cannot listen on %s (address in use or invalid)", cfg->addr);
+        grpc_server_destroy(srv->server);
+        for (int i = 0; i < srv->n_threads; i++)
+            grpc_completion_queue_destroy(srv->cqs[i]);
+        grpc_completion_queue_destroy(srv->shutdown_cq);
+        free(srv->cqs);
+        free(srv);
+        return NULL;
+    }
+    grpc_server_start(srv->server);
+    srv->threads = xcalloc((size_t)srv->n_threads, sizeof *srv->threads);
+    for (int i = 0; i < srv->n_threads; i++) {
+        worker_arg *wa = xmalloc(sizeof *wa);
+        wa->srv = srv;
+        wa->cq = srv->cqs[i];
+        pthread_create(&srv->threads[i], NULL, worker_main, wa);
+    }
+    return srv;
+}
+
+static void drain_and_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
+void rpc_server_stop(rpc_server *srv)
+{
+    if (!srv)
+        return;
+    static int tag;
+    /* Pending request_call ops fail, so idle workers exit; busy ones finish their call first. */
+    grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &tag);
+    grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    for (int i = 0; i < srv->n_threads; i++)
+        pthread_join(srv->threads[i], NULL);
+    grpc_server_destroy(srv->server);
+    for (int i = 0; i < srv->n_threads; i++)
+        drain_and_destroy(srv->cqs[i]);
+    drain_and_destroy(srv->shutdown_cq);
+    free(srv->cqs);
+    free(srv->threads);
+    free(srv);
+}
+
+/* ---- client ---- */
+
+struct rpc_client {
+    grpc_channel *channel;
+    char *token;
+};
+
+rpc_client *rpc_client_new(const char *target, const char *token)
+{
+    rpc_client *c = xcalloc(1, sizeof *c);
+    /* Reconnect quickly after the server comes back, instead of gRPC's 1 s .. 120 s backoff.
+     * gRPC also uses the minimum backoff as the connect timeout: keep that one generous. */
+    grpc_arg args[3] = {
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+         .value.integer = 100},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 2000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000},
+    };
+    grpc_channel_args ch_args = {.num_args = 3, .args = args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    c->channel = grpc_channel_create(target, creds, &ch_args);
+    grpc_channel_credentials_release(creds);
+    c->token = xstrdup(token);
+    return c;
+}
+
+void rpc_client_free(rpc_client *c)
+{
+    if (!c)
+        return;
+    grpc_channel_destroy(c->channel);
+    free(c->token);
+    free(c);
+}
+
+int rpc_call(rpc_client *c, const char *path, const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, int timeout_ms,
+             char *err, size_t errlen)
+{
+    *resp = NULL;
+    err[0] = '\0';
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+    grpc_slice method = grpc_slice_from_copied_string(path);
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               method, NULL, deadline, NULL);
+    grpc_slice_unref(method);
+
+    grpc_metadata md = {.key = grpc_slice_from_static_string(RPC_TOKEN_KEY),
+                        .value = grpc_slice_from_copied_string(c->token)};
+    grpc_byte_buffer *out = pack(req), *in = NULL;
+    grpc_metadata_array initial, trailing;
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailing);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = 1;
+    ops[0].data.send_initial_metadata.metadata = &md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = out;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &in;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+
+    int tag;
+    if (grpc_call_start_batch(call, ops, 6, &tag, NULL) == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    else
+        snprintf(err, errlen, "%s: cannot start the call", path);
+
+    if (status == GRPC_STATUS_OK) {
+        if (!in || !(*resp = unpack(resp_desc, in))) {
+            status = GRPC_STATUS_INTERNAL;
+            snprintf(err, errlen, "%s: cannot decode the reply", path);
+        }
+    } else if (!err[0]) {
+        snprintf(err, errlen, "%.*s", (int)GRPC_SLICE_LENGTH(details),
+                 (const char *)GRPC_SLICE_START_PTR(details));
+    }
+
+    grpc_slice_unref(details);
+    grpc_slice_unref(md.value);
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailing);
+    grpc_byte_buffer_destroy(out);
+    if (in)
+        grpc_byte_buffer_destroy(in);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_completion_queue_destroy(cq);
+    return (int)status;
+}
+
+void rpc_global_init(void)
+{
+    grpc_init();
+}
+
+void rpc_global_shutdown(void)
+{
+    grpc_shutdown();
+}

@@ -1,0 +1,212 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "buf.h"
+#include "db.h"
+#include "handlers.h"
+
+static void *empty_reply(rpc_ctx *ctx)
+{
+    Calc__V1__Empty *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__empty__init(rep);
+    return rep;
+}
+
+int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__HeartbeatRequest *req = (const void *)m;
+    db *d = rpc_thread_state(ctx);
+    if (!req->agent[0] || strlen(req->agent) > 128)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "agent name must have 1 to 128 characters");
+    if (req->n_nodes > 4096)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes in hand: %zu", req->n_nodes);
+    buf nodes;
+    buf_init(&nodes, SIZE_MAX);
+    buf_add(&nodes, "{", 1);
+    for (size_t i = 0; i < req->n_nodes; i++)
+        buf_printf(&nodes, "%s%lld", i ? "," : "", (long long)req->nodes[i]);
+    buf_add(&nodes, "}", 1);
+    int rc = db_begin(d, ctx);
+    if (rc) {
+        buf_free(&nodes);
+        return rc;
+    }
+    char w[32], b[32];
+    const char *p[] = {req->agent, db_fmt_i64(w, req->workers), db_fmt_i64(b, req->busy),
+                       nodes.data};
+    PGresult *r = db_query(d, ctx,
+                           "INSERT INTO agents (name, workers, busy, nodes) VALUES ($1, $2, $3, $4)"
+                           " ON CONFLICT (name) DO UPDATE SET last_heartbeat_at = now(),"
+                           " workers = EXCLUDED.workers, busy = EXCLUDED.busy,"
+                           " nodes = EXCLUDED.nodes",
+                           4, p);
+    buf_free(&nodes);
+    if (!r) {
+        db_rollback(d);
+        return db_failed(ctx);
+    }
+    PQclear(r);
+    *resp = empty_reply(ctx);
+    return db_commit(d, ctx);
+}
+
+int h_list_agents(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__ListAgentsRequest *req = (const void *)m;
+    db *d = rpc_thread_state(ctx);
+    int rc = db_begin(d, ctx);
+    if (rc)
+        return rc;
+    char alive[32];
+    const char *p[] = {db_fmt_i64(alive, req->alive_within_ms > 0 ? req->alive_within_ms : 5000)};
+    PGresult *r = db_query(d, ctx,
+                           "SELECT name, to_ms(created_at), to_ms(last_heartbeat_at), workers,"
+                           " busy, last_heartbeat_at > now() - $1 * interval '1 ms'"
+                           " FROM agents ORDER BY name",
+                           1, p);
+    if (!r) {
+        db_rollback(d);
+        return db_failed(ctx);
+    }
+    int n = PQntuples(r);
+    Calc__V1__ListAgentsReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__list_agents_reply__init(rep);
+    rep->n_agents = (size_t)n;
+    rep->agents = rpc_alloc(ctx, (size_t)(n + 1) * sizeof *rep->agents);
+    for (int i = 0; i < n; i++) {
+        Calc__V1__Agent *a = rpc_alloc(ctx, sizeof *a);
+        calc__v1__agent__init(a);
+        a->name = rpc_strdup(ctx, db_str(r, i, 0));
+        a->created_at_ms = db_i64(r, i, 1);
+        a->last_heartbeat_at_ms = db_i64(r, i, 2);
+        a->workers = (int32_t)db_i64(r, i, 3);
+        a->busy = (int32_t)db_i64(r, i, 4);
+        a->alive = db_str(r, i, 5)[0] == 't';
+        rep->agents[i] = a;
+    }
+    PQclear(r);
+    *resp = &rep->base;
+    db_rollback(d);
+    return RPC_OK;
+}
+
+static int durations_reply(db *d, rpc_ctx *ctx, ProtobufCMessage **resp)
+{
+    PGresult *r = db_query(d, ctx,
+                           "SELECT op, ms, to_ms(created_at), to_ms(updated_at),"
+                           " coalesce(updated_by, 0) FROM operation_durations"
+                           " ORDER BY strpos('+-*/', op)",
+                           0, NULL);
+    if (!r)
+        return db_failed(ctx);
+    int n = PQntuples(r);
+    Calc__V1__DurationsReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__durations_reply__init(rep);
+    rep->n_durations = (size_t)n;
+    rep->durations = rpc_alloc(ctx, (size_t)(n + 1) * sizeof *rep->durations);
+    for (int i = 0; i < n; i++) {
+        Calc__V1__Duration *du = rpc_alloc(ctx, sizeof *du);
+        calc__v1__duration__init(du);
+        du->op = rpc_strdup(ctx, db_str(r, i, 0));
+        du->ms = (int32_t)db_i64(r, i, 1);
+        du->created_at_ms = db_i64(r, i, 2);
+        du->updated_at_ms = db_i64(r, i, 3);
+        du->updated_by = db_i64(r, i, 4);
+        rep->durations[i] = du;
+    }
+    PQclear(r);
+    *resp = &rep->base;
+    return RPC_OK;
+}
+
+int h_get_durations(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    (void)m;
+    db *d = rpc_thread_state(ctx);
+    int rc = db_begin(d, ctx);
+    if (rc)
+        return rc;
+    rc = durations_reply(d, ctx, resp);
+    db_rollback(d);
+    return rc;
+}
+
+int h_set_durations(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__SetDurationsRequest *req = (const void *)m;
+    db *d = rpc_thread_state(ctx);
+    for (size_t i = 0; i < req->n_durations; i++) {
+        const Calc__V1__Duration *du = req->durations[i];
+        if (strlen(du->op) != 1 || !strchr("+-*/", du->op[0]))
+            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "unknown operator '%s'", du->op);
+        if (du->ms < 0 || du->ms > 65535)
+            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "%s: %d ms is out of range 0..65535", du->op,
+                            du->ms);
+    }
+    int rc = db_begin(d, ctx);
+    if (rc)
+        return rc;
+    char uid[32];
+    db_fmt_i64(uid, req->user_id);
+    for (size_t i = 0; i < req->n_durations; i++) {
+        char ms[32];
+        const char *p[] = {req->durations[i]->op, db_fmt_i64(ms, req->durations[i]->ms),
+                           req->user_id ? uid : NULL};
+        PGresult *r = db_query(d, ctx,
+                               "UPDATE operation_durations SET ms = $2, updated_by = $3,"
+                               " updated_at = now() WHERE op = $1",
+                               3, p);
+        if (!r)
+            goto fail;
+        PQclear(r);
+    }
+    if ((rc = durations_reply(d, ctx, resp)))
+        goto out;
+    return db_commit(d, ctx);
+fail:
+    rc = db_failed(ctx);
+out:
+    db_rollback(d);
+    return rc;
+}
+
+int h_list_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__ListEventsRequest *req = (const void *)m;
+    db *d = rpc_thread_state(ctx);
+    int limit = req->limit > 0 && req->limit <= 1000 ? req->limit : 100;
+    int rc = db_begin(d, ctx);
+    if (rc)
+        return rc;
+    char uid[32], after[32], lim[32];
+    const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(after, req->after_seq),
+                       db_fmt_i64(lim, limit)};
+    PGresult *r = db_query(d, ctx,
+                           "SELECT seq, coalesce(expression_id, 0), kind, payload::text,"
+                           " to_ms(created_at) FROM events WHERE user_id = $1 AND seq > $2"
+                           " ORDER BY seq LIMIT $3",
+                           3, p);
+    if (!r) {
+        db_rollback(d);
+        return db_failed(ctx);
+    }
+    int n = PQntuples(r);
+    Calc__V1__ListEventsReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__list_events_reply__init(rep);
+    rep->n_events = (size_t)n;
+    rep->events = rpc_alloc(ctx, (size_t)(n + 1) * sizeof *rep->events);
+    for (int i = 0; i < n; i++) {
+        Calc__V1__Event *e = rpc_alloc(ctx, sizeof *e);
+        calc__v1__event__init(e);
+        e->seq = db_i64(r, i, 0);
+        e->expression_id = db_i64(r, i, 1);
+        e->kind = rpc_strdup(ctx, db_str(r, i, 2));
+        e->payload = rpc_strdup(ctx, db_str(r, i, 3));
+        e->created_at_ms = db_i64(r, i, 4);
+        rep->events[i] = e;
+    }
+    PQclear(r);
+    *resp = &rep->base;
+    db_rollback(d);
+    return RPC_OK;
+}

@@ -1,0 +1,183 @@
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "mem.h"
+
+/* The last code recorded by db_query per thread, so handlers can return it. */
+static _Thread_local int last_code;
+
+PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "%s", PQerrorMessage(c));
+        size_t n = strlen(err);
+        while (n && (err[n - 1] == '\n' || err[n - 1] == ' '))
+            err[--n] = '\0';
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+void *db_thread_init(void *conninfo)
+{
+    db *d = xcalloc(1, sizeof *d);
+    d->conninfo = conninfo;
+    char err[256];
+    d->conn = db_connect(d->conninfo, err, sizeof err);
+    if (!d->conn)
+        log_warn("PostgreSQL not reachable yet: %s", err);
+    return d;
+}
+
+void db_thread_fini(void *state)
+{
+    db *d = state;
+    if (d->conn)
+        PQfinish(d->conn);
+    free(d);
+}
+
+static int ensure_connected(db *d, rpc_ctx *ctx)
+{
+    if (d->conn && PQstatus(d->conn) == CONNECTION_OK)
+        return RPC_OK;
+    if (d->conn)
+        PQfinish(d->conn);
+    char err[256];
+    d->conn = db_connect(d->conninfo, err, sizeof err);
+    if (!d->conn)
+        return last_code = rpc_fail(ctx, RPC_UNAVAILABLE, "database unavailable: %s", err);
+    log_info("PostgreSQL connection established");
+    return RPC_OK;
+}
+
+static int code_for(db *d, const PGresult *r)
+{
+    if (PQstatus(d->conn) != CONNECTION_OK)
+        return RPC_UNAVAILABLE;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (!state)
+        return RPC_UNAVAILABLE;
+    if (!strcmp(state, "57014"))
+        return RPC_DEADLINE_EXCEEDED; /* statement timeout: the caller's deadline */
+    if (!strcmp(state, "23505"))
+        return RPC_ALREADY_EXISTS;
+    if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P03"))
+        return RPC_UNAVAILABLE;
+    if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
+        return RPC_INVALID_ARGUMENT;
+    return RPC_INTERNAL;
+}
+
+PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(d->conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return r;
+    int code = code_for(d, r);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", PQerrorMessage(d->conn));
+    size_t len = strlen(msg);
+    while (len && msg[len - 1] == '\n')
+        msg[--len] = '\0';
+    if (code == RPC_INTERNAL)
+        log_error("query failed: %s (%.80s)", msg, sql);
+    last_code = rpc_fail(ctx, code, "database: %s", msg);
+    PQclear(r);
+    return NULL;
+}
+
+int db_failed(rpc_ctx *ctx)
+{
+    (void)ctx;
+    return last_code;
+}
+
+int db_begin(db *d, rpc_ctx *ctx)
+{
+    int rc = ensure_connected(d, ctx);
+    if (rc != RPC_OK)
+        return rc;
+    int64_t left = rpc_time_left_ms(ctx);
+    if (left == 0)
+        return last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
+    char sql[96];
+    /* The caller's deadline bounds every statement of the call; no deadline: 30 s. */
+    snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld",
+             (long long)(left < 0 ? 30000 : left));
+    PGresult *r = PQexec(d->conn, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        int code = code_for(d, r);
+        PQclear(r);
+        /* A connection that died while idle is noticed here: try once more on a new one. */
+        if (code == RPC_UNAVAILABLE && ensure_connected(d, ctx) == RPC_OK) {
+            r = PQexec(d->conn, sql);
+            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+            code = ok ? RPC_OK : code_for(d, r);
+        }
+        if (!ok) {
+            PQclear(r);
+            return last_code = rpc_fail(ctx, code, "database: %s", PQerrorMessage(d->conn));
+        }
+    }
+    PQclear(r);
+    return RPC_OK;
+}
+
+int db_commit(db *d, rpc_ctx *ctx)
+{
+    PGresult *r = db_query(d, ctx, "COMMIT", 0, NULL);
+    if (!r)
+        return db_failed(ctx);
+    PQclear(r);
+    return RPC_OK;
+}
+
+void db_rollback(db *d)
+{
+    if (!d->conn || PQstatus(d->conn) != CONNECTION_OK)
+        return;
+    if (PQtransactionStatus(d->conn) == PQTRANS_IDLE)
+        return;
+    PQclear(PQexec(d->conn, "ROLLBACK"));
+}
+
+int64_t db_i64(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+double db_f64(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? 0.0 : strtod(PQgetvalue(r, row, col), NULL);
+}
+
+const char *db_str(const PGresult *r, int row, int col)
+{
+    return PQgetvalue(r, row, col);
+}
+
+int db_null(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col);
+}
+
+const char *db_fmt_i64(char *buf, int64_t v)
+{
+    snprintf(buf, 32, "%lld", (long long)v);
+    return buf;
+}
+
+const char *db_fmt_f64(char *buf, double v)
+{
+    snprintf(buf, 32, "%.17g", v);
+    return buf;
+}

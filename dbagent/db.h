@@ -1,0 +1,53 @@
+/*
+ * db: one PostgreSQL connection per gRPC worker thread, re-established when lost, and query
+ * helpers that turn PostgreSQL failures into gRPC status codes on the current call.
+ */
+#ifndef CALC_DB_H
+#define CALC_DB_H
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+#include "rpc.h"
+
+typedef struct db {
+    PGconn *conn;
+    const char *conninfo; /* kept, not owned */
+} db;
+
+/* Thread state for the rpc server: arg is the conninfo string. */
+void *db_thread_init(void *conninfo);
+void db_thread_fini(void *state);
+
+/* Opens a connection (NULL with err set on failure). */
+PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
+
+/*
+ * Starts a transaction for the current call, reconnecting first when the connection is gone,
+ * and applies the caller's deadline as the statement timeout. Returns 0, or rpc_fail(...)
+ * (UNAVAILABLE when PostgreSQL cannot be reached).
+ */
+int db_begin(db *d, rpc_ctx *ctx);
+int db_commit(db *d, rpc_ctx *ctx);
+/* Rolls back when a transaction is open; safe to call on any path. */
+void db_rollback(db *d);
+
+/*
+ * Runs one statement with text parameters (NULL entries are SQL NULLs). Returns the result
+ * (PQclear it), or NULL after recording the failure on ctx with a fitting status code.
+ */
+PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *const *params);
+/* The status code db_query recorded. */
+int db_failed(rpc_ctx *ctx);
+
+/* Field readers: NULL reads as 0 / 0.0 / "". */
+int64_t db_i64(const PGresult *r, int row, int col);
+double db_f64(const PGresult *r, int row, int col);
+const char *db_str(const PGresult *r, int row, int col);
+int db_null(const PGresult *r, int row, int col);
+
+/* Text forms of numbers for parameters; buf must hold 32 bytes. */
+const char *db_fmt_i64(char *buf, int64_t v);
+const char *db_fmt_f64(char *buf, double v);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * handlers: the DbAgent gRPC methods. Each runs as one transaction on the calling worker's
+ * connection (see db.h) and returns an rpc status code.
+ */
+#ifndef CALC_HANDLERS_H
+#define CALC_HANDLERS_H
+
+#include "calc.pb-c.h"
+#include "rpc.h"
+
+#define H(name) int h_##name(rpc_ctx *ctx, const ProtobufCMessage *req, ProtobufCMessage **resp)
+
+/* users.c */
+H(create_user);
+H(find_user);
+H(ensure_admin);
+H(store_refresh_token);
+H(rotate_refresh_token);
+H(revoke_refresh_family);
+/* expressions.c */
+H(create_expression);
+H(get_expression);
+H(list_expressions);
+H(cancel_expression);
+/* nodes.c */
+H(take_ready);
+H(mark_queued);
+H(claim_node);
+H(complete_node);
+H(requeue_stale);
+/* cluster.c */
+H(heartbeat);
+H(list_agents);
+H(get_durations);
+H(set_durations);
+H(list_events);
+
+#undef H
+
+/* The dbagent's settings that handlers consult. */
+typedef struct handler_settings {
+    int max_attempts; /* claims of one node before it fails */
+} handler_settings;
+extern handler_settings handler_cfg;
+
+/*
+ * Appends an event for user in the current transaction, taking the user's next sequence
+ * number; the user row stays locked until commit, so numbers follow commit order.
+ * payload is a JSON object text. Returns RPC_OK or the failure recorded on ctx.
+ */
+struct db;
+int event_append(struct db *d, rpc_ctx *ctx, int64_t user_id, int64_t expression_id,
+                 const char *kind, const char *payload);
+
+#endif

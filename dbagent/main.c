@@ -1,0 +1,220 @@
+/*
+ * calc-dbagent: the system of record. The only PostgreSQL client of the cluster; serves the
+ * DbAgent gRPC service to the API and the agents.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "calc.pb-c.h"
+#include "config.h"
+#include "db.h"
+#include "handlers.h"
+#include "log.h"
+#include "mem.h"
+#include "methods.h"
+#include "migrations.h"
+#include "rpc.h"
+
+static struct {
+    const char *db_host, *db_user, *db_password, *db_name, *db_sslmode, *host, *token;
+    int64_t db_port, port, threads, max_attempts, migrate;
+} cfg;
+
+static const cfg_entry config_table[] = {
+    {"DB_HOST", CFG_STR, "127.0.0.1", 1, 255, "PostgreSQL host", &cfg.db_host},
+    {"DB_PORT", CFG_INT, "5432", 1, 65535, "PostgreSQL port", &cfg.db_port},
+    {"DB_USERNAME", CFG_STR, "postgres", 1, 63, "PostgreSQL user", &cfg.db_user},
+    {"DB_PASSWORD", CFG_SECRET, "", 0, 255, "PostgreSQL password", &cfg.db_password},
+    {"DB_NAME", CFG_STR, "calculator_db", 1, 63, "PostgreSQL database", &cfg.db_name},
+    {"DB_SSLMODE", CFG_STR, "disable", 1, 32, "libpq sslmode", &cfg.db_sslmode},
+    {"DBAGENT_HOST", CFG_STR, "0.0.0.0", 1, 255, "address to serve gRPC on", &cfg.host},
+    {"DBAGENT_PORT", CFG_INT, "50051", 1, 65535, "port to serve gRPC on", &cfg.port},
+    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token callers must present", &cfg.token},
+    {"DBAGENT_THREADS", CFG_INT, "16", 1, 256,
+     "gRPC worker threads, one PostgreSQL connection each", &cfg.threads},
+    {"MAX_ATTEMPTS", CFG_INT, "5", 1, 1000, "claims of one node before it fails",
+     &cfg.max_attempts},
+    {"DBAGENT_MIGRATE", CFG_INT, "1", 0, 1, "apply pending migrations at start (1) or not (0)",
+     &cfg.migrate},
+};
+#define N_CONFIG (sizeof config_table / sizeof config_table[0])
+
+#define M(path, name, req)                                                                         \
+    {                                                                                              \
+        path, &calc__v1__##req##__descriptor, h_##name                                             \
+    }
+static const rpc_method methods[] = {
+    M(DBA_CREATE_USER, create_user, create_user_request),
+    M(DBA_FIND_USER, find_user, find_user_request),
+    M(DBA_ENSURE_ADMIN, ensure_admin, ensure_admin_request),
+    M(DBA_STORE_REFRESH_TOKEN, store_refresh_token, store_refresh_token_request),
+    M(DBA_ROTATE_REFRESH_TOKEN, rotate_refresh_token, rotate_refresh_token_request),
+    M(DBA_REVOKE_REFRESH_FAMILY, revoke_refresh_family, revoke_refresh_family_request),
+    M(DBA_CREATE_EXPRESSION, create_expression, create_expression_request),
+    M(DBA_GET_EXPRESSION, get_expression, get_expression_request),
+    M(DBA_LIST_EXPRESSIONS, list_expressions, list_expressions_request),
+    M(DBA_CANCEL_EXPRESSION, cancel_expression, get_expression_request),
+    M(DBA_TAKE_READY, take_ready, take_ready_request),
+    M(DBA_MARK_QUEUED, mark_queued, mark_queued_request),
+    M(DBA_CLAIM_NODE, claim_node, claim_node_request),
+    M(DBA_COMPLETE_NODE, complete_node, complete_node_request),
+    M(DBA_REQUEUE_STALE, requeue_stale, requeue_stale_request),
+    M(DBA_HEARTBEAT, heartbeat, heartbeat_request),
+    M(DBA_LIST_AGENTS, list_agents, list_agents_request),
+    M(DBA_GET_DURATIONS, get_durations, empty),
+    M(DBA_SET_DURATIONS, set_durations, set_durations_request),
+    M(DBA_LIST_EVENTS, list_events, list_events_request),
+};
+#undef M
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* libpq conninfo values are quoted so that any password works. */
+static void conninfo_add(char *out, size_t cap, const char *key, const char *value)
+{
+    size_t n = strlen(out);
+    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s='", n ? " " : "", key);
+    for (const char *s = value; *s && n + 3 < cap; s++) {
+        if (*s == '\'' || *s == '\\')
+            out[n++] = '\\';
+        out[n++] = *s;
+    }
+    if (n + 2 < cap) {
+        out[n++] = '\'';
+        out[n] = '\0';
+    }
+}
+
+static char *build_conninfo(void)
+{
+    char port[16], *ci = xcalloc(1, 2048);
+    snprintf(port, sizeof port, "%lld", (long long)cfg.db_port);
+    conninfo_add(ci, 2048, "host", cfg.db_host);
+    conninfo_add(ci, 2048, "port", port);
+    conninfo_add(ci, 2048, "user", cfg.db_user);
+    if (cfg.db_password[0])
+        conninfo_add(ci, 2048, "password", cfg.db_password);
+    conninfo_add(ci, 2048, "dbname", cfg.db_name);
+    conninfo_add(ci, 2048, "sslmode", cfg.db_sslmode);
+    conninfo_add(ci, 2048, "connect_timeout", "3");
+    conninfo_add(ci, 2048, "application_name", "calc-dbagent");
+    conninfo_add(ci, 2048, "keepalives_idle", "10");
+    return ci;
+}
+
+/* `calc-dbagent migrate [up | down N | status]` */
+static int run_migrate(int argc, char **argv, const char *conninfo)
+{
+    char err[512];
+    PGconn *c = db_connect(conninfo, err, sizeof err);
+    if (!c) {
+        log_error("migrate: cannot connect to PostgreSQL: %s", err);
+        return 1;
+    }
+    int rc = 0, target = -1;
+    const char *what = argc > 2 ? argv[2] : "up";
+    if (!strcmp(what, "down")) {
+        target = argc > 3 ? atoi(argv[3]) : 0;
+    } else if (!strcmp(what, "status")) {
+        int v = migrate_current(c, err, sizeof err);
+        printf("schema version %d of %d\n", v,
+               n_migrations ? migrations[n_migrations - 1].version : 0);
+        PQfinish(c);
+        return v < 0;
+    } else if (strcmp(what, "up") != 0) {
+        fprintf(stderr, "usage: %s migrate [up | down VERSION | status]\n", argv[0]);
+        PQfinish(c);
+        return 64;
+    }
+    if (migrate_to(c, target, err, sizeof err) < 0) {
+        log_error("migrate: %s", err);
+        rc = 1;
+    }
+    PQfinish(c);
+    return rc;
+}
+
+/* Applies pending migrations, waiting (bounded) for PostgreSQL to accept connections. */
+static int migrate_at_start(const char *conninfo)
+{
+    char err[512];
+    for (int attempt = 0; attempt < 60 && !stop_requested; attempt++) {
+        PGconn *c = db_connect(conninfo, err, sizeof err);
+        if (c) {
+            int rc = migrate_to(c, -1, err, sizeof err);
+            PQfinish(c);
+            if (rc < 0)
+                log_error("migrations failed: %s", err);
+            return rc;
+        }
+        log_warn("waiting for PostgreSQL: %s", err);
+        struct timespec ts = {.tv_sec = 1};
+        nanosleep(&ts, NULL);
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    log_init("dbagent");
+    cfg_init_or_exit(argc, argv,
+                     "calc-dbagent [migrate [up | down VERSION | status]]\n"
+                     "Serves the DbAgent gRPC service over PostgreSQL.",
+                     config_table, N_CONFIG);
+    handler_cfg.max_attempts = (int)cfg.max_attempts;
+    char *conninfo = build_conninfo();
+    if (argc > 1 && !strcmp(argv[1], "migrate")) {
+        int rc = run_migrate(argc, argv, conninfo);
+        free(conninfo);
+        return rc;
+    }
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (cfg.migrate && migrate_at_start(conninfo) < 0) {
+        free(conninfo);
+        return 1;
+    }
+
+    rpc_global_init();
+    char addr[300], err[256];
+    snprintf(addr, sizeof addr, "%s:%lld", cfg.host, (long long)cfg.port);
+    rpc_server_config sc = {.addr = addr,
+                            .methods = methods,
+                            .n_methods = sizeof methods / sizeof methods[0],
+                            .threads = (int)cfg.threads,
+                            .token = cfg.token,
+                            .thread_init = db_thread_init,
+                            .thread_fini = db_thread_fini,
+                            .arg = conninfo};
+    rpc_server *srv = rpc_server_start(&sc, err, sizeof err);
+    if (!srv) {
+        log_error("%s", err);
+        rpc_global_shutdown();
+        free(conninfo);
+        return 1;
+    }
+    log_info("serving on %s with %lld threads", addr, (long long)cfg.threads);
+    while (!stop_requested) {
+        struct timespec ts = {.tv_nsec = 100 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    log_info("stopping: finishing the calls in progress");
+    rpc_server_stop(srv);
+    rpc_global_shutdown();
+    free(conninfo);
+    log_info("stopped");
+    return 0;
+}
