@@ -12,10 +12,11 @@ CALC_PACKAGES=(
 
 # missing_packages: print the packages from CALC_PACKAGES that are not installed.
 missing_packages() {
-    local pkg status
+    local installed pkg
+    # One dpkg-query for the whole list; packages it does not know are simply absent from its output.
+    installed=" $(dpkg-query -W -f='${Package}:${db:Status-Status} ' "${CALC_PACKAGES[@]}" 2>/dev/null || true)"
     for pkg in "${CALC_PACKAGES[@]}"; do
-        status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) || status=
-        [[ $status == installed ]] || echo "$pkg"
+        [[ $installed == *" $pkg:installed "* ]] || echo "$pkg"
     done
 }
 

@@ -44,9 +44,21 @@ pg_running() {
     pid_is "$pid" '*postgres*'
 }
 
+# pg_leftovers DIR: a crashed postmaster not yet reaped, or its backends still running (their cwd
+# is the data directory); PostgreSQL refuses to start over them.
+pg_leftovers() {
+    local dir=$1 pid d
+    pid=$(pg_pid "$dir") && [[ -e /proc/$pid ]] && return 0
+    for d in /proc/[0-9]*; do
+        [[ $(readlink "$d/cwd" 2>/dev/null) == "$dir/data" ]] && return 0
+    done
+    return 1
+}
+pg_no_leftovers() { ! pg_leftovers "$1"; }
+
 pg_ready() {
     local dir=$1 port=$2
-    "$(pg_bindir)/pg_isready" -q -h "$(pg_sockdir "$dir")" -p "$port" -U "$PG_USER" -d postgres
+    as_user "$PG_USER" "$(pg_bindir)/pg_isready" -q -h "$(pg_sockdir "$dir")" -p "$port" -U "$PG_USER" -d postgres
 }
 
 pg_start() {
@@ -62,6 +74,7 @@ pg_start() {
             die "PostgreSQL in $dir is running but not answering on port $port (see $dir/postgres.log)"
         return 0
     fi
+    wait_until 30 "the processes of a crashed PostgreSQL in $dir to go" pg_no_leftovers "$dir" || true
     port_listening "$port" && die "port $port (PostgreSQL) is already in use by another program; choose another port (PG_PORT)"
     if [[ ! -s $dir/data/PG_VERSION ]]; then
         log "PostgreSQL: initdb in $dir/data"
@@ -75,9 +88,11 @@ pg_start() {
     chown "$PG_USER:" "$sockdir"
     chmod 755 "$sockdir"
     # Settings on the command line, so a changed port or directory needs no config rewrite.
-    # fsync off: a local development/test cluster trades crash safety for speed.
+    # fsync and full-page writes off: a local cluster trades safety against an OS crash for speed.
+    # A crash of PostgreSQL itself loses nothing (the WAL is in the page cache); synchronous_commit
+    # stays on, or a killed postmaster would take the last commits with it.
     local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$sockdir'"
-    opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    opts+=" -c fsync=off -c full_page_writes=off -c max_connections=200"
     as_user "$PG_USER" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "$opts" -w -t 60 -s start ||
         { tail -n 30 "$dir/postgres.log" >&2; die "PostgreSQL failed to start in $dir (port $port)"; }
     wait_until 30 "PostgreSQL on port $port" pg_ready "$dir" "$port" ||

@@ -227,7 +227,10 @@ class Registry:
             if p.popen.poll() is None:
                 p._kill_group()
         for s in list(self.servers):
-            s.stop()
+            try:
+                s.stop()
+            except AssertionError as e:
+                print(f"harness: {e}", file=sys.stderr)
 
 
 REGISTRY = Registry()
@@ -252,6 +255,25 @@ def _run_servers(args, log_path, stdin_text=None, timeout=180):
             raise AssertionError(f"servers {args[0]} took more than {timeout}s; log:\n{tail(log_path)}")
     if r.returncode != 0:
         raise AssertionError(f"servers {' '.join(args)} failed ({r.returncode}); log:\n{tail(log_path)}")
+
+
+def _kill_and_wait(pid, expected, timeout=30):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if expected.encode() not in f.read():
+                raise AssertionError(f"pid {pid} is not {expected}")
+    except (OSError, TypeError):
+        raise AssertionError(f"{expected} is not running (pid {pid})")
+    os.kill(pid, signal.SIGKILL)
+
+    def gone():
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return any(line.startswith("State:") and "Z" in line for line in f)
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, timeout, f"{expected} (pid {pid}) to die")
 
 
 def make_temp_root():
@@ -292,13 +314,9 @@ class Servers:
         self._started = True
         self._start_watchdog()
         t0 = time.monotonic()
-        _run_servers(["start-pg", self.pg_dir, str(self.pg_port)], self.log_path)
+        self.start_postgres()
         t1 = time.monotonic()
-        _run_servers(
-            ["start-rabbitmq", self.rmq_dir, str(self.amqp_port), str(self.dist_port), str(self.epmd_port), self.amqp_user],
-            self.log_path,
-            stdin_text=self.amqp_password,
-        )
+        self.start_rabbitmq()
         t2 = time.monotonic()
         print(f"harness: PostgreSQL up in {t1 - t0:.1f}s, RabbitMQ in {t2 - t1:.1f}s, under {self.root}", file=sys.stderr)
 
@@ -342,6 +360,44 @@ class Servers:
             REGISTRY.servers.remove(self)
         if errors:
             raise AssertionError("; ".join(errors))
+
+    # --- for tests that stop or crash a server and bring it back (same ports, same data) -----------
+    def _pid(self, path):
+        try:
+            with open(path) as f:
+                return int(f.readline())
+        except (OSError, ValueError):
+            return None
+
+    def postgres_pid(self):
+        return self._pid(os.path.join(self.pg_dir, "data", "postmaster.pid"))
+
+    def rabbitmq_pid(self):
+        return self._pid(os.path.join(self.rmq_dir, "rabbitmq.pid"))
+
+    def start_postgres(self):
+        _run_servers(["start-pg", self.pg_dir, str(self.pg_port)], self.log_path)
+
+    def stop_postgres(self):
+        _run_servers(["stop-pg", self.pg_dir], self.log_path)
+
+    def kill_postgres(self):
+        """SIGKILL the postmaster, as a crash would (its backends follow)."""
+        _kill_and_wait(self.postgres_pid(), "postgres")
+
+    def start_rabbitmq(self):
+        _run_servers(
+            ["start-rabbitmq", self.rmq_dir, str(self.amqp_port), str(self.dist_port), str(self.epmd_port), self.amqp_user],
+            self.log_path,
+            stdin_text=self.amqp_password,
+        )
+
+    def stop_rabbitmq(self):
+        _run_servers(["stop-rabbitmq", self.rmq_dir], self.log_path)
+
+    def kill_rabbitmq(self):
+        """SIGKILL the RabbitMQ node, as a crash would (its epmd stays, as it would on a real host)."""
+        _kill_and_wait(self.rabbitmq_pid(), "beam")
 
     def psql(self, sql, db="postgres"):
         """Run SQL as the superuser; return psql's unaligned output."""
@@ -560,6 +616,26 @@ class Cluster:
     def _check_alive(self, proc):
         if proc.expect_clean_exit and not proc.alive():
             raise ProcessDied(f"{proc.name} exited with {_describe(proc.returncode)}; log:\n{proc.log_tail()}")
+
+    def restart(self, proc, kill=False, wait=True):
+        """Stop (or SIGKILL) proc and start the same program with the same environment and port;
+        the log continues in the same file. Returns the new Proc."""
+        if kill:
+            proc.kill()
+        else:
+            proc.stop()
+        new = Proc(proc.name, proc.argv, proc.env, proc.log_path, stop_timeout=proc.stop_timeout, cwd=self.log_dir)
+        self.procs.append(new)
+        for attr in ("port", "url"):
+            if hasattr(proc, attr):
+                setattr(new, attr, getattr(proc, attr))
+        if proc in self.apis:
+            self.apis[self.apis.index(proc)] = new
+            if wait:
+                self.wait_ready(new)
+        elif wait and hasattr(proc, "port"):
+            self.wait_listening(new, proc.port)
+        return new
 
     def stop(self, proc, timeout=None):
         """SIGTERM (then SIGKILL after the deadline); returns the exit code."""

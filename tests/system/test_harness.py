@@ -96,7 +96,7 @@ class Nested:
             harness.wait_for(gone, timeout, f"every process of {self.tmp} to end")
         except AssertionError:
             raise AssertionError(
-                f"processes left behind by the nested session:\n  "
+                "processes left behind by the nested session:\n  "
                 + "\n  ".join(f"pid {p} ({w}): {c}" for p, w, c in left)
                 + f"\nnested output:\n{self.output()}"
             ) from None
@@ -165,3 +165,19 @@ def test_killed_session_leaves_nothing(nested):
     nested.proc.send_signal(signal.SIGKILL)
     nested.wait(timeout=30)
     nested.assert_nothing_left(timeout=90)
+
+
+def test_servers_come_back_after_a_crash(bare_cluster):
+    # Tests of invariant 1 crash and restart the session's servers; the data must survive.
+    s = bare_cluster.servers
+    s.psql("CREATE TABLE survivor (x int); INSERT INTO survivor VALUES (42)", db=bare_cluster.db)
+    s.kill_postgres()
+    s.start_postgres()
+    assert s.psql("SELECT x FROM survivor", db=bare_cluster.db).strip() == "42"
+
+    s.kill_rabbitmq()
+    s.start_rabbitmq()
+    vhosts = subprocess.run(
+        [harness.SERVERS_CLI, "rabbitmqctl", s.rmq_dir, "list_vhosts"], capture_output=True, text=True, timeout=60
+    )
+    assert bare_cluster.vhost in vhosts.stdout.split(), vhosts.stdout + vhosts.stderr
