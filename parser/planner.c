@@ -21,6 +21,13 @@ typedef struct item {
     val v;
 } item;
 
+/* A heap entry: an operand's ready time and tie-breaker, and where the operand is. */
+typedef struct hent {
+    int64_t ready;
+    uint32_t seq;
+    uint32_t slot;
+} hent;
+
 typedef struct work {
     int32_t ast;
     int flag;
@@ -41,6 +48,7 @@ typedef struct builder {
     work *work;    /* collect()'s stack; collect never nests */
     item *items;   /* a stack of the term lists of the chains being built, one above the other */
     chain *chains; /* the chains being built, outermost first */
+    hent *heap;    /* join()'s heap; join never nests */
     size_t n_items;
     uint32_t seq;
 } builder;
@@ -65,6 +73,7 @@ static void builder_init(builder *b, const plan__ast *a, const plan_durations *d
     b->work = NULL;
     b->items = NULL;
     b->chains = NULL;
+    b->heap = NULL;
     b->n_items = 0;
     b->seq = 0;
 }
@@ -171,6 +180,7 @@ out:
     free(b->work);
     free(b->items);
     free(b->chains);
+    free(b->heap);
 }
 
 void plan__draft_source(const plan__ast *a, const plan_durations *dur, plan__draft *out)
@@ -214,43 +224,53 @@ void plan__draft_source(const plan__ast *a, const plan_durations *dur, plan__dra
 
 /* ---- reassociation ---- */
 
-static int earlier(const item *x, const item *y)
+static int earlier(const hent *x, const hent *y)
 {
-    return x->v.ready < y->v.ready || (x->v.ready == y->v.ready && x->v.seq < y->v.seq);
+    return x->ready < y->ready || (x->ready == y->ready && x->seq < y->seq);
 }
 
-static void sift_down(item *h, size_t n, size_t i)
+/* Moves e down from the hole at i; heap entries are small so that this, the planner's
+ * hottest loop, moves 16 bytes per level instead of whole items. */
+static void sift_down(hent *h, size_t n, size_t i, hent e)
 {
     for (;;) {
-        size_t l = 2 * i + 1, m = i;
-        item t;
+        size_t c = 2 * i + 1;
 
-        if (l < n && earlier(&h[l], &h[m]))
-            m = l;
-        if (l + 1 < n && earlier(&h[l + 1], &h[m]))
-            m = l + 1;
-        if (m == i)
-            return;
-        t = h[i], h[i] = h[m], h[m] = t;
-        i = m;
+        if (c >= n)
+            break;
+        if (c + 1 < n && earlier(&h[c + 1], &h[c]))
+            c++;
+        if (!earlier(&h[c], &e))
+            break;
+        h[i] = h[c];
+        i = c;
     }
+    h[i] = e;
 }
 
-/* Joins k >= 1 operands with op, always the two ready earliest: a min-heap, O(k log k). With
- * equal ready times this is a balanced tree, so 64 terms take 6 levels. */
-static val join(builder *b, item *h, size_t k, plan_op op)
+/* Joins the k >= 1 operands in items[0, k) with op, always the two ready earliest: a min-heap,
+ * O(k log k). With equal ready times this is a balanced tree, so 64 terms take 6 levels. */
+static val join(builder *b, item *items, size_t k, plan_op op)
 {
-    for (size_t i = k / 2; i-- > 0;)
-        sift_down(h, k, i);
-    while (k > 1) {
-        val first = h[0].v;
+    hent *h = b->heap;
 
-        h[0] = h[--k];
-        sift_down(h, k, 0);
-        h[0].v = new_node(b, op, first, h[0].v);
-        sift_down(h, k, 0);
+    for (size_t i = 0; i < k; i++)
+        h[i] = (hent){items[i].v.ready, items[i].v.seq, (uint32_t)i};
+    for (size_t i = k / 2; i-- > 0;)
+        sift_down(h, k, i, h[i]);
+    while (k > 1) {
+        hent first = h[0], second;
+        val v;
+
+        k--;
+        sift_down(h, k, 0, h[k]);
+        second = h[0];
+        /* The joined operand takes the second one's slot and goes back into the heap. */
+        v = new_node(b, op, items[first.slot].v, items[second.slot].v);
+        items[second.slot].v = v;
+        sift_down(h, k, 0, (hent){v.ready, v.seq, second.slot});
     }
-    return h[0].v;
+    return items[h[0].slot].v;
 }
 
 /* Appends the terms (sum_mode) or factors of the chain rooted at root to the item stack,
@@ -396,6 +416,7 @@ void plan__draft_reassoc(const plan__ast *a, const plan_durations *dur, plan__dr
     b.work = plan__xmalloc(a->n + 1, sizeof *b.work);
     b.items = plan__xmalloc(a->n + 1, sizeof *b.items);
     b.chains = plan__xmalloc(a->n + 1, sizeof *b.chains);
+    b.heap = plan__xmalloc(a->n + 1, sizeof *b.heap);
     res = emit(&b, a->root, 0);
     finalize(&b, res, out);
 }
