@@ -33,6 +33,10 @@ void route_agents(http_req *r);
 void route_healthz(http_req *r);
 void route_readyz(http_req *r);
 void route_metrics(http_req *r);
+void route_openapi(http_req *r);
+
+/* api/openapi.json, embedded at build time. */
+extern const char openapi_json[];
 
 /* "2024-04-19T19:27:03Z", or JSON null for 0. */
 json_t *api_time(int64_t ms);

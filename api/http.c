@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "mem.h"
@@ -15,6 +16,7 @@
 int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
 
 static struct MHD_Daemon *daemon_handle;
+static atomic_int active_requests; /* begun and not yet completed: drained on stop */
 static const http_route *routes;
 static size_t n_routes;
 
@@ -265,6 +267,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->method = method;
         r->path = url;
         r->start_us = now_us();
+        atomic_fetch_add(&active_requests, 1);
         buf_init(&r->body, HTTP_MAX_BODY);
         /* A declared length over the cap is refused before any of the body is read. */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -293,6 +296,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_req *r = *con_cls;
     if (!r)
         return;
+    atomic_fetch_sub(&active_requests, 1);
     buf_free(&r->body);
     free(r->reply);
     free(r->set_cookie);
@@ -322,11 +326,11 @@ int http_start(const char *host, int port, int threads, const http_route *rt, si
         return -1;
     }
     daemon_handle = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, (uint16_t)port, NULL,
-        NULL, on_request, NULL, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)threads, MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
-        MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL, MHD_OPTION_END);
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC,
+        (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
+        MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_END);
     if (!daemon_handle) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", host, port);
         return -1;
@@ -338,8 +342,14 @@ void http_stop(void)
 {
     if (!daemon_handle)
         return;
-    /* MHD_stop_daemon closes the listening socket and joins its threads after the requests
-     * being handled complete. */
+    /* Stop accepting first, then let the requests in flight finish (bounded), then close. */
+    MHD_socket listen_fd = MHD_quiesce_daemon(daemon_handle);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
+    for (int i = 0; i < 300 && atomic_load(&active_requests) > 0; i++) {
+        struct timespec ts = {.tv_nsec = 100 * 1000000};
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(daemon_handle);
     daemon_handle = NULL;
 }

@@ -76,6 +76,7 @@ static const http_route routes[] = {
     {"GET", "/healthz", route_healthz, 0, "healthz"},
     {"GET", "/readyz", route_readyz, 0, "readyz"},
     {"GET", "/metrics", route_metrics, 0, "metrics"},
+    {"GET", "/openapi.json", route_openapi, 0, "openapi"},
 };
 
 static volatile sig_atomic_t stop_requested;

@@ -9,6 +9,8 @@
 #include "log.h"
 #include "mem.h"
 #include "methods.h"
+#include "ratelimit.h"
+#include "timeutil.h"
 
 #define LOGIN_MIN    3
 #define LOGIN_MAX    64
@@ -119,6 +121,11 @@ void route_login(http_req *r)
     json_t *body = credentials(r, &login, &password);
     if (!body)
         return;
+    if (ratelimit_blocked(login, time_now_ms())) {
+        http_error(r, 429, "too many failed logins for '%s': wait a minute", login);
+        json_decref(body);
+        return;
+    }
     Calc__V1__FindUserRequest req = CALC__V1__FIND_USER_REQUEST__INIT;
     req.login = (char *)login;
     Calc__V1__UserReply *rep = NULL;
@@ -132,10 +139,13 @@ void route_login(http_req *r)
     } else {
         /* An unknown login costs the same hashing as a wrong password: no timing hint. */
         int ok = auth_check_password(rep ? rep->user->password_hash : NULL, password);
-        if (rep && ok)
+        if (rep && ok) {
+            ratelimit_success(login);
             issue_tokens(r, rep->user->id, NULL);
-        else
+        } else {
+            ratelimit_failure(login, time_now_ms());
             http_error(r, 401, "wrong login or password");
+        }
     }
     if (rep)
         protobuf_c_message_free_unpacked(&rep->base, NULL);

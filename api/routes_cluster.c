@@ -168,3 +168,8 @@ void route_metrics(http_req *r)
     else
         http_text(r, 200, buf_take(&b), "text/plain; version=0.0.4");
 }
+
+void route_openapi(http_req *r)
+{
+    http_text(r, 200, xstrdup(openapi_json), "application/json");
+}

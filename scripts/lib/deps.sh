@@ -7,7 +7,9 @@ CALC_PACKAGES=(
     libmicrohttpd-dev librabbitmq-dev libpq-dev libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
     libjwt-dev libsodium-dev libjansson-dev libcmocka-dev
     postgresql rabbitmq-server
-    python3-pytest python3-requests curl procps util-linux
+    python3-pytest python3-requests python3-grpcio python3-protobuf protobuf-compiler
+    python3-jsonschema wrk
+    curl procps util-linux
 )
 
 # missing_packages: print the packages from CALC_PACKAGES that are not installed.
