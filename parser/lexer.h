@@ -8,6 +8,7 @@
 
 #include "plan.h"
 
+/* ADD..DIV are consecutive and in plan_op's order: the parser maps them by subtraction. */
 typedef enum {
     PLAN_TOK_NUM,
     PLAN_TOK_ADD,
