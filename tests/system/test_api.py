@@ -1,0 +1,345 @@
+"""The HTTP API: the reference README's requests, authentication, bad input, idempotency,
+isolation and the OpenAPI document. One cluster serves the whole module; each test has its own
+users."""
+
+import json
+import os
+import threading
+
+import jsonschema
+import pytest
+import requests
+
+from api_helpers import claims, expression, forge_jwt, module_cluster, new_user, submit
+
+
+@pytest.fixture(scope="module")
+def cl(calc_session):
+    c = module_cluster(calc_session, "api")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def error_of(r, status):
+    assert r.status_code == status, f"{r.status_code}: {r.text}"
+    assert r.headers["Content-Type"].startswith("application/json")
+    body = r.json()
+    assert body["status"] == status and body["error"]
+    return body
+
+
+# ---- the reference README, request by request ----------------------------------------------------
+
+
+def test_reference_readme_requests_work_as_documented(cl):
+    url = cl.apis[0].url
+    # Its example password "1+2+3+4" is too short: a clear 400 naming the minimum.
+    r = requests.post(f"{url}/api/v1/register", headers={"Content-Type": "application/json"},
+                      data='{\n    "login": "user22",\n    "password": "1+2+3+4"\n}')
+    assert "at least" in error_of(r, 400)["error"] or "8 to 128" in r.json()["error"]
+
+    r = requests.post(f"{url}/api/v1/register", headers={"Content-Type": "application/json"},
+                      data='{\n    "login": "user22",\n    "password": "1+2+3+4+5"\n}')
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"id", "status"} and body["status"] == 200 and isinstance(body["id"], int)
+
+    r = requests.post(f"{url}/api/v1/login", headers={"Content-Type": "application/json"},
+                      data='{\n    "login": "user22",\n    "password": "1+2+3+4+5"\n}')
+    assert r.status_code == 200 and set(r.json()) == {"accessToken"}
+    access = r.json()["accessToken"]
+    refresh = r.cookies["refresh-token"]
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+    # curl --request POST .../refresh --header 'Cookie: refresh-token=...' --data ''
+    r = requests.post(f"{url}/api/v1/refresh", headers={"Cookie": f"refresh-token={refresh}"}, data="")
+    assert r.status_code == 200 and set(r.json()) == {"accessToken"}
+    access, refresh = r.json()["accessToken"], r.cookies["refresh-token"]
+
+    auth = {"Authorization": f"Bearer {access}", "Cookie": f"refresh-token={refresh}"}
+    r = requests.post(f"{url}/expression", headers=dict(auth, **{"Content-Type": "application/json"}),
+                      data='{\n    "req_uid": "23332e",\n    "expression": "1+2+3+4"\n}')
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == 200
+    e = body["expression"]
+    for field in ("expression_id", "user_id", "req_uid", "expression_value", "result", "status",
+                  "error_msg", "created_at", "eval_started_at", "eval_finished_at"):
+        assert field in e
+    assert e["req_uid"] == "23332e" and e["expression_value"] == "1+2+3+4"
+    eid = e["expression_id"]
+
+    def done():
+        r = requests.get(f"{url}/expression", headers=auth, data="")
+        assert r.status_code == 200
+        mine = [x for x in r.json()["expressions"] if x["expression_id"] == eid]
+        return mine and mine[0]["status"] == "Ok" and mine[0]
+
+    cl.wait_for(done, 30, "1+2+3+4 to finish")
+    e = done()
+    assert e["result"] == 10 and e["error_msg"] == ""
+    for field in ("created_at", "eval_started_at", "eval_finished_at"):
+        assert len(e[field]) == 20 and e[field].endswith("Z")  # "2024-04-19T19:27:03Z"
+
+    admin = cl.admin_client()
+    r = requests.post(f"{url}/duration", headers={"Authorization": f"Bearer {admin.token}",
+                                                  "Content-Type": "application/json"},
+                      data='{\n    "+":1000,\n    "-":1000,\n    "*":1000,\n    "/":10000\n}')
+    assert r.status_code == 200, r.text
+    r = requests.get(f"{url}/duration", headers={"Authorization": f"Bearer {access}"}, data="")
+    assert r.status_code == 200 and r.json()["status"] == 200
+    got = {d["operation_name"]: d for d in r.json()["operation_durations"]}
+    assert [d["operation_name"] for d in r.json()["operation_durations"]] == ["+", "-", "*", "/"]
+    assert {k: v["operation_duration_ms"] for k, v in got.items()} == {"+": 1000, "-": 1000, "*": 1000, "/": 10000}
+    assert all(d["created_at"] and d["updated_at"] for d in got.values())
+    admin.post("/duration", json={"+": 0, "-": 0, "*": 0, "/": 0}, check=True)
+
+    r = requests.get(f"{url}/agent", headers=auth)
+    assert r.status_code == 200 and r.json()["status"] == 200
+    agents = r.json()["agents"]
+    assert {a["agent_unique_name"] for a in agents} == {"agent-1", "agent-2"}
+    assert all(a["created_at"] and a["last_heartbeat_at"] and a["alive"] for a in agents)
+    assert all(a["workers"] == 4 for a in agents)
+
+
+# ---- authentication and roles ----------------------------------------------------------------
+
+
+def test_register_validates_and_refuses_a_taken_login(cl):
+    api = cl.api_client()
+    assert "login" in error_of(api.register("ab", "password1", check=False), 400)["error"]
+    assert "login" in error_of(api.register("bad login!", "password1", check=False), 400)["error"]
+    assert "password" in error_of(api.register("okname", "x" * 129, check=False), 400)["error"]
+    assert api.register("taken_name", "password1", check=False).status_code == 200
+    assert "taken" in error_of(api.register("taken_name", "password2", check=False), 409)["error"]
+
+
+def test_wrong_login_and_wrong_password_look_the_same_and_are_rate_limited(cl):
+    api = cl.api_client()
+    api.register("limited", "password1")
+    wrong_pw = api.post("/api/v1/login", json={"login": "limited", "password": "nope-nope"})
+    no_user = api.post("/api/v1/login", json={"login": "nobody-here", "password": "nope-nope"})
+    assert error_of(wrong_pw, 401) == error_of(no_user, 401)
+    for _ in range(4):
+        error_of(api.post("/api/v1/login", json={"login": "limited", "password": "nope-nope"}), 401)
+    # Five failures in a minute: even the right password waits now.
+    error_of(api.post("/api/v1/login", json={"login": "limited", "password": "password1"}), 429)
+
+
+def test_bad_access_tokens_get_401(cl):
+    api = new_user(cl, "tok")
+    uid = api.get("/expression").status_code == 200 and api.post(
+        "/expression", json={"expression": "1"}).json()["expression"]["user_id"]
+    secret = cl.env["AUTH_SECRET"]
+    bad = {
+        "missing": None,
+        "garbage": "not-a-jwt",
+        "tampered": api.token[:-2] + ("AA" if not api.token.endswith("AA") else "BB"),
+        "expired": forge_jwt(claims(uid, exp=1, iat=0), secret),
+        "alg none": forge_jwt(claims(uid), secret, alg="none"),
+        "other algorithm": forge_jwt(claims(uid), secret, alg="HS512"),
+        "wrong issuer": forge_jwt(claims(uid, iss="someone-else"), secret),
+        "wrong key": forge_jwt(claims(uid), "x" * 40),
+    }
+    for what, token in bad.items():
+        headers = {"Authorization": f"Bearer {token}"} if token else {"Authorization": ""}
+        r = requests.get(cl.apis[0].url + "/expression", headers=headers)
+        assert r.status_code == 401, f"{what}: {r.status_code} {r.text}"
+    # The same forging with the right key and claims is accepted: the checks above are real.
+    good = forge_jwt(claims(uid), secret)
+    assert requests.get(cl.apis[0].url + "/expression", headers={"Authorization": f"Bearer {good}"}).status_code == 200
+
+
+def test_refresh_rotates_and_a_reused_token_revokes_the_family(cl):
+    api = new_user(cl, "rot")
+    first = api.session.cookies["refresh-token"]
+    r = api.post("/api/v1/refresh")
+    assert r.status_code == 200
+    second = api.session.cookies["refresh-token"]
+    assert second != first
+    # The first token again: someone has a copy; the whole family goes.
+    error_of(requests.post(api.base_url + "/api/v1/refresh", cookies={"refresh-token": first}), 401)
+    error_of(requests.post(api.base_url + "/api/v1/refresh", cookies={"refresh-token": second}), 401)
+
+
+def test_logout_revokes_the_refresh_token(cl):
+    api = new_user(cl, "out")
+    token = api.session.cookies["refresh-token"]
+    r = api.post("/api/v1/logout")
+    assert r.status_code == 200 and "Max-Age=0" in r.headers["Set-Cookie"]
+    error_of(requests.post(api.base_url + "/api/v1/refresh", cookies={"refresh-token": token}), 401)
+
+
+def test_only_an_admin_changes_durations(cl):
+    api = new_user(cl, "plain")
+    error_of(api.post("/duration", json={"+": 5}), 403)
+    admin = cl.admin_client()
+    r = admin.post("/duration", json={"*": 7})
+    assert r.status_code == 200
+    assert {d["operation_name"]: d["operation_duration_ms"] for d in r.json()["operation_durations"]}["*"] == 7
+    admin.post("/duration", json={"*": 0}, check=True)
+
+
+def test_another_users_expression_is_not_found(cl):
+    alice, bob = new_user(cl, "alice"), new_user(cl, "bob")
+    eid = submit(alice, "1+1")
+    error_of(bob.get(f"/expression/{eid}"), 404)
+    error_of(bob.delete(f"/expression/{eid}"), 404)
+    assert all(e["expression_id"] != eid for e in bob.get("/expression").json()["expressions"])
+    assert expression(alice, eid)["expression_value"] == "1+1"
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+
+def test_bad_bodies_get_4xx_naming_the_problem(cl):
+    api = new_user(cl, "input")
+    post = lambda data, **kw: api.post("/expression", data=data, headers={"Content-Type": "application/json"}, **kw)
+    assert "exceeds" in error_of(post("{" + " " * (64 * 1024) + "}"), 413)["error"]
+    assert "JSON" in error_of(post("{not json"), 400)["error"]
+    assert "JSON" in error_of(post(b'{"expression": "1+\xff"}'), 400)["error"]  # invalid UTF-8
+    assert "object" in error_of(post("[1, 2]"), 400)["error"]
+    assert "object" in error_of(post(""), 400)["error"]
+    assert "'expression'" in error_of(post("{}"), 400)["error"]
+    assert "'expression'" in error_of(post('{"expression": 5}'), 400)["error"]
+    assert "'req_uid'" in error_of(post('{"expression": "1+1", "req_uid": 7}'), 400)["error"]
+    assert "'req_uid'" in error_of(post('{"expression": "1+1", "req_uid": ""}'), 400)["error"]
+    assert "'login'" in error_of(api.post("/api/v1/login", json={"password": "x"}), 400)["error"]
+    assert "'password'" in error_of(api.post("/api/v1/register", json={"login": "abc", "password": 1}), 400)["error"]
+
+
+def test_expression_errors_carry_the_position(cl):
+    api = new_user(cl, "pos")
+    cases = {"2+": (3, "expected a number or '('"), "(2+3": (None, "missing ')'"), "2 3": (3, "expected an operator")}
+    for text, (pos, words) in cases.items():
+        body = error_of(api.post("/expression", json={"expression": text}), 400)
+        assert words in body["error"], body
+        if pos:
+            assert body["position"] == pos, body
+    body = error_of(api.post("/expression", json={"expression": "1+" * 3000 + "1"}), 400)
+    assert body["position"] >= 1
+
+
+def test_bad_durations_get_400(cl):
+    admin = cl.admin_client()
+    for bad in ({"+": -1}, {"+": 65536}, {"%": 5}, {"+": "fast"}, {"+": 1.5}, {}):
+        error_of(admin.post("/duration", json=bad), 400)
+
+
+def test_unknown_route_is_404_and_wrong_method_405_with_allow(cl):
+    api = new_user(cl, "routes")
+    error_of(api.get("/nope"), 404)
+    r = api.put("/expression")
+    error_of(r, 405)
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "POST"}
+    r = api.post("/expression/5")
+    error_of(r, 405)
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "DELETE"}
+
+
+# ---- idempotency ---------------------------------------------------------------------------------
+
+
+def test_req_uid_is_idempotent_per_user(cl):
+    api, other = new_user(cl, "idem"), new_user(cl, "idem")
+    a = submit(api, "1+2", req_uid="same")
+    assert submit(api, "1+2", req_uid="same") == a
+    assert "req_uid" in error_of(api.post("/expression", json={"req_uid": "same", "expression": "1+3"}), 409)["error"]
+    # Another user may use the same req_uid.
+    assert submit(other, "1+3", req_uid="same") != a
+
+
+def test_concurrent_duplicates_make_one_expression(cl):
+    api = new_user(cl, "dup")
+    ids, errors = [], []
+
+    def post():
+        try:
+            s = requests.Session()
+            r = s.post(api.base_url + "/expression", json={"req_uid": "race", "expression": "4*4"},
+                       headers={"Authorization": f"Bearer {api.token}"}, timeout=10)
+            ids.append(r.json()["expression"]["expression_id"])
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=post) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(ids) == 12 and len(set(ids)) == 1
+    assert len(api.get("/expression").json()["expressions"]) == 1
+
+
+def test_list_is_newest_first_with_a_cursor(cl):
+    api = new_user(cl, "page")
+    ids = [submit(api, f"{i}+1") for i in range(5)]
+    page1 = api.get("/expression?limit=2").json()
+    assert [e["expression_id"] for e in page1["expressions"]] == ids[::-1][:2]
+    page2 = api.get(f"/expression?limit=2&cursor={page1['next_cursor']}").json()
+    assert [e["expression_id"] for e in page2["expressions"]] == ids[::-1][2:4]
+    page3 = api.get(f"/expression?limit=2&cursor={page2['next_cursor']}").json()
+    assert [e["expression_id"] for e in page3["expressions"]] == ids[:1] and page3["next_cursor"] is None
+    error_of(api.get("/expression?limit=0"), 400)
+    error_of(api.get("/expression?cursor=abc"), 400)
+
+
+# ---- operations ------------------------------------------------------------------------------
+
+
+def test_health_readiness_and_metrics(cl):
+    url = cl.apis[0].url
+    assert requests.get(url + "/healthz").json()["status"] == 200
+    assert requests.get(url + "/readyz").json() == {"state": "ready", "dbagent": "ok", "rabbitmq": "ok", "status": 200}
+    m = requests.get(url + "/metrics")
+    assert m.status_code == 200 and m.headers["Content-Type"].startswith("text/plain")
+    text = m.text
+    for name in ("calc_http_requests_total{", "calc_http_request_duration_seconds_bucket{",
+                 "calc_nodes_dispatched_total", "calc_agents_alive"):
+        assert name in text, name
+
+
+def test_openapi_describes_every_route_and_responses_match(cl):
+    url = cl.apis[0].url
+    spec = requests.get(url + "/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    # Every path of the document answers, and the methods it answers (the 405's Allow) are
+    # exactly the documented ones.
+    for path, ops in spec["paths"].items():
+        concrete = path.replace("{id}", "1")
+        r = requests.request("PATCH", url + concrete)
+        assert r.status_code == 405, path
+        assert set(r.headers["Allow"].split(", ")) == {m.upper() for m in ops}, path
+    # Paths outside the document do not answer.
+    for path in ("/api/v1/users", "/expressions", "/expression/x", "/admin"):
+        assert requests.get(url + path).status_code == 404, path
+
+    resolver = jsonschema.RefResolver.from_schema(spec)
+
+    def check(r, path, method):
+        resp = spec["paths"][path][method]["responses"][str(r.status_code)]
+        schema = resp["content"]["application/json"]["schema"]
+        jsonschema.validate(r.json(), schema, resolver=resolver, cls=jsonschema.Draft202012Validator)
+
+    api = cl.api_client()
+    check(api.register("schema_user", "password1", check=False), "/api/v1/register", "post")
+    check(api.post("/api/v1/login", json={"login": "schema_user", "password": "password1"}), "/api/v1/login", "post")
+    api.login()
+    eid = submit(api, "2*3")
+    check(api.post("/expression", json={"expression": "2*3"}), "/expression", "post")
+    check(api.post("/expression", json={"expression": "2*"}), "/expression", "post")
+    cl.wait_for(lambda: expression(api, eid)["status"] == "Ok", 30, "2*3")
+    check(api.get(f"/expression/{eid}"), "/expression/{id}", "get")
+    check(api.get("/expression/999999"), "/expression/{id}", "get")
+    check(api.get("/expression"), "/expression", "get")
+    check(api.delete(f"/expression/{eid}"), "/expression/{id}", "delete")
+    check(api.get("/duration"), "/duration", "get")
+    check(api.post("/duration", json={"+": 1}), "/duration", "post")
+    check(api.get("/agent"), "/agent", "get")
+    check(requests.get(url + "/healthz"), "/healthz", "get")
+    check(requests.get(url + "/readyz"), "/readyz", "get")
+    check(api.post("/api/v1/refresh"), "/api/v1/refresh", "post")
+    check(api.post("/api/v1/logout"), "/api/v1/logout", "post")
