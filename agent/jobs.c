@@ -92,6 +92,14 @@ void jobq_close(job_queue *q)
     pthread_mutex_unlock(&q->lock);
 }
 
+size_t jobq_len(job_queue *q)
+{
+    pthread_mutex_lock(&q->lock);
+    size_t n = q->len;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
 void job_free(job *j)
 {
     if (!j)

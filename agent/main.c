@@ -1,52 +1,27 @@
 /*
- * calc-agent: computes nodes. One thread owns the RabbitMQ connection (rabbitmq-c is not
- * thread-safe); AGENT_MAX_PROCESSES workers compute; a heartbeat thread reports to dbagent.
+ * calc-agent: computes the cluster's operation nodes. The main thread owns the RabbitMQ
+ * connection (consumer.c); AGENT_MAX_PROCESSES workers claim, compute and complete nodes
+ * (worker.c); a heartbeat thread reports to dbagent (heartbeat.c).
  */
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "calc.pb-c.h"
-#include "config.h"
+#include "agent_cfg.h"
+#include "consumer.h"
+#include "heartbeat.h"
 #include "jobs.h"
 #include "log.h"
 #include "mem.h"
-#include "methods.h"
-#include "mq.h"
 #include "rpc.h"
-#include "timeutil.h"
 #include "worker.h"
 
-static struct {
-    const char *name, *amqp_url, *dba_addr, *dba_token;
-    int64_t workers, heartbeat_ms, retry_ttl_ms, grace_ms, complete_retry_ms;
-} cfg;
-
-static const cfg_entry config_table[] = {
-    {"AGENT_NAME", CFG_STR, "", 0, 128, "unique name of this agent (default: host-pid)", &cfg.name},
-    {"AGENT_MAX_PROCESSES", CFG_INT, "4", 1, 1024, "workers: nodes computed at once", &cfg.workers},
-    {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 1024,
-     "RabbitMQ URL (amqp://user:pass@host:port/vhost)", &cfg.amqp_url},
-    {"DBAGENT_ADDR", CFG_STR, "127.0.0.1:50051", 1, 255, "dbagent address (host:port)",
-     &cfg.dba_addr},
-    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token for dbagent", &cfg.dba_token},
-    {"HEARTBEAT_INTERVAL_MS", CFG_INT, "1000", 50, 600000, "heartbeat period", &cfg.heartbeat_ms},
-    {"RETRY_TTL_MS", CFG_INT, "20000", 0, 86400000,
-     "time a message waits in the retry queue (must match every component)", &cfg.retry_ttl_ms},
-    {"AGENT_GRACE_MS", CFG_INT, "30000", 0, 3600000,
-     "on SIGTERM, time in-flight nodes get to finish", &cfg.grace_ms},
-    {"COMPLETE_RETRY_MS", CFG_INT, "10000", 0, 3600000,
-     "how long a computed result waits for dbagent before the message is retried",
-     &cfg.complete_retry_ms},
-};
-#define N_CONFIG (sizeof config_table / sizeof config_table[0])
+/* Workers only wait and make calls: a small stack keeps many of them cheap. */
+#define WORKER_STACK (256 * 1024)
 
 static volatile sig_atomic_t stop_requested;
-static volatile int heartbeat_stop;
 
 static void on_signal(int sig)
 {
@@ -54,210 +29,94 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-static void *heartbeat_main(void *p)
+static int start_workers(pthread_t *threads, worker_arg *args, agent_shared *s, int n)
 {
-    agent_shared *s = p;
-    while (!heartbeat_stop) {
-        Calc__V1__HeartbeatRequest req = CALC__V1__HEARTBEAT_REQUEST__INIT;
-        int64_t nodes[1024];
-        size_t n = 0;
-        pthread_mutex_lock(&s->lock);
-        for (int i = 0; i < s->workers && n < 1024; i++)
-            if (s->in_hand[i])
-                nodes[n++] = s->in_hand[i];
-        pthread_mutex_unlock(&s->lock);
-        req.agent = (char *)s->name;
-        req.workers = s->workers;
-        req.busy = (int32_t)n;
-        req.n_nodes = n;
-        req.nodes = nodes;
-        Calc__V1__Empty *rep = NULL;
-        char err[256];
-        int rc = rpc_call(s->dba, DBA_HEARTBEAT, &req.base, &calc__v1__empty__descriptor,
-                          (ProtobufCMessage **)&rep, (int)cfg.heartbeat_ms + 1000, err, sizeof err);
-        if (rc == RPC_OK)
-            protobuf_c_message_free_unpacked(&rep->base, NULL);
-        else
-            log_warn("Heartbeat agent=%s: %s", s->name, err);
-        time_sleep_ms(cfg.heartbeat_ms, &heartbeat_stop);
-    }
-    return NULL;
-}
-
-typedef struct owner {
-    agent_shared *s;
-    mq_link *link;
-    uint64_t generation;
-    int in_flight; /* deliveries of the current connection not yet answered */
-} owner;
-
-/* Sends the verdicts the workers have handed back; tags of older connections are dropped. */
-static void send_verdicts(owner *o)
-{
-    job *j;
-    while ((j = jobq_try_pop(o->s->verdicts))) {
-        if (o->link && j->generation == o->generation) {
-            int rc = j->verdict == VERDICT_ACK    ? mq_ack(o->link, j->tag)
-                     : j->verdict == VERDICT_NACK ? mq_nack(o->link, j->tag)
-                                                  : mq_requeue(o->link, j->tag);
-            if (rc != MQ_OK)
-                log_warn("agent=%s: cannot answer delivery %llu: the broker will redeliver it",
-                         o->s->name, (unsigned long long)j->tag);
-            o->in_flight--;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, WORKER_STACK);
+    int i = 0;
+    for (; i < n; i++) {
+        args[i] = (worker_arg){.shared = s, .index = i};
+        int rc = pthread_create(&threads[i], &attr, worker_main, &args[i]);
+        if (rc) {
+            log_error("agent=%s: pthread_create worker %d: %s", s->name, i, strerror(rc));
+            break;
         }
-        job_free(j);
     }
-}
-
-static void drop_link(owner *o, const char *why)
-{
-    log_warn("agent=%s: RabbitMQ connection lost: %s", o->s->name, why);
-    mq_close(o->link);
-    o->link = NULL;
-    o->in_flight = 0; /* the broker requeues what we held; those tags are dead */
-}
-
-static int connect_link(owner *o)
-{
-    char err[256];
-    o->link = mq_connect(cfg.amqp_url, (int)cfg.retry_ttl_ms, err, sizeof err);
-    if (o->link && mq_consume(o->link, (int)cfg.workers, err, sizeof err) != MQ_OK) {
-        mq_close(o->link);
-        o->link = NULL;
-    }
-    if (!o->link) {
-        log_warn("agent=%s: RabbitMQ: %s", o->s->name, err);
-        return -1;
-    }
-    o->generation++;
-    log_info("agent=%s: consuming %s with %lld workers", o->s->name, MQ_WORK_QUEUE,
-             (long long)cfg.workers);
-    return 0;
-}
-
-/* Reads deliveries and hands them to workers until a stop is requested. */
-static void consume_loop(owner *o)
-{
-    int64_t backoff = 100;
-    while (!stop_requested) {
-        send_verdicts(o);
-        if (!o->link) {
-            if (connect_link(o) < 0) {
-                time_sleep_ms(backoff, (volatile int *)&stop_requested);
-                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-                continue;
-            }
-            backoff = 100;
-        }
-        if (!mq_has_buffered(o->link)) {
-            struct pollfd pfd[2] = {{.fd = mq_fd(o->link), .events = POLLIN},
-                                    {.fd = o->s->verdicts->wake_fd[0], .events = POLLIN}};
-            /* Wake at least every second so AMQP heartbeats are serviced. */
-            poll(pfd, 2, 1000);
-            if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-        }
-        mq_delivery d;
-        char err[256];
-        int rc = mq_next(o->link, 0, &d, err, sizeof err);
-        if (rc == MQ_ERR) {
-            drop_link(o, err);
-            continue;
-        }
-        if (rc == MQ_TIMEOUT)
-            continue;
-        job *j = xcalloc(1, sizeof *j);
-        j->tag = d.tag;
-        j->generation = o->generation;
-        j->body = d.body;
-        j->len = d.len;
-        o->in_flight++;
-        jobq_push(o->s->todo, j);
-    }
-}
-
-/* SIGTERM: no new deliveries; queued ones go back; running ones get the grace period. */
-static void drain(owner *o)
-{
-    job *j;
-    while ((j = jobq_try_pop(o->s->todo))) {
-        j->verdict = VERDICT_REQUEUE;
-        jobq_push(o->s->verdicts, j);
-    }
-    int64_t deadline = time_monotonic_ms() + cfg.grace_ms;
-    while (o->link && o->in_flight > 0) {
-        if (time_monotonic_ms() >= deadline && !o->s->hard_stop) {
-            log_warn("agent=%s: grace period over: handing back %d nodes", o->s->name,
-                     o->in_flight);
-            o->s->hard_stop = 1;
-        }
-        send_verdicts(o);
-        struct pollfd pfd = {.fd = o->s->verdicts->wake_fd[0], .events = POLLIN};
-        poll(&pfd, 1, 100);
-    }
-    o->s->hard_stop = 1;
+    pthread_attr_destroy(&attr);
+    return i;
 }
 
 int main(int argc, char **argv)
 {
+    static agent_cfg cfg;
+    cfg_entry table[AGENT_CFG_ENTRIES];
+    size_t n_table = agent_cfg_table(&cfg, table);
+    const char *summary = "calc-agent: computes the cluster's operation nodes.\n"
+                          "Consumes the RabbitMQ work queue with AGENT_MAX_PROCESSES workers; "
+                          "claims and completes nodes through dbagent.";
     log_init("agent");
-    cfg_init_or_exit(argc, argv, "calc-agent\nComputes the cluster's operation nodes.",
-                     config_table, N_CONFIG);
-    char default_name[300];
-    if (!cfg.name[0]) {
-        char host[256] = "agent";
-        gethostname(host, sizeof host - 1);
-        snprintf(default_name, sizeof default_name, "%s-%d", host, (int)getpid());
-        cfg.name = default_name;
+    cfg_init_or_exit(argc, argv, summary, table, n_table);
+    char err[512];
+    if (agent_cfg_load(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
+        return 64;
     }
-    struct sigaction sa = {.sa_handler = on_signal};
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll() returns at once */
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     rpc_global_init();
 
+    int rc = 1, workers = (int)cfg.workers, started = 0, hb_started = 0;
     job_queue todo, verdicts;
     jobq_init(&todo, 0);
     jobq_init(&verdicts, 1);
+    hand in_hand;
+    hand_init(&in_hand, workers);
     agent_shared s = {.name = cfg.name,
                       .dba = rpc_client_new(cfg.dba_addr, cfg.dba_token),
                       .todo = &todo,
                       .verdicts = &verdicts,
+                      .hand = &in_hand,
                       .complete_retry_ms = cfg.complete_retry_ms,
-                      .workers = (int)cfg.workers};
-    pthread_mutex_init(&s.lock, NULL);
-    s.in_hand = xcalloc((size_t)cfg.workers, sizeof *s.in_hand);
+                      .call_timeout_ms = (int)cfg.call_timeout_ms};
+    pthread_t *threads = xcalloc((size_t)workers, sizeof *threads);
+    worker_arg *args = xcalloc((size_t)workers, sizeof *args);
+    heartbeat hb;
+    consumer c;
+    consumer_init(&c, &s, &cfg);
 
-    pthread_t hb, *threads = xcalloc((size_t)cfg.workers, sizeof *threads);
-    worker_arg *args = xcalloc((size_t)cfg.workers, sizeof *args);
-    pthread_create(&hb, NULL, heartbeat_main, &s);
-    for (int i = 0; i < cfg.workers; i++) {
-        args[i] = (worker_arg){.shared = &s, .index = i};
-        pthread_create(&threads[i], NULL, worker_main, &args[i]);
+    int e = heartbeat_start(&hb, &s, cfg.heartbeat_ms);
+    if (e) {
+        log_error("agent=%s: pthread_create heartbeat: %s", cfg.name, strerror(e));
+        goto out;
     }
-    log_info("agent=%s: started with %lld workers", cfg.name, (long long)cfg.workers);
+    hb_started = 1;
+    started = start_workers(threads, args, &s, workers);
+    if (started < workers)
+        goto out;
+    log_info("agent=%s: started with %d workers, dbagent %s, heartbeat every %lldms", cfg.name,
+             workers, cfg.dba_addr, (long long)cfg.heartbeat_ms);
 
-    owner o = {.s = &s};
-    consume_loop(&o);
-    log_info("agent=%s: stopping", cfg.name);
-    drain(&o);
+    consumer_run(&c, &stop_requested);
+    consumer_drain(&c);
+    rc = 0;
+out:
+    s.draining = 1;
+    s.hard_stop = 1;
     jobq_close(&todo);
-    for (int i = 0; i < cfg.workers; i++)
+    for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    send_verdicts(&o);
-    heartbeat_stop = 1;
-    pthread_join(hb, NULL);
-    if (o.link)
-        mq_close(o.link);
-
+    if (hb_started)
+        heartbeat_stop(&hb);
     rpc_client_free(s.dba);
     rpc_global_shutdown();
     jobq_destroy(&todo);
     jobq_destroy(&verdicts);
-    pthread_mutex_destroy(&s.lock);
-    free(s.in_hand);
+    hand_destroy(&in_hand);
     free(threads);
     free(args);
     log_info("agent=%s: stopped", cfg.name);
-    return 0;
+    return rc;
 }

@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "calc.pb-c.h"
@@ -9,11 +10,16 @@
 #include "methods.h"
 #include "timeutil.h"
 
-#define CALL_TIMEOUT_MS 5000
+#define BACKOFF_FIRST_MS 50
+#define BACKOFF_MAX_MS   2000
 
 int worker_compute(const char *op, double left, double right, double *out, const char **err)
 {
     double v;
+    if (!op || !op[0] || op[1]) {
+        *err = "unknown operator";
+        return -1;
+    }
     switch (op[0]) {
     case '+':
         v = left + right;
@@ -43,103 +49,159 @@ int worker_compute(const char *op, double left, double right, double *out, const
     return 0;
 }
 
-static void set_in_hand(agent_shared *s, int index, int64_t node)
+char *worker_format_number(char *buf, size_t len, double v)
 {
-    pthread_mutex_lock(&s->lock);
-    s->in_hand[index] = node;
-    pthread_mutex_unlock(&s->lock);
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    return buf;
 }
 
-/* Retries a completion that failed for a passing reason, with backoff, for a bounded time. */
+/* A failure that may pass (dbagent or PostgreSQL restarting, a timeout): worth retrying. */
+static int passing(int rc)
+{
+    return rc != RPC_INVALID_ARGUMENT && rc != RPC_NOT_FOUND && rc != RPC_PERMISSION_DENIED &&
+           rc != RPC_UNAUTHENTICATED && rc != RPC_UNIMPLEMENTED && rc != RPC_FAILED_PRECONDITION;
+}
+
+/*
+ * Calls CompleteNode, retrying a passing failure with backoff for complete_retry_ms. Returns
+ * RPC_OK with *rep set, or the last code with err set.
+ */
 static int complete(agent_shared *s, const Calc__V1__CompleteNodeRequest *req,
-                    Calc__V1__CompleteNodeReply **rep)
+                    Calc__V1__CompleteNodeReply **rep, int *tries, char *err, size_t errlen)
 {
     int64_t give_up = time_monotonic_ms() + s->complete_retry_ms;
-    int64_t backoff = 100;
-    for (;;) {
-        char err[256];
+    int64_t backoff = BACKOFF_FIRST_MS;
+    for (*tries = 1;; ++*tries) {
         int rc = rpc_call(s->dba, DBA_COMPLETE_NODE, &req->base,
                           &calc__v1__complete_node_reply__descriptor, (ProtobufCMessage **)rep,
-                          CALL_TIMEOUT_MS, err, sizeof err);
+                          s->call_timeout_ms, err, errlen);
         if (rc == RPC_OK)
-            return 0;
-        int passing = rc == RPC_UNAVAILABLE || rc == RPC_DEADLINE_EXCEEDED;
-        log_warn("CompleteNode node=%lld epoch=%d agent=%s: %s (code %d)", (long long)req->node_id,
-                 req->epoch, s->name, err, rc);
-        if (!passing || s->hard_stop || time_monotonic_ms() + backoff > give_up)
-            return -1;
+            return rc;
+        if (!passing(rc) || s->hard_stop || time_monotonic_ms() + backoff > give_up)
+            return rc;
+        if (*tries == 1)
+            log_warn("CompleteNode node=%lld epoch=%d agent=%s: %s: retrying for up to %lldms",
+                     (long long)req->node_id, req->epoch, s->name, err,
+                     (long long)s->complete_retry_ms);
         time_sleep_ms(backoff, &s->hard_stop);
-        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
 }
 
-/* Runs one node; returns the verdict for its delivery. */
-static verdict run(agent_shared *s, const Calc__V1__WorkItem *item)
+static const char *claim_outcome(Calc__V1__ClaimNodeReply__Outcome o)
 {
-    Calc__V1__ClaimNodeRequest creq = CALC__V1__CLAIM_NODE_REQUEST__INIT;
-    creq.node_id = item->node_id;
-    creq.epoch = item->epoch;
-    creq.agent = (char *)s->name;
-    Calc__V1__ClaimNodeReply *claim = NULL;
-    char err[256];
-    int rc = rpc_call(s->dba, DBA_CLAIM_NODE, &creq.base, &calc__v1__claim_node_reply__descriptor,
-                      (ProtobufCMessage **)&claim, CALL_TIMEOUT_MS, err, sizeof err);
-    if (rc == RPC_NOT_FOUND || rc == RPC_INVALID_ARGUMENT) {
-        log_warn("node=%lld epoch=%d: dropped: %s", (long long)item->node_id, item->epoch, err);
-        return VERDICT_ACK;
+    switch (o) {
+    case CALC__V1__CLAIM_NODE_REPLY__OUTCOME__STALE:
+        return "stale (another epoch, or not queued)";
+    case CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CANCELLED:
+        return "cancelled (its expression is cancelled or failed)";
+    case CALC__V1__CLAIM_NODE_REPLY__OUTCOME__FAILED:
+        return "failed: too many attempts; its expression failed";
+    default:
+        return "an unknown claim outcome";
     }
-    if (rc != RPC_OK) {
+}
+
+/* Claims the node; returns 1 when claimed (*claim set), else 0 with *v the verdict. */
+static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivered,
+                 Calc__V1__ClaimNodeReply **out, verdict *v)
+{
+    Calc__V1__ClaimNodeRequest req = CALC__V1__CLAIM_NODE_REQUEST__INIT;
+    req.node_id = item->node_id;
+    req.epoch = item->epoch;
+    req.agent = (char *)s->name;
+    char err[256];
+    int rc = rpc_call(s->dba, DBA_CLAIM_NODE, &req.base, &calc__v1__claim_node_reply__descriptor,
+                      (ProtobufCMessage **)out, s->call_timeout_ms, err, sizeof err);
+    if (rc == RPC_OK && (*out)->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED)
+        return 1;
+    if (rc == RPC_OK) {
+        log_info("node=%lld expression=%lld epoch=%d agent=%s: %s: message dropped",
+                 (long long)item->node_id, (long long)(*out)->expression_id, item->epoch, s->name,
+                 claim_outcome((*out)->outcome));
+        protobuf_c_message_free_unpacked(&(*out)->base, NULL);
+        *v = VERDICT_ACK;
+    } else if (!passing(rc)) {
+        log_warn("node=%lld epoch=%d agent=%s: ClaimNode: %s (code %d): message dropped",
+                 (long long)item->node_id, item->epoch, s->name, err, rc);
+        *v = VERDICT_ACK;
+    } else {
         /* dbagent unreachable: the message waits in the retry queue and comes back. */
-        log_warn("ClaimNode node=%lld epoch=%d: %s: to the retry queue", (long long)item->node_id,
-                 item->epoch, err);
+        log_warn("node=%lld epoch=%d agent=%s: ClaimNode: %s (code %d)%s: to the retry queue",
+                 (long long)item->node_id, item->epoch, s->name, err, rc,
+                 redelivered ? " (redelivered)" : "");
+        *v = VERDICT_NACK;
+    }
+    *out = NULL;
+    return 0;
+}
+
+/* Runs one node; returns the verdict for its delivery. Logs one line for the node. */
+static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelivered)
+{
+    Calc__V1__ClaimNodeReply *c = NULL;
+    verdict v = VERDICT_ACK;
+    if (!claim(s, item, redelivered, &c, &v))
+        return v;
+    int64_t start = time_monotonic_ms();
+    char l[32], r[32], res[32];
+    worker_format_number(l, sizeof l, c->left);
+    worker_format_number(r, sizeof r, c->right);
+    time_sleep_ms(c->delay_ms, &s->hard_stop);
+    if (s->hard_stop) {
+        /* Still running under our name: the cluster requeues it when we stop heartbeating. */
+        log_warn("node=%lld expression=%lld epoch=%d agent=%s op=%s delay=%dms left=%s right=%s: "
+                 "interrupted by the stop after %lldms: handed back",
+                 (long long)item->node_id, (long long)c->expression_id, item->epoch, s->name, c->op,
+                 c->delay_ms, l, r, (long long)(time_monotonic_ms() - start));
+        protobuf_c_message_free_unpacked(&c->base, NULL);
         return VERDICT_NACK;
     }
-    if (claim->outcome != CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED) {
-        log_info("node=%lld epoch=%d: %s, dropped", (long long)item->node_id, item->epoch,
-                 claim->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__STALE       ? "stale"
-                 : claim->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CANCELLED ? "cancelled"
-                                                                                    : "failed");
-        protobuf_c_message_free_unpacked(&claim->base, NULL);
-        return VERDICT_ACK;
-    }
-    int64_t start = time_monotonic_ms();
-    time_sleep_ms(claim->delay_ms, &s->hard_stop);
-    if (s->hard_stop) {
-        log_info("node=%lld epoch=%d: stopping before it finished: handed back",
-                 (long long)item->node_id, item->epoch);
-        protobuf_c_message_free_unpacked(&claim->base, NULL);
-        return VERDICT_REQUEUE;
-    }
-    Calc__V1__CompleteNodeRequest dreq = CALC__V1__COMPLETE_NODE_REQUEST__INIT;
-    dreq.node_id = item->node_id;
-    dreq.epoch = item->epoch;
-    dreq.agent = (char *)s->name;
+    Calc__V1__CompleteNodeRequest req = CALC__V1__COMPLETE_NODE_REQUEST__INIT;
+    req.node_id = item->node_id;
+    req.epoch = item->epoch;
+    req.agent = (char *)s->name;
     double value = 0;
     const char *cerr = NULL;
-    if (worker_compute(claim->op, claim->left, claim->right, &value, &cerr) == 0) {
-        dreq.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_VALUE;
-        dreq.value = value;
+    if (worker_compute(c->op, c->left, c->right, &value, &cerr) == 0) {
+        req.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_VALUE;
+        req.value = value;
+        worker_format_number(res, sizeof res, value);
     } else {
-        dreq.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_ERROR;
-        dreq.error = (char *)cerr;
+        req.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_ERROR;
+        req.error = (char *)cerr;
+        snprintf(res, sizeof res, "error");
     }
     Calc__V1__CompleteNodeReply *done = NULL;
-    verdict v = VERDICT_NACK;
-    if (complete(s, &dreq, &done) == 0) {
-        log_info("node=%lld expression=%lld epoch=%d op=%s delay=%dms %.17g %s %.17g = %s%.17g "
-                 "(%s) in %lldms",
-                 (long long)item->node_id, (long long)claim->expression_id, item->epoch, claim->op,
-                 claim->delay_ms, claim->left, claim->op, claim->right, cerr ? "error: " : "",
-                 cerr ? 0.0 : value,
-                 done->outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__APPLIED ? "applied"
-                                                                                  : "stale",
-                 (long long)(time_monotonic_ms() - start));
-        if (cerr)
-            log_info("node=%lld: %s", (long long)item->node_id, cerr);
+    char err[256];
+    int tries;
+    int rc = complete(s, &req, &done, &tries, err, sizeof err);
+    const char *outcome;
+    char why[320];
+    if (rc == RPC_OK) {
+        outcome = done->outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__APPLIED
+                      ? "applied"
+                      : "stale: not applied (another epoch owns the node)";
         protobuf_c_message_free_unpacked(&done->base, NULL);
         v = VERDICT_ACK;
+    } else {
+        snprintf(why, sizeof why, "not reported: CompleteNode: %s (code %d): to the retry queue",
+                 err, rc);
+        outcome = why;
+        v = VERDICT_NACK;
     }
-    protobuf_c_message_free_unpacked(&claim->base, NULL);
+    log_msg(rc == RPC_OK ? LOG_INFO : LOG_WARN,
+            "node=%lld expression=%lld epoch=%d agent=%s attempt=%d op=%s delay=%dms left=%s "
+            "right=%s result=%s%s%s%s %s in %lldms%s",
+            (long long)item->node_id, (long long)c->expression_id, item->epoch, s->name, c->attempt,
+            c->op, c->delay_ms, l, r, res, cerr ? " (" : "", cerr ? cerr : "", cerr ? ")" : "",
+            outcome, (long long)(time_monotonic_ms() - start),
+            tries > 1 ? " (completion retried)" : "");
+    protobuf_c_message_free_unpacked(&c->base, NULL);
     return v;
 }
 
@@ -151,14 +213,16 @@ void *worker_main(void *p)
     while ((j = jobq_pop(s->todo))) {
         Calc__V1__WorkItem *item = calc__v1__work_item__unpack(NULL, j->len, j->body);
         if (!item) {
-            log_warn("dropping a message that is not a WorkItem (%zu bytes)", j->len);
+            log_warn("agent=%s: dropping a message that is not a WorkItem (%zu bytes)", s->name,
+                     j->len);
             j->verdict = VERDICT_ACK;
-        } else if (s->hard_stop) {
+        } else if (s->draining) {
             j->verdict = VERDICT_REQUEUE;
         } else {
-            set_in_hand(s, wa->index, item->node_id);
-            j->verdict = run(s, item);
-            set_in_hand(s, wa->index, 0);
+            /* In hand from before the claim until the verdict on its message (see hand.h). */
+            hand_take(s->hand, wa->index, item->node_id);
+            j->verdict = run(s, item, j->redelivered);
+            hand_release(s->hand, wa->index);
         }
         if (item)
             calc__v1__work_item__free_unpacked(item, NULL);

@@ -5,23 +5,23 @@
 #ifndef CALC_WORKER_H
 #define CALC_WORKER_H
 
-#include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "hand.h"
 #include "jobs.h"
 #include "rpc.h"
 
 typedef struct agent_shared {
-    const char *name;
-    rpc_client *dba;
+    const char *name;          /* this agent's name, sent with every claim and completion */
+    rpc_client *dba;           /* shared by every thread (gRPC channels are thread-safe) */
     job_queue *todo;           /* deliveries for the workers */
     job_queue *verdicts;       /* back to the connection owner */
-    volatile int hard_stop;    /* the grace period is over: give the node back */
+    hand *hand;                /* the nodes in hand, for heartbeats */
+    volatile int draining;     /* SIGTERM: start no new node, hand its message back */
+    volatile int hard_stop;    /* the grace period is over: interrupt delays and retries */
     int64_t complete_retry_ms; /* how long a computed result may wait for dbagent */
-    /* The node each worker holds (0: idle), for heartbeats. */
-    pthread_mutex_t lock;
-    int64_t *in_hand;
-    int workers;
+    int call_timeout_ms;       /* deadline of one ClaimNode or CompleteNode */
 } agent_shared;
 
 typedef struct worker_arg {
@@ -32,7 +32,13 @@ typedef struct worker_arg {
 /* Thread body; arg is a worker_arg owned by the caller. Returns when todo is closed. */
 void *worker_main(void *arg);
 
-/* The arithmetic itself; returns 0 with *out set, or -1 with err set (division by zero...). */
+/*
+ * The arithmetic itself, in double precision: returns 0 with *out set, or -1 with *err set to a
+ * static message (division by zero, a result that is not finite, an unknown operator).
+ */
 int worker_compute(const char *op, double left, double right, double *out, const char **err);
+
+/* Writes v in the shortest form that reads back as the same double; returns buf. */
+char *worker_format_number(char *buf, size_t len, double v);
 
 #endif

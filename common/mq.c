@@ -15,6 +15,7 @@
 
 struct mq_link {
     amqp_connection_state_t conn;
+    char consumer_tag[256]; /* "" while not consuming */
 };
 
 static int reply_error(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen)
@@ -81,6 +82,15 @@ static int declare_topology(mq_link *l, int retry_ttl_ms, char *err, size_t errl
     if (declare(l, MQ_WORK_QUEUE, (amqp_table_t){2, work}, err, errlen) != MQ_OK)
         return MQ_ERR;
     return declare(l, MQ_RETRY_QUEUE, (amqp_table_t){3, retry}, err, errlen);
+}
+
+int mq_url_valid(const char *url)
+{
+    struct amqp_connection_info ci;
+    char *buf = xstrdup(url);
+    int ok = amqp_parse_url(buf, &ci) == AMQP_STATUS_OK;
+    free(buf);
+    return ok;
 }
 
 mq_link *mq_connect(const char *url, int retry_ttl_ms, char *err, size_t errlen)
@@ -219,9 +229,24 @@ int mq_consume(mq_link *l, int prefetch, char *err, size_t errlen)
     amqp_basic_qos(l->conn, MQ_CHANNEL, 0, (uint16_t)prefetch, 0);
     if (reply_error(amqp_get_rpc_reply(l->conn), "basic.qos", err, errlen) != MQ_OK)
         return MQ_ERR;
-    amqp_basic_consume(l->conn, MQ_CHANNEL, amqp_cstring_bytes(MQ_WORK_QUEUE), amqp_empty_bytes, 0,
-                       0, 0, amqp_empty_table);
-    return reply_error(amqp_get_rpc_reply(l->conn), "basic.consume", err, errlen);
+    amqp_basic_consume_ok_t *ok =
+        amqp_basic_consume(l->conn, MQ_CHANNEL, amqp_cstring_bytes(MQ_WORK_QUEUE), amqp_empty_bytes,
+                           0, 0, 0, amqp_empty_table);
+    if (reply_error(amqp_get_rpc_reply(l->conn), "basic.consume", err, errlen) != MQ_OK)
+        return MQ_ERR;
+    snprintf(l->consumer_tag, sizeof l->consumer_tag, "%.*s", (int)ok->consumer_tag.len,
+             (const char *)ok->consumer_tag.bytes);
+    return MQ_OK;
+}
+
+int mq_cancel(mq_link *l, char *err, size_t errlen)
+{
+    if (!l->consumer_tag[0])
+        return MQ_OK;
+    /* Deliveries that arrive before cancel-ok are queued by rabbitmq-c for mq_next. */
+    amqp_basic_cancel(l->conn, MQ_CHANNEL, amqp_cstring_bytes(l->consumer_tag));
+    l->consumer_tag[0] = '\0';
+    return reply_error(amqp_get_rpc_reply(l->conn), "basic.cancel", err, errlen);
 }
 
 int mq_has_buffered(mq_link *l)

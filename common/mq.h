@@ -26,6 +26,8 @@ typedef struct mq_link mq_link;
  * dead-letters it back. NULL with err set on failure.
  */
 mq_link *mq_connect(const char *url, int retry_ttl_ms, char *err, size_t errlen);
+/* True when url parses as an amqp:// URL (for validating configuration at start). */
+int mq_url_valid(const char *url);
 void mq_close(mq_link *l);
 
 /* The socket, for poll(). */
@@ -55,6 +57,11 @@ typedef struct mq_delivery {
 
 /* basic.qos with prefetch, then basic.consume on the work queue with manual acks. */
 int mq_consume(mq_link *l, int prefetch, char *err, size_t errlen);
+/*
+ * basic.cancel of the consumer: the broker sends no new deliveries. Deliveries already on the
+ * way are still returned by mq_next afterwards, and must be answered.
+ */
+int mq_cancel(mq_link *l, char *err, size_t errlen);
 /* True when a delivery may be read without blocking (frames already buffered). */
 int mq_has_buffered(mq_link *l);
 /* Waits up to timeout_ms for a delivery: MQ_OK (d filled), MQ_TIMEOUT, or MQ_ERR. */

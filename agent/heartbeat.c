@@ -1,0 +1,72 @@
+#include "heartbeat.h"
+
+#include <stdlib.h>
+
+#include "calc.pb-c.h"
+#include "log.h"
+#include "mem.h"
+#include "methods.h"
+#include "timeutil.h"
+
+static void beat(heartbeat *hb, int64_t *nodes)
+{
+    agent_shared *s = hb->s;
+    Calc__V1__HeartbeatRequest req = CALC__V1__HEARTBEAT_REQUEST__INIT;
+    req.n_nodes = hand_snapshot(s->hand, nodes);
+    req.nodes = nodes;
+    req.agent = (char *)s->name;
+    req.workers = s->hand->workers;
+    req.busy = (int32_t)req.n_nodes;
+    Calc__V1__Empty *rep = NULL;
+    char err[256];
+    int64_t timeout = hb->interval_ms + 1000;
+    int rc = rpc_call(s->dba, DBA_HEARTBEAT, &req.base, &calc__v1__empty__descriptor,
+                      (ProtobufCMessage **)&rep, (int)(timeout > 10000 ? 10000 : timeout), err,
+                      sizeof err);
+    hand_snapshot_done(s->hand);
+    if (rc == RPC_OK) {
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+        if (hb->failing)
+            log_info("Heartbeat agent=%s: dbagent answers again", s->name);
+        hb->failing = 0;
+    } else if (!hb->failing) {
+        log_warn("Heartbeat agent=%s busy=%d: %s (code %d)", s->name, req.busy, err, rc);
+        hb->failing = 1;
+    }
+}
+
+static void *heartbeat_main(void *p)
+{
+    heartbeat *hb = p;
+    int64_t *nodes = xcalloc((size_t)hb->s->hand->workers, sizeof *nodes);
+    int64_t next = time_monotonic_ms();
+    while (!hb->stop) {
+        beat(hb, nodes);
+        /* A fixed rate, not a fixed pause: a slow call does not stretch the period. */
+        next += hb->interval_ms;
+        int64_t now = time_monotonic_ms();
+        if (next < now)
+            next = now;
+        time_sleep_ms(next - now, &hb->stop);
+    }
+    free(nodes);
+    return NULL;
+}
+
+int heartbeat_start(heartbeat *hb, agent_shared *s, int64_t interval_ms)
+{
+    hb->s = s;
+    hb->interval_ms = interval_ms;
+    hb->stop = 0;
+    hb->failing = 0;
+    return pthread_create(&hb->thread, NULL, heartbeat_main, hb);
+}
+
+void heartbeat_stop(heartbeat *hb)
+{
+    hb->stop = 1;
+    pthread_join(hb->thread, NULL);
+    int64_t *nodes = xcalloc((size_t)hb->s->hand->workers, sizeof *nodes);
+    beat(hb, nodes);
+    free(nodes);
+}
