@@ -17,6 +17,7 @@ int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
 
 static struct MHD_Daemon *daemon_handle;
 static atomic_int active_requests; /* begun and not yet completed: drained on stop */
+static atomic_int stopping;        /* replies then close their connection */
 static const http_route *routes;
 static size_t n_routes;
 
@@ -249,6 +250,8 @@ static enum MHD_Result send_reply(http_req *r)
         MHD_add_response_header(resp, "Allow", r->allow);
     if (r->status == 503)
         MHD_add_response_header(resp, "Retry-After", "1");
+    if (atomic_load(&stopping))
+        MHD_add_response_header(resp, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -343,10 +346,13 @@ void http_stop(void)
     if (!daemon_handle)
         return;
     /* Stop accepting first, then let the requests in flight finish (bounded), then close. */
+    atomic_store(&stopping, 1);
     MHD_socket listen_fd = MHD_quiesce_daemon(daemon_handle);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
-    for (int i = 0; i < 300 && atomic_load(&active_requests) > 0; i++) {
+    /* Keep-alive clients may still send on their connections: each gets its reply with
+     * "Connection: close", so the count reaches zero. */
+    for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++) {
         struct timespec ts = {.tv_nsec = 100 * 1000000};
         nanosleep(&ts, NULL);
     }
