@@ -399,6 +399,29 @@ class Servers:
         """SIGKILL the RabbitMQ node, as a crash would (its epmd stays, as it would on a real host)."""
         _kill_and_wait(self.rabbitmq_pid(), "beam")
 
+    def rabbitmqctl(self, *args, timeout=60):
+        """Run rabbitmqctl against the session's RabbitMQ node; return its output."""
+        r = subprocess.run(
+            [SERVERS_CLI, "rabbitmqctl", self.rmq_dir] + [str(a) for a in args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if r.returncode != 0:
+            raise AssertionError(f"rabbitmqctl {' '.join(map(str, args))} failed: {r.stderr.strip()}")
+        return r.stdout
+
+    def queue_counts(self, vhost):
+        """{queue: messages (ready + unacknowledged)} of vhost, from rabbitmqctl list_queues."""
+        out = self.rabbitmqctl("list_queues", "-p", vhost, "--no-table-headers", "name", "messages")
+        counts = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+        return counts
+
     def psql(self, sql, db="postgres"):
         """Run SQL as the superuser; return psql's unaligned output."""
         r = subprocess.run(
