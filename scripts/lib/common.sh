@@ -52,7 +52,8 @@ pid_alive() {
 # pid_argv0 PID: the first word of the process's command line.
 pid_argv0() {
     local a
-    a=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 1) || return 1
+    a=$( { tr '\0' '\n' <"/proc/$1/cmdline" | head -n 1; } 2>/dev/null)
+    [[ -n $a ]] || return 1
     printf '%s\n' "$a"
 }
 
