@@ -10,7 +10,7 @@ Example:
     api = cluster.api_client()
     api.register("user22", "password1")
     api.login()
-    eid = api.post("/expression", json={"expression": "2+2*2"}).json()["id"]
+    eid = api.post("/expression", json={"expression": "2+2*2"}).json()["expression"]["expression_id"]
     cluster.wait_for(lambda: api.get(f"/expression/{eid}").json()["expression"]["status"] == "Ok",
                      30, "expression done")
 
