@@ -24,8 +24,9 @@ void consumer_init(consumer *c, agent_shared *s, const agent_cfg *cfg)
 
 static void drop_link(consumer *c, const char *why)
 {
-    log_warn("agent=%s: RabbitMQ connection lost: %s: %d deliveries go back to the queue",
-             c->s->name, why, c->outstanding);
+    log_warn(
+        "agent=%s: RabbitMQ connection lost: %s: the broker requeues our %d unanswered deliveries",
+        c->s->name, why, c->outstanding);
     mq_close(c->link);
     c->link = NULL;
     /* Deliveries no worker started yet: the broker requeues them with the connection. */
