@@ -1,6 +1,7 @@
 #include "auth.h"
 
 #include <jwt.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -14,6 +15,16 @@ static const char *secret, *pepper;
 static int access_ttl;
 static sem_t hashing; /* argon2id takes 64 MiB and tens of ms: bound how many run at once */
 static char dummy_hash[AUTH_HASH_MAX]; /* checked against for unknown logins */
+static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+
+/* Made on first need, not at start: hashing takes a noticeable part of a second. */
+static void make_dummy_hash(void)
+{
+    char random_password[AUTH_TOKEN_HEX], unused[AUTH_TOKEN_HEX];
+    auth_new_refresh(random_password, unused);
+    if (auth_hash_password(random_password, dummy_hash) != 0)
+        abort();
+}
 
 int auth_init(const char *s, const char *p, int ttl, int max_hashing)
 {
@@ -22,11 +33,7 @@ int auth_init(const char *s, const char *p, int ttl, int max_hashing)
     secret = s;
     pepper = p;
     access_ttl = ttl;
-    if (sem_init(&hashing, 0, (unsigned)max_hashing) < 0)
-        return -1;
-    char random_password[AUTH_TOKEN_HEX], unused[AUTH_TOKEN_HEX];
-    auth_new_refresh(random_password, unused);
-    return auth_hash_password(random_password, dummy_hash);
+    return sem_init(&hashing, 0, (unsigned)max_hashing);
 }
 
 /* With a pepper the password is first keyed with it, so a stolen table alone is not enough. */
@@ -61,8 +68,10 @@ int auth_hash_password(const char *password, char out[AUTH_HASH_MAX])
 int auth_check_password(const char *hash, const char *password)
 {
     int known = hash != NULL;
-    if (!known)
+    if (!known) {
+        pthread_once(&dummy_once, make_dummy_hash);
         hash = dummy_hash;
+    }
     char pep[crypto_auth_hmacsha256_BYTES * 2 + 1];
     const char *pw;
     peppered(password, pep, &pw);

@@ -54,16 +54,19 @@ int cfg_load(const cfg_entry *table, size_t n, char *err, size_t errlen)
 
 void cfg_usage(const char *prog, const char *summary, const cfg_entry *table, size_t n)
 {
-    printf("usage: %s\n%s\n\nConfiguration (environment variables):\n", prog, summary);
+    (void)prog;
+    printf("usage: %s\n\nConfiguration (environment variables):\n", summary);
     for (size_t i = 0; i < n; i++) {
         const cfg_entry *e = &table[i];
         printf("  %-22s %s\n", e->name, e->help);
         if (e->type == CFG_INT)
             printf("  %-22s default %s, %lld..%lld\n", "", e->def ? e->def : "(required)",
                    (long long)e->min, (long long)e->max);
+        else if (e->type == CFG_SECRET && !e->def)
+            printf("  %-22s required, at least %lld characters, never printed\n", "",
+                   (long long)e->min);
         else if (e->type == CFG_SECRET)
-            printf("  %-22s %s, at least %lld characters\n", "",
-                   e->def ? "has a default" : "required", (long long)e->min);
+            printf("  %-22s optional, never printed\n", "");
         else
             printf("  %-22s default %s\n", "", e->def ? e->def : "(required)");
     }
