@@ -49,6 +49,7 @@ static int ensure_connected(db *d, rpc_ctx *ctx)
         return RPC_OK;
     if (d->conn)
         PQfinish(d->conn);
+    d->n_prepared = 0;
     char err[256];
     d->conn = db_connect(d->conninfo, err, sizeof err);
     if (!d->conn)
@@ -92,6 +93,111 @@ PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *cons
     last_code = rpc_fail(ctx, code, "database: %s", msg);
     PQclear(r);
     return NULL;
+}
+
+/* Records the failure of a result (NULL: of the connection) on ctx; returns the code. */
+static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *what)
+{
+    int code = code_for(d, r);
+    char msg[256];
+    const char *m = r ? PQresultErrorMessage(r) : "";
+    snprintf(msg, sizeof msg, "%s", m && m[0] ? m : PQerrorMessage(d->conn));
+    size_t len = strlen(msg);
+    while (len && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+        msg[--len] = '\0';
+    if (code == RPC_INTERNAL)
+        log_error("%s failed: %s", what, msg);
+    return last_code = rpc_fail(ctx, code, "database: %s", msg);
+}
+
+static int prepare(db *d, rpc_ctx *ctx, const db_stmt *stmt)
+{
+    for (int i = 0; i < d->n_prepared; i++)
+        if (d->prepared[i] == stmt)
+            return RPC_OK;
+    PGresult *r = PQprepare(d->conn, stmt->name, stmt->sql, stmt->nparams, NULL);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK ? RPC_OK : record_failure(d, ctx, r, stmt->name);
+    PQclear(r);
+    if (rc == RPC_OK && d->n_prepared < DB_MAX_PREPARED)
+        d->prepared[d->n_prepared++] = stmt;
+    return rc;
+}
+
+/* Sends set_config + stmt + Sync; returns stmt's result, or NULL with the failure recorded. */
+static PGresult *call_once(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params,
+                           const char *timeout)
+{
+    PGresult *out = NULL;
+    int rc = prepare(d, ctx, stmt);
+    if (rc)
+        return NULL;
+    if (!PQenterPipelineMode(d->conn)) {
+        record_failure(d, ctx, NULL, stmt->name);
+        return NULL;
+    }
+    const char *tp[] = {timeout};
+    int sent = PQsendQueryParams(d->conn, "SELECT set_config('statement_timeout', $1, false)", 1,
+                                 NULL, tp, NULL, NULL, 0) &&
+               PQsendQueryPrepared(d->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0) &&
+               PQpipelineSync(d->conn);
+    int failed = !sent;
+    if (!sent)
+        record_failure(d, ctx, NULL, stmt->name);
+    /* Read every result up to the Sync: statement 0 (set_config), statement 1 (stmt), each
+     * followed by a NULL; a statement after a failed one comes back PGRES_PIPELINE_ABORTED. */
+    for (int index = 0; sent && index <= 2;) {
+        PGresult *r = PQgetResult(d->conn);
+        if (!r) {
+            if (PQstatus(d->conn) != CONNECTION_OK) {
+                if (!failed)
+                    record_failure(d, ctx, NULL, stmt->name);
+                failed = 1;
+                break;
+            }
+            index++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+            if (!failed)
+                record_failure(d, ctx, st == PGRES_PIPELINE_ABORTED ? NULL : r, stmt->name);
+            failed = 1;
+            PQclear(r);
+        } else if (index == 1 && !out) {
+            out = r;
+        } else {
+            PQclear(r);
+        }
+    }
+    if (PQstatus(d->conn) == CONNECTION_OK)
+        PQexitPipelineMode(d->conn);
+    if (failed && out) {
+        PQclear(out);
+        out = NULL;
+    }
+    return out;
+}
+
+PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params)
+{
+    if (ensure_connected(d, ctx) != RPC_OK)
+        return NULL;
+    int64_t left = rpc_time_left_ms(ctx);
+    if (left == 0) {
+        last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
+        return NULL;
+    }
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%lld", (long long)(left < 0 ? 30000 : left));
+    PGresult *r = call_once(d, ctx, stmt, params, timeout);
+    /* A connection that died while idle is noticed here: try once more on a new one. */
+    if (!r && PQstatus(d->conn) != CONNECTION_OK && ensure_connected(d, ctx) == RPC_OK)
+        r = call_once(d, ctx, stmt, params, timeout);
+    return r;
 }
 
 int db_failed(rpc_ctx *ctx)

@@ -10,9 +10,21 @@
 
 #include "rpc.h"
 
+/* A statement prepared once per connection (PQprepare) and run by name afterwards. */
+typedef struct db_stmt {
+    const char *name;
+    const char *sql;
+    int nparams;
+} db_stmt;
+
+#define DB_MAX_PREPARED 32
+
 typedef struct db {
     PGconn *conn;
     const char *conninfo; /* kept, not owned */
+    /* The statements prepared on conn; emptied when conn is replaced. */
+    const db_stmt *prepared[DB_MAX_PREPARED];
+    int n_prepared;
 } db;
 
 /* Thread state for the rpc server: arg is the conninfo string. */
@@ -37,6 +49,14 @@ void db_rollback(db *d);
  * (PQclear it), or NULL after recording the failure on ctx with a fitting status code.
  */
 PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *const *params);
+/*
+ * Runs one prepared statement as a transaction of its own, with the caller's deadline as its
+ * statement timeout, in one round trip (libpq pipeline mode: set_config + the statement + Sync,
+ * which PostgreSQL runs as one implicit transaction). Reconnects first when needed. Returns the
+ * result (PQclear it), or NULL after recording the failure on ctx, as db_query.
+ */
+PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params);
+
 /* The status code db_query recorded. */
 int db_failed(rpc_ctx *ctx);
 

@@ -368,15 +368,12 @@ int h_cancel_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         return rc;
     char uid[32], id[32];
     const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(id, req->id)};
-    PGresult *r = db_query(d, ctx, "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", 1, p);
-    if (!r)
-        goto fail;
-    PQclear(r);
-    r = db_query(d, ctx,
-                 "UPDATE expressions SET status = 'cancelled', finished_at = now()"
-                 " WHERE id = $2 AND user_id = $1 AND status IN ('new', 'in_progress')"
-                 " RETURNING " EXPR_COLS,
-                 2, p);
+    /* The lock order of every writer: expression, then its nodes, then the user (the event). */
+    PGresult *r = db_query(d, ctx,
+                           "UPDATE expressions SET status = 'cancelled', finished_at = now()"
+                           " WHERE id = $2 AND user_id = $1 AND status IN ('new', 'in_progress')"
+                           " RETURNING " EXPR_COLS,
+                           2, p);
     if (!r)
         goto fail;
     if (PQntuples(r) == 0) {

@@ -3,11 +3,27 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "buf.h"
 #include "db.h"
 #include "handlers.h"
+#include "log.h"
 #include "timeutil.h"
 
 handler_settings handler_cfg = {.max_attempts = 5};
+
+/* The agents' hot path: one function call each (schema/002_node_functions.up.sql). */
+static const db_stmt claim_stmt = {
+    "claim_node", "SELECT * FROM calc_claim($1::bigint, $2::int, $3::text, $4::int)", 4};
+static const db_stmt complete_stmt = {
+    "complete_node",
+    "SELECT * FROM calc_complete($1::bigint, $2::int, $3::text, $4::float8, $5::text)", 5};
+static const db_stmt unqueue_stmt = {
+    "unqueue",
+    "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
+    " FROM unnest($1::bigint[], $2::int[]) AS f(id, epoch)"
+    " WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued' RETURNING 1)"
+    " SELECT count(*), pg_notify('calc_ready', '') FROM u",
+    2};
 
 static int exec_simple(db *d, rpc_ctx *ctx, const char *sql)
 {
@@ -18,25 +34,26 @@ static int exec_simple(db *d, rpc_ctx *ctx, const char *sql)
     return RPC_OK;
 }
 
-/* Moves up to max ready nodes to queued with a new epoch, longest remaining path first. */
-static int take(db *d, rpc_ctx *ctx, int max, Calc__V1__TakeReadyReply *rep)
+#define TAKE_SQL                                                                                   \
+    "WITH t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now()"       \
+    " FROM (SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT $1"         \
+    " FOR UPDATE SKIP LOCKED) s WHERE n.id = s.id"                                                 \
+    " RETURNING n.id, n.epoch, n.expression_id, n.tail_ms)"                                        \
+    " SELECT id, epoch, expression_id FROM t ORDER BY tail_ms DESC, id"
+static const db_stmt take_stmt = {"take_ready", TAKE_SQL, 1};
+/* The same, run while LISTENing: the marker shows waiting dispatchers in pg_stat_activity. */
+static const db_stmt take_listening_stmt = {"take_ready_listening",
+                                            "/* calc: listening */ " TAKE_SQL, 1};
+
+/* Moves up to max ready nodes to queued with a new epoch, longest remaining path first; SKIP
+ * LOCKED hands a node to one caller only. */
+static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__TakeReadyReply *rep)
 {
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char lim[32];
     const char *p[] = {db_fmt_i64(lim, max)};
-    PGresult *r = db_query(d, ctx,
-                           "WITH t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1,"
-                           " queued_at = now() FROM (SELECT id FROM nodes WHERE state = 'ready'"
-                           " ORDER BY tail_ms DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED) s"
-                           " WHERE n.id = s.id RETURNING n.id, n.epoch, n.expression_id, n.tail_ms)"
-                           " SELECT id, epoch, expression_id FROM t ORDER BY tail_ms DESC, id",
-                           1, p);
-    if (!r) {
-        db_rollback(d);
+    PGresult *r = db_call(d, ctx, stmt, p);
+    if (!r)
         return db_failed(ctx);
-    }
     int n = PQntuples(r);
     rep->n_nodes = (size_t)n;
     rep->nodes = rpc_alloc(ctx, (size_t)(n + 1) * sizeof *rep->nodes);
@@ -49,7 +66,7 @@ static int take(db *d, rpc_ctx *ctx, int max, Calc__V1__TakeReadyReply *rep)
         rep->nodes[i] = t;
     }
     PQclear(r);
-    return db_commit(d, ctx);
+    return RPC_OK;
 }
 
 /* Waits for a calc_ready notification until deadline (monotonic ms); 1 when one came. */
@@ -90,15 +107,17 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
     calc__v1__take_ready_reply__init(rep);
     *resp = &rep->base;
 
-    int rc = take(d, ctx, max, rep);
+    int rc = take(d, ctx, &take_stmt, max, rep);
     if (rc || rep->n_nodes || wait == 0)
         return rc;
-    /* Listen first, then look again: a node made ready in between still wakes us. */
+    /* Listen first, then look again: a node made ready in between still wakes us. A wake-up
+     * that finds nothing (another caller was faster) waits again, until the deadline. */
     if ((rc = exec_simple(d, ctx, "LISTEN calc_ready")))
         return rc;
-    rc = take(d, ctx, max, rep);
-    if (!rc && rep->n_nodes == 0 && wait_notify(d, time_monotonic_ms() + wait))
-        rc = take(d, ctx, max, rep);
+    int64_t deadline = time_monotonic_ms() + wait;
+    rc = take(d, ctx, &take_listening_stmt, max, rep);
+    while (!rc && rep->n_nodes == 0 && wait_notify(d, deadline))
+        rc = take(d, ctx, &take_listening_stmt, max, rep);
     if (PQstatus(d->conn) == CONNECTION_OK) {
         PQclear(PQexec(d->conn, "UNLISTEN calc_ready"));
         PGnotify *nf;
@@ -112,218 +131,69 @@ int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
 {
     const Calc__V1__MarkQueuedRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    /* Published nodes are already queued; a failed publish hands its node back to ready. */
-    for (size_t i = 0; i < req->n_failed; i++) {
-        char id[32], ep[32];
-        const char *p[] = {db_fmt_i64(id, req->failed[i]->node_id),
-                           db_fmt_i64(ep, req->failed[i]->epoch)};
-        PGresult *r =
-            db_query(d, ctx,
-                     "UPDATE nodes SET state = 'ready', queued_at = NULL, ready_at = now()"
-                     " WHERE id = $1 AND epoch = $2 AND state = 'queued'",
-                     2, p);
-        if (!r)
-            goto fail;
-        PQclear(r);
-    }
-    if (req->n_failed && (rc = exec_simple(d, ctx, "NOTIFY calc_ready")))
-        goto out;
+    if (req->n_failed > 10000)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu", req->n_failed);
     Calc__V1__Empty *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__empty__init(rep);
     *resp = &rep->base;
-    return db_commit(d, ctx);
-fail:
-    rc = db_failed(ctx);
-out:
-    db_rollback(d);
-    return rc;
-}
-
-/*
- * Fails the expression of a failed node: records the error, cancels its other nodes and
- * appends the event, in the current transaction.
- */
-static int fail_expression(db *d, rpc_ctx *ctx, int64_t expr_id, const char *error)
-{
-    char eid[32];
-    const char *p[] = {db_fmt_i64(eid, expr_id), error};
-    PGresult *r = db_query(d, ctx,
-                           "UPDATE expressions SET status = 'error', error = $2,"
-                           " finished_at = now(), started_at = coalesce(started_at, now())"
-                           " WHERE id = $1 AND status IN ('new', 'in_progress') RETURNING user_id",
-                           2, p);
-    if (!r)
-        return db_failed(ctx);
-    int changed = PQntuples(r);
-    int64_t uid = changed ? db_i64(r, 0, 0) : 0;
-    PQclear(r);
-    if (!changed)
+    /* Published nodes are already queued; a failed publish hands its node back to ready. */
+    if (req->n_failed == 0)
         return RPC_OK;
-    r = db_query(
-        d, ctx,
-        "UPDATE nodes SET state = 'cancelled', finished_at = now() WHERE expression_id = $1"
-        " AND state IN ('blocked', 'ready', 'queued', 'running')",
-        1, p);
-    if (!r)
-        return db_failed(ctx);
-    PQclear(r);
-    return event_append(d, ctx, uid, expr_id, "failed", "{}");
-}
-
-static int claim_miss(db *d, rpc_ctx *ctx, const Calc__V1__ClaimNodeRequest *req,
-                      Calc__V1__ClaimNodeReply *rep)
-{
-    char id[32];
-    const char *p[] = {db_fmt_i64(id, req->node_id)};
-    PGresult *r = db_query(d, ctx,
-                           "SELECT n.state, e.status FROM nodes n"
-                           " JOIN expressions e ON e.id = n.expression_id WHERE n.id = $1",
-                           1, p);
-    if (!r)
-        return db_failed(ctx);
-    int rc = RPC_OK;
-    if (PQntuples(r) == 0) {
-        rc = rpc_fail(ctx, RPC_NOT_FOUND, "no node %lld", (long long)req->node_id);
-    } else {
-        const char *status = db_str(r, 0, 1);
-        int gone = !strcmp(db_str(r, 0, 0), "cancelled") || !strcmp(status, "cancelled") ||
-                   !strcmp(status, "error");
-        rep->outcome = gone ? CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CANCELLED
-                            : CALC__V1__CLAIM_NODE_REPLY__OUTCOME__STALE;
+    buf ids, epochs;
+    buf_init(&ids, SIZE_MAX);
+    buf_init(&epochs, SIZE_MAX);
+    for (size_t i = 0; i < req->n_failed; i++) {
+        buf_printf(&ids, "%s%lld", i ? "," : "{", (long long)req->failed[i]->node_id);
+        buf_printf(&epochs, "%s%d", i ? "," : "{", req->failed[i]->epoch);
     }
+    buf_add(&ids, "}", 1);
+    buf_add(&epochs, "}", 1);
+    const char *p[] = {ids.data, epochs.data};
+    PGresult *r = db_call(d, ctx, &unqueue_stmt, p);
+    buf_free(&ids);
+    buf_free(&epochs);
+    if (!r)
+        return db_failed(ctx);
     PQclear(r);
-    return rc;
+    return RPC_OK;
 }
 
 int h_claim_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__ClaimNodeRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    if (!req->agent[0])
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "agent is required");
+    if (!req->agent[0] || strlen(req->agent) > 128)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "agent name must have 1 to 128 characters");
+    if (req->node_id <= 0 || req->epoch <= 0)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %lld epoch %d: both must be positive",
+                        (long long)req->node_id, req->epoch);
+    char id[32], ep[32], max[32];
+    const char *p[] = {db_fmt_i64(id, req->node_id), db_fmt_i64(ep, req->epoch), req->agent,
+                       db_fmt_i64(max, handler_cfg.max_attempts)};
+    PGresult *r = db_call(d, ctx, &claim_stmt, p);
+    if (!r)
+        return db_failed(ctx);
+    int outcome = (int)db_i64(r, 0, 0);
     Calc__V1__ClaimNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__claim_node_reply__init(rep);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    char id[32], ep[32];
-    const char *p[] = {db_fmt_i64(id, req->node_id), db_fmt_i64(ep, req->epoch), req->agent};
-    PGresult *r = db_query(d, ctx,
-                           "UPDATE nodes SET state = 'running', agent = $3, started_at = now(),"
-                           " attempts = attempts + 1"
-                           " WHERE id = $1 AND epoch = $2 AND state = 'queued'"
-                           " RETURNING op, left_value, right_value, delay_ms, expression_id,"
-                           " attempts",
-                           3, p);
-    if (!r)
-        goto fail;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        if ((rc = claim_miss(d, ctx, req, rep)))
-            goto out;
-        *resp = &rep->base;
-        return db_commit(d, ctx);
-    }
-    rep->outcome = CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED;
-    rep->op = rpc_strdup(ctx, db_str(r, 0, 0));
-    rep->left = db_f64(r, 0, 1);
-    rep->right = db_f64(r, 0, 2);
-    rep->delay_ms = (int32_t)db_i64(r, 0, 3);
-    rep->expression_id = db_i64(r, 0, 4);
-    rep->attempt = (int32_t)db_i64(r, 0, 5);
+    rep->outcome = (Calc__V1__ClaimNodeReply__Outcome)outcome;
+    rep->op = rpc_strdup(ctx, db_str(r, 0, 1));
+    rep->left = db_f64(r, 0, 2);
+    rep->right = db_f64(r, 0, 3);
+    rep->delay_ms = (int32_t)db_i64(r, 0, 4);
+    rep->expression_id = db_i64(r, 0, 5);
+    rep->attempt = (int32_t)db_i64(r, 0, 6);
     PQclear(r);
-    char eid[32];
-    db_fmt_i64(eid, rep->expression_id);
-    if (rep->attempt > handler_cfg.max_attempts) {
-        /* Claimed again and again but never completed: stop the loop here. */
-        char err[128];
-        snprintf(err, sizeof err, "node %lld gave up after %d attempts", (long long)req->node_id,
-                 handler_cfg.max_attempts);
-        const char *pf[] = {id, err};
-        r = db_query(d, ctx,
-                     "UPDATE nodes SET state = 'failed', error = $2, finished_at = now()"
-                     " WHERE id = $1",
-                     2, pf);
-        if (!r)
-            goto fail;
-        PQclear(r);
-        if ((rc = fail_expression(d, ctx, rep->expression_id, err)))
-            goto out;
-        rep->outcome = CALC__V1__CLAIM_NODE_REPLY__OUTCOME__FAILED;
-        *resp = &rep->base;
-        return db_commit(d, ctx);
-    }
-    r = db_query(d, ctx,
-                 "UPDATE expressions SET status = 'in_progress', started_at = now()"
-                 " WHERE id = $1 AND status = 'new' RETURNING user_id",
-                 1, (const char *[]){eid});
-    if (!r)
-        goto fail;
-    int64_t uid = PQntuples(r) ? db_i64(r, 0, 0) : 0;
-    PQclear(r);
-    if (uid && (rc = event_append(d, ctx, uid, rep->expression_id, "started", "{}")))
-        goto out;
+    if (outcome < 0)
+        return rpc_fail(ctx, RPC_NOT_FOUND, "ClaimNode node=%lld: no such node",
+                        (long long)req->node_id);
+    if (outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__FAILED)
+        log_warn("ClaimNode node=%lld epoch=%d agent=%s expression=%lld: attempt %d exceeds "
+                 "MAX_ATTEMPTS=%d: the node and its expression failed",
+                 (long long)req->node_id, req->epoch, req->agent, (long long)rep->expression_id,
+                 rep->attempt, handler_cfg.max_attempts);
     *resp = &rep->base;
-    return db_commit(d, ctx);
-fail:
-    rc = db_failed(ctx);
-out:
-    db_rollback(d);
-    return rc;
-}
-
-/* Hands a node's value to its parent; the parent becomes ready with its last operand. */
-static int fill_parent(db *d, rpc_ctx *ctx, const char *parent, const char *side, const char *value)
-{
-    const char *p[] = {parent, side, value};
-    PGresult *r = db_query(d, ctx,
-                           "UPDATE nodes SET"
-                           " left_value = CASE WHEN $2 = '0' THEN $3::float8 ELSE left_value END,"
-                           " right_value = CASE WHEN $2 = '1' THEN $3::float8 ELSE right_value END,"
-                           " pending = pending - 1,"
-                           " state = CASE WHEN pending = 1 AND state = 'blocked' THEN 'ready'"
-                           " ELSE state END,"
-                           " ready_at = CASE WHEN pending = 1 THEN now() ELSE ready_at END"
-                           " WHERE id = $1 RETURNING state",
-                           3, p);
-    if (!r)
-        return db_failed(ctx);
-    int ready = PQntuples(r) && !strcmp(db_str(r, 0, 0), "ready");
-    PQclear(r);
-    return ready ? exec_simple(d, ctx, "NOTIFY calc_ready") : RPC_OK;
-}
-
-static int complete_value(db *d, rpc_ctx *ctx, const PGresult *node, double value,
-                          Calc__V1__CompleteNodeReply *rep)
-{
-    int64_t expr_id = db_i64(node, 0, 0), uid = db_i64(node, 0, 3);
-    int root = db_null(node, 0, 1);
-    char v[32], eid[32], payload[96];
-    db_fmt_f64(v, value);
-    db_fmt_i64(eid, expr_id);
-    int rc;
-    if (!root && (rc = fill_parent(d, ctx, db_str(node, 0, 1), db_str(node, 0, 2), v)))
-        return rc;
-    const char *p[] = {eid, root ? v : NULL};
-    PGresult *r =
-        db_query(d, ctx,
-                 "UPDATE expressions SET nodes_done = nodes_done + 1,"
-                 " status = CASE WHEN $2::float8 IS NOT NULL THEN 'ok' ELSE status END,"
-                 " result = coalesce($2::float8, result),"
-                 " finished_at = CASE WHEN $2::float8 IS NOT NULL THEN now() ELSE finished_at END"
-                 " WHERE id = $1 AND status IN ('new', 'in_progress')",
-                 2, p);
-    if (!r)
-        return db_failed(ctx);
-    PQclear(r);
-    snprintf(payload, sizeof payload, "{\"node\": %s, \"value\": %s}", db_str(node, 0, 4), v);
-    if ((rc = event_append(d, ctx, uid, expr_id, "node_done", payload)))
-        return rc;
-    rep->expression_finished = root;
-    return root ? event_append(d, ctx, uid, expr_id, "finished", "{}") : RPC_OK;
+    return RPC_OK;
 }
 
 int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -332,93 +202,88 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     db *d = rpc_thread_state(ctx);
     if (req->outcome_case == CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME__NOT_SET)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "a value or an error is required");
+    if (!req->agent[0] || strlen(req->agent) > 128)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "agent name must have 1 to 128 characters");
     int is_value = req->outcome_case == CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_VALUE;
     const char *error = is_value ? NULL : req->error;
+    if (!is_value && !error[0])
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "an error must say what went wrong");
     if (is_value && !isfinite(req->value))
         error = "the result is not a finite number";
+    char id[32], ep[32], v[32], msg[512];
+    if (error)
+        snprintf(msg, sizeof msg, "%s", error); /* bounded: it goes into the events */
+    const char *p[] = {db_fmt_i64(id, req->node_id), db_fmt_i64(ep, req->epoch), req->agent,
+                       error ? NULL : db_fmt_f64(v, req->value), error ? msg : NULL};
+    PGresult *r = db_call(d, ctx, &complete_stmt, p);
+    if (!r)
+        return db_failed(ctx);
+    int outcome = (int)db_i64(r, 0, 0);
     Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__complete_node_reply__init(rep);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    char id[32], ep[32], v[32];
-    const char *p[] = {db_fmt_i64(id, req->node_id), db_fmt_i64(ep, req->epoch), req->agent,
-                       error ? NULL : db_fmt_f64(v, req->value), error};
-    PGresult *r = db_query(d, ctx,
-                           "UPDATE nodes n SET state = CASE WHEN $5::text IS NULL THEN 'done'"
-                           " ELSE 'failed' END, result = $4::float8, error = $5::text,"
-                           " finished_at = now()"
-                           " WHERE id = $1 AND epoch = $2 AND agent = $3 AND state = 'running'"
-                           " RETURNING expression_id, parent_id, parent_side,"
-                           " (SELECT user_id FROM expressions e WHERE e.id = n.expression_id), id",
-                           5, p);
-    if (!r)
-        goto fail;
-    if (PQntuples(r) == 0) {
-        /* Not running at this epoch for this agent: someone else owns the node now. */
-        PQclear(r);
-        rep->outcome = CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__STALE;
-        *resp = &rep->base;
-        db_rollback(d);
-        return RPC_OK;
-    }
-    if (error) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", error);
-        rc = fail_expression(d, ctx, db_i64(r, 0, 0), msg);
-        rep->expression_finished = 1;
-    } else {
-        rc = complete_value(d, ctx, r, req->value, rep);
-    }
+    rep->outcome = (Calc__V1__CompleteNodeReply__Outcome)outcome;
+    rep->expression_finished = db_str(r, 0, 1)[0] == 't';
     PQclear(r);
-    if (rc)
-        goto out;
-    rep->outcome = CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__APPLIED;
+    if (outcome < 0)
+        return rpc_fail(ctx, RPC_NOT_FOUND, "CompleteNode node=%lld: no such node",
+                        (long long)req->node_id);
+    if (outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__STALE)
+        log_info("CompleteNode node=%lld epoch=%d agent=%s: stale, not applied",
+                 (long long)req->node_id, req->epoch, req->agent);
     *resp = &rep->base;
-    return db_commit(d, ctx);
-fail:
-    rc = db_failed(ctx);
-out:
-    db_rollback(d);
-    return rc;
+    return RPC_OK;
 }
+
+/*
+ * Running nodes go back to ready (new epoch, which fences off the old holder) when
+ *  - their agent is silent: neither a heartbeat nor the claim itself within heartbeat_timeout;
+ *  - their agent is alive but gave them up: its last heartbeat, received at least orphan_grace
+ *    after the claim, does not list them (an agent that computed a node but could not report it
+ *    sends the message to the retry queue; the retried claim at the same epoch would be stale).
+ *    The grace covers a heartbeat whose snapshot was taken just before the claim.
+ * Queued nodes nobody claimed within queued_timeout (a lost message) go back to ready as well.
+ * SKIP LOCKED: a node some call holds now is looked at again on the next run, never waited for.
+ */
+static const db_stmt requeue_stmt = {
+    "requeue_stale",
+    "WITH s AS (SELECT n.id FROM nodes n LEFT JOIN agents a ON a.name = n.agent"
+    " WHERE n.state = 'running' AND (greatest(a.last_heartbeat_at, n.started_at)"
+    " < now() - $1 * interval '1 ms' OR (a.last_heartbeat_at > n.started_at + $3 * interval '1 ms'"
+    " AND n.id <> ALL (a.nodes)))"
+    " FOR UPDATE OF n SKIP LOCKED),"
+    " q AS (SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - $2 * interval '1 "
+    "ms'"
+    " FOR UPDATE SKIP LOCKED),"
+    " r AS (UPDATE nodes n SET state = 'ready', epoch = n.epoch + 1, agent = NULL,"
+    " queued_at = NULL, ready_at = now()"
+    " WHERE n.id IN (SELECT id FROM s UNION ALL SELECT id FROM q) RETURNING n.id)"
+    " SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify('calc_ready', '') END FROM r",
+    3};
 
 int h_requeue_stale(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__RequeueStaleRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    if (req->heartbeat_timeout_ms <= 0 || req->queued_timeout_ms <= 0)
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "timeouts must be positive");
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    char hb[32], qt[32];
-    const char *p[] = {db_fmt_i64(hb, req->heartbeat_timeout_ms),
-                       db_fmt_i64(qt, req->queued_timeout_ms)};
-    /* A new epoch fences off the old holder: its completion will be stale. */
-    PGresult *r = db_query(
-        d, ctx,
-        "WITH r AS (UPDATE nodes n SET state = 'ready', epoch = epoch + 1, agent = NULL,"
-        " ready_at = now() WHERE n.state = 'running' AND NOT EXISTS (SELECT 1 FROM agents a"
-        " WHERE a.name = n.agent AND a.last_heartbeat_at > now() - $1 * interval '1 ms')"
-        " RETURNING 1),"
-        " q AS (UPDATE nodes SET state = 'ready', epoch = epoch + 1, ready_at = now()"
-        " WHERE state = 'queued' AND queued_at < now() - $2 * interval '1 ms' RETURNING 1)"
-        " SELECT (SELECT count(*) FROM r) + (SELECT count(*) FROM q)",
-        2, p);
+    if (req->heartbeat_timeout_ms <= 0 || req->queued_timeout_ms <= 0 || req->orphan_grace_ms < 0)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "heartbeat_timeout_ms=%d queued_timeout_ms=%d must be positive,"
+                        " orphan_grace_ms=%d not negative",
+                        req->heartbeat_timeout_ms, req->queued_timeout_ms, req->orphan_grace_ms);
+    char hb[32], qt[32], grace[32];
+    const char *p[] = {
+        db_fmt_i64(hb, req->heartbeat_timeout_ms), db_fmt_i64(qt, req->queued_timeout_ms),
+        db_fmt_i64(grace, req->orphan_grace_ms ? req->orphan_grace_ms : req->heartbeat_timeout_ms)};
+    PGresult *r = db_call(d, ctx, &requeue_stmt, p);
     if (!r)
-        goto fail;
+        return db_failed(ctx);
     Calc__V1__RequeueStaleReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__requeue_stale_reply__init(rep);
     rep->requeued = (int32_t)db_i64(r, 0, 0);
     PQclear(r);
-    if (rep->requeued && (rc = exec_simple(d, ctx, "NOTIFY calc_ready")))
-        goto out;
+    if (rep->requeued)
+        log_info(
+            "RequeueStale: %d nodes back to ready (heartbeat_timeout=%dms queued_timeout=%dms)",
+            rep->requeued, req->heartbeat_timeout_ms, req->queued_timeout_ms);
     *resp = &rep->base;
-    return db_commit(d, ctx);
-fail:
-    rc = db_failed(ctx);
-out:
-    db_rollback(d);
-    return rc;
+    return RPC_OK;
 }

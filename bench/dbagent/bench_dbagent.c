@@ -1,0 +1,296 @@
+/*
+ * bench-dbagent: the cost of the agents' hot path, ClaimNode + CompleteNode, against a running
+ * calc-dbagent. Run by hand (see README.md), never from ctest: the machine is shared and noisy.
+ *
+ * Setup (not timed): one user, expressions of 64 independent leaves each (a balanced tree, so a
+ * completion also fills a parent and sometimes makes it ready, as in real use), and TakeReady
+ * to move the leaves to queued with their epochs. Then each client thread runs claim+complete
+ * pairs on its share of the leaves.
+ *
+ * Usage: bench-dbagent [--clients N] [--pairs N] [--users N]
+ *   defaults: 16 clients, 8000 pairs, 1 user (the worst case: every completion appends an event
+ *   to the same user's sequence, which serialises them).
+ * Environment: DBAGENT_ADDR (127.0.0.1:50051), DBAGENT_TOKEN (required).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "calc.pb-c.h"
+#include "mem.h"
+#include "methods.h"
+#include "rpc.h"
+
+#define LEAVES     64 /* per expression */
+#define TIMEOUT_MS 10000
+
+typedef struct bench_job {
+    rpc_client *client;
+    const Calc__V1__TakenNode *nodes;
+    size_t n;
+    double *lat_us; /* one per pair, filled by the thread */
+    int failures;
+} bench_job;
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+static void die(const char *what, const char *err)
+{
+    fprintf(stderr, "bench-dbagent: %s: %s\n", what, err);
+    exit(1);
+}
+
+static int64_t make_user(rpc_client *c)
+{
+    char login[64], err[256];
+    snprintf(login, sizeof login, "bench-%ld-%d", (long)time(NULL), rand());
+    Calc__V1__CreateUserRequest req = CALC__V1__CREATE_USER_REQUEST__INIT;
+    req.login = login;
+    req.password_hash = "$argon2id$bench";
+    Calc__V1__UserReply *rep = NULL;
+    if (rpc_call(c, DBA_CREATE_USER, &req.base, &calc__v1__user_reply__descriptor,
+                 (ProtobufCMessage **)&rep, TIMEOUT_MS, err, sizeof err) != RPC_OK)
+        die("CreateUser", err);
+    int64_t id = rep->user->id;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return id;
+}
+
+/* One expression: LEAVES leaves of literals, then the levels above them, root last. */
+static void make_expression(rpc_client *c, int64_t user, int k)
+{
+    enum { N = 2 * LEAVES - 1 };
+    Calc__V1__PlanNode pn[N], *pp[N];
+    Calc__V1__Operand ops[2 * N];
+    int level_start = 0, level_n = LEAVES, next = LEAVES;
+    for (int i = 0; i < N; i++) {
+        calc__v1__plan_node__init(&pn[i]);
+        pn[i].op = "+";
+        pn[i].left = &ops[2 * i];
+        pn[i].right = &ops[2 * i + 1];
+        calc__v1__operand__init(pn[i].left);
+        calc__v1__operand__init(pn[i].right);
+        pn[i].parent = -1;
+        pp[i] = &pn[i];
+    }
+    for (int i = 0; i < LEAVES; i++) {
+        pn[i].left->kind_case = pn[i].right->kind_case = CALC__V1__OPERAND__KIND_VALUE;
+        pn[i].left->value = i;
+        pn[i].right->value = 1;
+        pn[i].tail_ms = 7;
+    }
+    while (level_n > 1) {
+        for (int j = 0; j < level_n / 2; j++, next++) {
+            int a = level_start + 2 * j, b = a + 1;
+            pn[next].left->kind_case = pn[next].right->kind_case = CALC__V1__OPERAND__KIND_NODE;
+            pn[next].left->node = a;
+            pn[next].right->node = b;
+            pn[a].parent = pn[b].parent = next;
+        }
+        level_start += level_n;
+        level_n /= 2;
+    }
+    char uid[32], err[256];
+    snprintf(uid, sizeof uid, "bench-%d", k);
+    Calc__V1__CreateExpressionRequest req = CALC__V1__CREATE_EXPRESSION_REQUEST__INIT;
+    req.user_id = user;
+    req.req_uid = uid;
+    req.text = "bench";
+    req.n_nodes = N;
+    req.nodes = pp;
+    Calc__V1__ExpressionReply *rep = NULL;
+    if (rpc_call(c, DBA_CREATE_EXPRESSION, &req.base, &calc__v1__expression_reply__descriptor,
+                 (ProtobufCMessage **)&rep, TIMEOUT_MS, err, sizeof err) != RPC_OK)
+        die("CreateExpression", err);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
+
+/* Takes every ready node: returns an array of n (free each with free(), then the array). */
+static Calc__V1__TakenNode *take_all(rpc_client *c, size_t want, size_t *n)
+{
+    Calc__V1__TakenNode *out = xcalloc(want, sizeof *out);
+    *n = 0;
+    while (*n < want) {
+        char err[256];
+        Calc__V1__TakeReadyRequest req = CALC__V1__TAKE_READY_REQUEST__INIT;
+        req.max = 1000;
+        Calc__V1__TakeReadyReply *rep = NULL;
+        if (rpc_call(c, DBA_TAKE_READY, &req.base, &calc__v1__take_ready_reply__descriptor,
+                     (ProtobufCMessage **)&rep, TIMEOUT_MS, err, sizeof err) != RPC_OK)
+            die("TakeReady", err);
+        size_t got = rep->n_nodes;
+        for (size_t i = 0; i < got && *n < want; i++)
+            out[(*n)++] = *rep->nodes[i];
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+        if (got == 0)
+            break;
+    }
+    return out;
+}
+
+static int pair(rpc_client *c, const Calc__V1__TakenNode *t)
+{
+    char err[256];
+    Calc__V1__ClaimNodeRequest cr = CALC__V1__CLAIM_NODE_REQUEST__INIT;
+    cr.node_id = t->node_id;
+    cr.epoch = t->epoch;
+    cr.agent = "bench-agent";
+    Calc__V1__ClaimNodeReply *claim = NULL;
+    if (rpc_call(c, DBA_CLAIM_NODE, &cr.base, &calc__v1__claim_node_reply__descriptor,
+                 (ProtobufCMessage **)&claim, TIMEOUT_MS, err, sizeof err) != RPC_OK) {
+        fprintf(stderr, "ClaimNode node=%lld: %s\n", (long long)t->node_id, err);
+        return -1;
+    }
+    int claimed = claim->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED;
+    double v = claim->left + claim->right;
+    protobuf_c_message_free_unpacked(&claim->base, NULL);
+    if (!claimed)
+        return -1;
+    Calc__V1__CompleteNodeRequest dr = CALC__V1__COMPLETE_NODE_REQUEST__INIT;
+    dr.node_id = t->node_id;
+    dr.epoch = t->epoch;
+    dr.agent = "bench-agent";
+    dr.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_VALUE;
+    dr.value = v;
+    Calc__V1__CompleteNodeReply *done = NULL;
+    if (rpc_call(c, DBA_COMPLETE_NODE, &dr.base, &calc__v1__complete_node_reply__descriptor,
+                 (ProtobufCMessage **)&done, TIMEOUT_MS, err, sizeof err) != RPC_OK) {
+        fprintf(stderr, "CompleteNode node=%lld: %s\n", (long long)t->node_id, err);
+        return -1;
+    }
+    int applied = done->outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__APPLIED;
+    protobuf_c_message_free_unpacked(&done->base, NULL);
+    return applied ? 0 : -1;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* A call dbagent answers without touching PostgreSQL (INVALID_ARGUMENT): the gRPC cost alone. */
+static void grpc_only(rpc_client *c, int n)
+{
+    double *lat = xcalloc((size_t)n, sizeof *lat);
+    for (int i = 0; i < n; i++) {
+        char err[256];
+        Calc__V1__ClaimNodeRequest cr = CALC__V1__CLAIM_NODE_REQUEST__INIT;
+        cr.agent = "";
+        ProtobufCMessage *rep = NULL;
+        double t0 = now_us();
+        if (rpc_call(c, DBA_CLAIM_NODE, &cr.base, &calc__v1__claim_node_reply__descriptor, &rep,
+                     TIMEOUT_MS, err, sizeof err) == RPC_OK)
+            protobuf_c_message_free_unpacked(rep, NULL);
+        lat[i] = now_us() - t0;
+    }
+    qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+    printf("grpc only (a call answered without PostgreSQL): median=%.3f ms\n", lat[n / 2] / 1e3);
+    free(lat);
+}
+
+static void *bench_thread(void *p)
+{
+    bench_job *j = p;
+    for (size_t i = 0; i < j->n; i++) {
+        double t0 = now_us();
+        if (pair(j->client, &j->nodes[i]) < 0)
+            j->failures++;
+        j->lat_us[i] = now_us() - t0;
+    }
+    return NULL;
+}
+
+/* Runs `pairs` pairs over `clients` threads; prints median, p99 and throughput. */
+static int run(rpc_client *c, const int64_t *users, int n_users, int clients, size_t pairs,
+               int *expr_seq)
+{
+    size_t n_expr = (pairs + LEAVES - 1) / LEAVES;
+    /* In creation order, so each client's share of the nodes belongs to few users. */
+    for (size_t i = 0; i < n_expr; i++)
+        make_expression(c, users[i * (size_t)n_users / n_expr], (*expr_seq)++);
+    size_t n = 0;
+    Calc__V1__TakenNode *nodes = take_all(c, pairs, &n);
+    if (n < pairs)
+        fprintf(stderr, "bench-dbagent: only %zu ready nodes (wanted %zu)\n", n, pairs);
+    double *lat = xcalloc(n ? n : 1, sizeof *lat);
+    bench_job *jobs = xcalloc((size_t)clients, sizeof *jobs);
+    pthread_t *th = xcalloc((size_t)clients, sizeof *th);
+    size_t per = n / (size_t)clients, off = 0;
+    for (int i = 0; i < clients; i++) {
+        jobs[i].client = c;
+        jobs[i].nodes = nodes + off;
+        jobs[i].n = per + ((size_t)i < n % (size_t)clients);
+        jobs[i].lat_us = lat + off;
+        off += jobs[i].n;
+    }
+    double t0 = now_us();
+    for (int i = 0; i < clients; i++)
+        pthread_create(&th[i], NULL, bench_thread, &jobs[i]);
+    int failures = 0;
+    for (int i = 0; i < clients; i++) {
+        pthread_join(th[i], NULL);
+        failures += jobs[i].failures;
+    }
+    double secs = (now_us() - t0) / 1e6;
+    qsort(lat, n, sizeof *lat, cmp_double);
+    printf("clients=%-3d pairs=%-6zu median=%.3f ms  p99=%.3f ms  throughput=%.0f pairs/s"
+           "  failures=%d\n",
+           clients, n, n ? lat[n / 2] / 1e3 : 0.0, n ? lat[n * 99 / 100] / 1e3 : 0.0,
+           (double)n / secs, failures);
+    free(th);
+    free(jobs);
+    free(lat);
+    free(nodes);
+    return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    int clients = 16, n_users = 1;
+    size_t pairs = 8000;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--clients") && i + 1 < argc)
+            clients = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--users") && i + 1 < argc)
+            n_users = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--pairs") && i + 1 < argc)
+            pairs = (size_t)atol(argv[++i]);
+        else {
+            fprintf(stderr,
+                    "usage: %s [--clients N] [--pairs N] [--users N]\n"
+                    "env: DBAGENT_ADDR (127.0.0.1:50051), DBAGENT_TOKEN\n",
+                    argv[0]);
+            return 64;
+        }
+    }
+    const char *addr = getenv("DBAGENT_ADDR"), *token = getenv("DBAGENT_TOKEN");
+    if (!token || !token[0])
+        die("configuration", "DBAGENT_TOKEN is not set");
+    if (clients < 1 || pairs < 1 || n_users < 1 || n_users > 1000)
+        die("configuration", "--clients, --pairs and --users (at most 1000) must be positive");
+    srand((unsigned)time(NULL));
+    rpc_global_init();
+    rpc_client *c = rpc_client_new(addr && addr[0] ? addr : "127.0.0.1:50051", token);
+    int64_t *users = xcalloc((size_t)n_users, sizeof *users);
+    for (int i = 0; i < n_users; i++)
+        users[i] = make_user(c);
+    int seq = 0, rc = 0;
+    /* Warm up the connections of the dbagent's threads, then one client, then many. */
+    rc |= run(c, users, n_users, clients, (size_t)clients * 20, &seq);
+    printf("(above: warm-up)\n");
+    grpc_only(c, 2000);
+    rc |= run(c, users, 1, 1, pairs / 4 ? pairs / 4 : 1, &seq);
+    rc |= run(c, users, n_users, clients, pairs, &seq);
+    free(users);
+    rpc_client_free(c);
+    rpc_global_shutdown();
+    return rc;
+}

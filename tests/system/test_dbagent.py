@@ -1,0 +1,649 @@
+"""calc-dbagent over gRPC against a real PostgreSQL: every RPC, its success and its errors, fencing,
+races, ordered events, the long poll, MAX_ATTEMPTS, RequeueStale, deadlines and index use.
+
+One dbagent (MAX_ATTEMPTS=3) and one database serve the whole module; every test makes its own users,
+and a test that needs the ready set to itself drains it first (drain()).
+"""
+
+import concurrent.futures as cf
+import itertools
+import subprocess
+import threading
+import time
+
+import grpc
+import pytest
+
+import harness
+from dba_client import DbaClient, RpcError, inner, leaf, pb, plan_2_plus_2_times_2, plan_wide
+
+SC = grpc.StatusCode
+CLAIMED, STALE, CANCELLED, FAILED = 0, 1, 2, 3
+APPLIED = 0
+MAX_ATTEMPTS = 3
+_seq = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def dba(calc_session):
+    cl = harness.Cluster(calc_session, "dbagent_rpc")
+    try:
+        cl.setup_resources()
+        cl.start_dbagent(MAX_ATTEMPTS=str(MAX_ATTEMPTS), DBAGENT_THREADS="8")
+        c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+        c.cluster = cl
+        c.psql = lambda sql: calc_session.psql(sql, db=cl.db)
+        yield c
+        c.close()
+    finally:
+        cl.close()
+
+
+def new_user(c, admin=False):
+    return c.CreateUser(login=f"user{next(_seq)}", password_hash="$argon2id$x", is_admin=admin).user
+
+
+def create(c, uid, nodes, req_uid=None, text=None, **kw):
+    req_uid = req_uid or f"r{next(_seq)}"
+    return c.CreateExpression(user_id=uid, req_uid=req_uid, text=text or f"text-{req_uid}", nodes=nodes, **kw)
+
+
+def drain(c):
+    """Take every ready node (of any test), so the next TakeReady sees only what a test makes."""
+    while c.TakeReady(max=1000).nodes:
+        pass
+
+
+def take(c, expr_id, want=1):
+    """TakeReady until `want` nodes of expr_id (an id or a set of ids) are taken; returns them
+    (others' nodes are ignored)."""
+    got = []
+    ids = expr_id if isinstance(expr_id, set) else {expr_id}
+
+    def more():
+        got.extend(t for t in c.TakeReady(max=1000).nodes if t.expression_id in ids)
+        return len(got) >= want
+
+    harness.wait_for(more, 10, f"{want} ready nodes of expression {expr_id}")
+    return got
+
+
+def expr(c, uid, eid):
+    return c.GetExpression(user_id=uid, id=eid).expression
+
+
+def events(c, uid, after=0):
+    return list(c.ListEvents(user_id=uid, after_seq=after, limit=1000).events)
+
+
+def run_node(c, t, agent="agent-a", value=None):
+    """Claim and complete a taken node with its true value; returns the claim reply."""
+    cl = c.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent=agent)
+    assert cl.outcome == CLAIMED, cl
+    v = {"+": cl.left + cl.right, "-": cl.left - cl.right, "*": cl.left * cl.right, "/": cl.left / cl.right}[cl.op]
+    done = c.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent=agent, value=v if value is None else value)
+    assert done.outcome == APPLIED
+    return cl
+
+
+def node_state(c, node_id):
+    state, epoch = c.psql(f"SELECT state, epoch FROM nodes WHERE id = {node_id}").strip().split("|")
+    return state, int(epoch)
+
+
+def snapshot(c, uid, eid):
+    """Everything a rejected call must leave unchanged: the expression, its nodes, the events."""
+    e = expr(c, uid, eid)
+    nodes = c.psql(f"SELECT id, state, epoch, attempts, agent, result FROM nodes WHERE expression_id = {eid} ORDER BY id")
+    return (e.SerializeToString(), nodes, len(events(c, uid)))
+
+
+# ---- service token -----------------------------------------------------------------------------
+
+
+def test_wrong_or_missing_token_is_unauthenticated(dba):
+    for token in ("", "x" * 48):
+        with pytest.raises(RpcError) as e:
+            dba.call("GetDurations", token=token)
+        assert e.value.code == SC.UNAUTHENTICATED
+    assert dba.code_of("GetDurations") == SC.OK
+
+
+# ---- users and refresh tokens ------------------------------------------------------------------
+
+
+def test_users(dba):
+    u = dba.CreateUser(login="ann", password_hash="h1").user
+    assert u.id > 0 and u.login == "ann" and not u.is_admin and u.created_at_ms > 0
+    assert dba.code_of("CreateUser", login="ann", password_hash="h2") == SC.ALREADY_EXISTS
+    assert dba.code_of("CreateUser", login="", password_hash="h") == SC.INVALID_ARGUMENT
+    assert dba.code_of("CreateUser", login="bob", password_hash="") == SC.INVALID_ARGUMENT
+    assert dba.FindUser(login="ann").user.id == u.id
+    assert dba.FindUser(id=u.id).user.password_hash == "h1"
+    assert dba.code_of("FindUser", login="nobody") == SC.NOT_FOUND
+    assert dba.code_of("FindUser", id=10**12) == SC.NOT_FOUND
+    # EnsureAdmin promotes an existing login (and sets the configured password), or creates it.
+    a = dba.EnsureAdmin(login="ann", password_hash="h3").user
+    assert a.id == u.id and a.is_admin and a.password_hash == "h3"
+    b = dba.EnsureAdmin(login="root", password_hash="h4").user
+    assert b.is_admin and dba.FindUser(login="root").user.id == b.id
+    assert dba.code_of("EnsureAdmin", login="", password_hash="h") == SC.INVALID_ARGUMENT
+
+
+def test_refresh_tokens_rotate_and_reuse_revokes_family(dba):
+    u = new_user(dba)
+    far = int(time.time() * 1000) + 3600_000
+    fam = dba.StoreRefreshToken(user_id=u.id, token_hash="t1", expires_at_ms=far).family
+    assert fam == "t1"
+    assert dba.code_of("StoreRefreshToken", user_id=u.id, token_hash="", expires_at_ms=far) == SC.INVALID_ARGUMENT
+    assert dba.code_of("StoreRefreshToken", user_id=u.id, token_hash="t1", expires_at_ms=far) == SC.ALREADY_EXISTS
+    assert dba.code_of("StoreRefreshToken", user_id=10**12, token_hash="tx", expires_at_ms=far) == SC.INVALID_ARGUMENT
+    r = dba.RotateRefreshToken(old_hash="t1", new_hash="t2", expires_at_ms=far)
+    assert r.outcome == pb.RotateRefreshTokenReply.ROTATED and r.user_id == u.id
+    r = dba.RotateRefreshToken(old_hash="t2", new_hash="t3", expires_at_ms=far)
+    assert r.outcome == pb.RotateRefreshTokenReply.ROTATED
+    # t1 was rotated already: someone kept a copy. The whole family (t3 too) is revoked.
+    assert dba.RotateRefreshToken(old_hash="t1", new_hash="t4", expires_at_ms=far).outcome == pb.RotateRefreshTokenReply.REUSED
+    assert dba.RotateRefreshToken(old_hash="t3", new_hash="t5", expires_at_ms=far).outcome == pb.RotateRefreshTokenReply.REUSED
+    assert dba.psql("SELECT count(*) FROM refresh_tokens WHERE token_hash IN ('t4', 't5')").strip() == "0"
+    assert dba.RotateRefreshToken(old_hash="nope", new_hash="t6", expires_at_ms=far).outcome == pb.RotateRefreshTokenReply.UNKNOWN
+    # An expired token is unknown; RevokeRefreshFamily revokes every token of the family.
+    dba.StoreRefreshToken(user_id=u.id, token_hash="old", expires_at_ms=int(time.time() * 1000) - 1000)
+    assert dba.RotateRefreshToken(old_hash="old", new_hash="t7", expires_at_ms=far).outcome == pb.RotateRefreshTokenReply.UNKNOWN
+    f2 = dba.StoreRefreshToken(user_id=u.id, token_hash="s1", expires_at_ms=far).family
+    dba.StoreRefreshToken(user_id=u.id, token_hash="s2", family=f2, expires_at_ms=far)
+    dba.RevokeRefreshFamily(token_hash="s2")
+    assert dba.psql(f"SELECT bool_and(revoked) FROM refresh_tokens WHERE family = '{f2}'").strip() == "t"
+
+
+# ---- expressions -------------------------------------------------------------------------------
+
+
+def test_create_expression_idempotent_and_errors(dba):
+    u = new_user(dba)
+    r = create(dba, u.id, plan_2_plus_2_times_2(), req_uid="same", text="2+2*2", depth=2, critical_path_ms=3)
+    assert r.created and r.expression.status == "new" and r.expression.node_count == 2
+    assert r.expression.depth == 2 and r.expression.critical_path_ms == 3
+    again = create(dba, u.id, plan_2_plus_2_times_2(), req_uid="same", text="2+2*2")
+    assert not again.created and again.expression.id == r.expression.id
+    with pytest.raises(RpcError) as e:
+        create(dba, u.id, plan_2_plus_2_times_2(), req_uid="same", text="2+2*3")
+    assert e.value.code == SC.ALREADY_EXISTS
+    # The same req_uid of another user is another expression.
+    other = new_user(dba)
+    assert create(dba, other.id, plan_2_plus_2_times_2(), req_uid="same", text="2+2*2").expression.id != r.expression.id
+    # A lone number is done at once.
+    lone = create(dba, u.id, [], text="7", value=7.0).expression
+    assert lone.status == "ok" and lone.has_result and lone.result == 7.0 and lone.finished_at_ms > 0
+    assert dba.code_of("CreateExpression", user_id=10**12, req_uid="x", text="1+1", nodes=[leaf("+", 1, 1)]) == SC.NOT_FOUND
+    bad_plans = [
+        [leaf("%", 1, 1)],  # operator
+        [pb.PlanNode(op="+", left=pb.Operand(value=1), parent=-1)],  # missing operand
+        [leaf("+", 1, 1, parent=5), inner("+", 0, 1.0)],  # parent index
+        [inner("+", 1, 1.0, parent=1), leaf("+", 1, 1, parent=-1)],  # child after parent
+        [leaf("+", 1, 1, delay_ms=70000)],  # delay
+        [leaf("+", float("inf"), 1)],  # non-finite literal
+    ]
+    for nodes in bad_plans:
+        assert dba.code_of("CreateExpression", user_id=u.id, req_uid=f"b{next(_seq)}", text="x", nodes=nodes) == SC.INVALID_ARGUMENT
+    assert dba.code_of("CreateExpression", user_id=u.id, req_uid="", text="1+1", nodes=[leaf("+", 1, 1)]) == SC.INVALID_ARGUMENT
+    # max_unfinished: the user has one unfinished expression ("same").
+    assert dba.code_of("CreateExpression", user_id=u.id, req_uid="lim", text="1+1", nodes=[leaf("+", 1, 1)], max_unfinished=1) == SC.RESOURCE_EXHAUSTED
+
+
+def test_get_list_and_isolation(dba):
+    u, v = new_user(dba), new_user(dba)
+    ids = [create(dba, u.id, [leaf("+", i, 1)]).expression.id for i in range(5)]
+    assert expr(dba, u.id, ids[0]).id == ids[0]
+    assert dba.code_of("GetExpression", user_id=v.id, id=ids[0]) == SC.NOT_FOUND  # another user's
+    assert dba.code_of("GetExpression", user_id=u.id, id=10**12) == SC.NOT_FOUND
+    page1 = dba.ListExpressions(user_id=u.id, limit=3)
+    assert [e.id for e in page1.expressions] == ids[::-1][:3]  # newest first
+    page2 = dba.ListExpressions(user_id=u.id, limit=3, before_id=page1.next_before_id)
+    assert [e.id for e in page2.expressions] == ids[::-1][3:] and page2.next_before_id == 0
+    assert list(dba.ListExpressions(user_id=v.id).expressions) == []
+
+
+def test_cancel_expression(dba):
+    u, v = new_user(dba), new_user(dba)
+    e = create(dba, u.id, plan_wide(3)).expression
+    t = take(dba, e.id, 3)
+    dba.ClaimNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a")
+    assert dba.code_of("CancelExpression", user_id=v.id, id=e.id) == SC.NOT_FOUND
+    c = dba.CancelExpression(user_id=u.id, id=e.id).expression
+    assert c.status == "cancelled" and c.finished_at_ms > 0
+    states = dba.psql(f"SELECT DISTINCT state FROM nodes WHERE expression_id = {e.id}").split()
+    assert states == ["cancelled"]
+    assert dba.code_of("CancelExpression", user_id=u.id, id=e.id) == SC.FAILED_PRECONDITION
+    # The messages still on their way are answered "cancelled"; the running node cannot complete.
+    assert dba.ClaimNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a").outcome == CANCELLED
+    assert dba.CompleteNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a", value=1).outcome == STALE
+    assert [x.kind for x in events(dba, u.id)][-1] == "cancelled"
+
+
+# ---- the life of an expression -------------------------------------------------------------
+
+
+def test_full_run_longest_path_first_and_events(dba):
+    drain(dba)
+    u = new_user(dba)
+    # (1+2) * (3+4) - 5: node tails make the order of TakeReady checkable.
+    nodes = [
+        leaf("+", 1, 2, parent=2, tail_ms=30),
+        leaf("+", 3, 4, parent=2, tail_ms=40),
+        inner("*", 0, 1, parent=3, tail_ms=20),
+        inner("-", 2, 5.0, tail_ms=10),
+    ]
+    e = create(dba, u.id, nodes, text="(1+2)*(3+4)-5").expression
+    got = dba.TakeReady(max=10).nodes
+    assert [t.expression_id for t in got] == [e.id, e.id]
+    ids = [t.node_id for t in got]
+    assert ids[0] > ids[1]  # tail 40 (the second leaf) before tail 30
+    assert all(t.epoch == 1 for t in got)
+    assert list(dba.TakeReady(max=10).nodes) == []  # never handed out twice
+    for t in got:
+        run_node(dba, t)
+    assert expr(dba, u.id, e.id).status == "in_progress"
+    (mul,) = dba.TakeReady(max=10).nodes
+    cl = run_node(dba, mul)
+    assert (cl.op, cl.left, cl.right) == ("*", 3.0, 7.0)
+    (root,) = dba.TakeReady(max=10).nodes
+    cl = dba.ClaimNode(node_id=root.node_id, epoch=root.epoch, agent="agent-b")
+    assert (cl.op, cl.left, cl.right, cl.attempt) == ("-", 21.0, 5.0, 1)
+    done = dba.CompleteNode(node_id=root.node_id, epoch=root.epoch, agent="agent-b", value=16)
+    assert done.outcome == APPLIED and done.expression_finished
+    final = expr(dba, u.id, e.id)
+    assert (final.status, final.result, final.nodes_done) == ("ok", 16.0, 4)
+    assert final.started_at_ms > 0 and final.finished_at_ms >= final.started_at_ms
+    ev = events(dba, u.id)
+    assert [x.kind for x in ev] == ["created", "started"] + ["node_done"] * 4 + ["finished"]
+    assert [x.seq for x in ev] == list(range(1, 8))
+    assert all(x.expression_id == e.id for x in ev)
+    assert [x.seq for x in dba.ListEvents(user_id=u.id, after_seq=3, limit=2).events] == [4, 5]
+    assert events(dba, new_user(dba).id) == []
+
+
+def test_error_fails_expression_and_cancels_the_rest(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(3, op="/")).expression
+    t = take(dba, e.id, 3)
+    dba.ClaimNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a")
+    dba.ClaimNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a")
+    done = dba.CompleteNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a", error="division by zero")
+    assert done.outcome == APPLIED and done.expression_finished
+    f = expr(dba, u.id, e.id)
+    assert f.status == "error" and "division by zero" in f.error
+    states = dba.psql(f"SELECT state, count(*) FROM nodes WHERE expression_id = {e.id} GROUP BY 1 ORDER BY 1").split()
+    assert states == ["cancelled|4", "failed|1"]
+    assert dba.CompleteNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a", value=1).outcome == STALE
+    assert dba.ClaimNode(node_id=t[2].node_id, epoch=t[2].epoch, agent="agent-a").outcome == CANCELLED
+    assert events(dba, u.id)[-1].kind == "failed"
+    # A non-finite value is an error too.
+    e2 = create(dba, u.id, [leaf("*", 1e308, 10)]).expression
+    (t2,) = take(dba, e2.id)
+    dba.ClaimNode(node_id=t2.node_id, epoch=t2.epoch, agent="agent-a")
+    assert dba.CompleteNode(node_id=t2.node_id, epoch=t2.epoch, agent="agent-a", value=float("inf")).expression_finished
+    assert expr(dba, u.id, e2.id).status == "error"
+
+
+def test_claim_and_complete_argument_errors(dba):
+    assert dba.code_of("ClaimNode", node_id=10**12, epoch=1, agent="a") == SC.NOT_FOUND
+    assert dba.code_of("ClaimNode", node_id=1, epoch=1, agent="") == SC.INVALID_ARGUMENT
+    assert dba.code_of("ClaimNode", node_id=0, epoch=1, agent="a") == SC.INVALID_ARGUMENT
+    assert dba.code_of("CompleteNode", node_id=10**12, epoch=1, agent="a", value=1) == SC.NOT_FOUND
+    assert dba.code_of("CompleteNode", node_id=1, epoch=1, agent="a") == SC.INVALID_ARGUMENT  # no outcome
+    assert dba.code_of("CompleteNode", node_id=1, epoch=1, agent="", value=1) == SC.INVALID_ARGUMENT
+    assert dba.code_of("CompleteNode", node_id=1, epoch=1, agent="a", error="") == SC.INVALID_ARGUMENT
+
+
+# ---- fencing -----------------------------------------------------------------------------------
+
+
+def test_fencing_rejects_and_changes_nothing(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (t,) = take(dba, e.id)
+    # A stale epoch cannot claim.
+    before = snapshot(dba, u.id, e.id)
+    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a").outcome == STALE
+    assert snapshot(dba, u.id, e.id) == before
+    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    # A second claim of the same message (another agent got a duplicate) is stale.
+    before = snapshot(dba, u.id, e.id)
+    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-b").outcome == STALE
+    # Another agent's completion, and a completion at another epoch, are stale.
+    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=99).outcome == STALE
+    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a", value=99).outcome == STALE
+    assert snapshot(dba, u.id, e.id) == before
+    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4).outcome == APPLIED
+    # A second completion (the node ran twice) is stale and changes nothing.
+    before = snapshot(dba, u.id, e.id)
+    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=5).outcome == STALE
+    assert snapshot(dba, u.id, e.id) == before
+    # A completion after a requeue: agent-a goes silent while holding the root; RequeueStale gives the
+    # root a new epoch; agent-a's late completion is rejected; the new holder's is applied.
+    (root,) = take(dba, e.id)
+    assert dba.ClaimNode(node_id=root.node_id, epoch=root.epoch, agent="agent-a").outcome == CLAIMED
+    harness.wait_for(lambda: dba.RequeueStale(heartbeat_timeout_ms=1, queued_timeout_ms=3600_000).requeued >= 1, 10, "requeue")
+    before = snapshot(dba, u.id, e.id)
+    assert dba.CompleteNode(node_id=root.node_id, epoch=root.epoch, agent="agent-a", value=6).outcome == STALE
+    assert dba.ClaimNode(node_id=root.node_id, epoch=root.epoch, agent="agent-a").outcome == STALE
+    assert snapshot(dba, u.id, e.id) == before
+    (again,) = take(dba, e.id)
+    assert again.node_id == root.node_id and again.epoch == root.epoch + 2  # requeue, then take
+    run_node(dba, again, agent="agent-c")
+    assert expr(dba, u.id, e.id).result == 6.0
+
+
+# ---- MAX_ATTEMPTS, RequeueStale, MarkQueued -----------------------------------------------------
+
+
+def test_max_attempts_fails_node_and_expression(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    t = take(dba, e.id, 2)
+    node = t[0]
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        cl = dba.ClaimNode(node_id=node.node_id, epoch=node.epoch, agent="agent-crashy")
+        assert cl.outcome == CLAIMED and cl.attempt == attempt
+        # The agent dies (never heartbeats): the monitor requeues the node with a new epoch.
+        harness.wait_for(lambda: dba.RequeueStale(heartbeat_timeout_ms=1, queued_timeout_ms=3600_000).requeued >= 1, 10, "requeue")
+        (node,) = [x for x in take(dba, e.id) if x.node_id == node.node_id]
+    cl = dba.ClaimNode(node_id=node.node_id, epoch=node.epoch, agent="agent-crashy")
+    assert cl.outcome == FAILED
+    f = expr(dba, u.id, e.id)
+    assert f.status == "error" and f"after {MAX_ATTEMPTS} attempts" in f.error
+    assert dba.ClaimNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a").outcome == CANCELLED
+
+
+def test_requeue_stale_queued_and_mark_queued(dba):
+    assert dba.code_of("RequeueStale", heartbeat_timeout_ms=0, queued_timeout_ms=1) == SC.INVALID_ARGUMENT
+    assert dba.code_of("RequeueStale", heartbeat_timeout_ms=1, queued_timeout_ms=0) == SC.INVALID_ARGUMENT
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(3)).expression
+    t = take(dba, e.id, 3)
+    # A publish that failed hands its node back to ready; a wrong epoch changes nothing.
+    dba.MarkQueued(published=[t[0]], failed=[t[1], pb.TakenNode(node_id=t[2].node_id, epoch=t[2].epoch + 5)])
+    (back,) = take(dba, e.id)
+    assert back.node_id == t[1].node_id and back.epoch == t[1].epoch + 1
+    # A message lost on the way: nobody claims t[0]; after queued_timeout it is ready again.
+    def all_ready():
+        dba.RequeueStale(heartbeat_timeout_ms=3600_000, queued_timeout_ms=1)
+        return all(node_state(dba, x.node_id)[0] == "ready" for x in t)
+
+    harness.wait_for(all_ready, 10, "the queued nodes to be requeued")
+    again = take(dba, e.id, 3)
+    assert {x.node_id for x in again} == {t[0].node_id, t[1].node_id, t[2].node_id}
+    assert dba.ClaimNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a").outcome == STALE
+
+
+def test_requeue_orphan_of_a_live_agent(dba):
+    """An agent computed a node but could not report it (dbagent was away longer than its retry
+    window) and sent the message to the retry queue: the node is still 'running' under that agent,
+    which is alive, so the retried ClaimNode at the same epoch is stale. Its heartbeats no longer
+    list the node: RequeueStale gives the node a new epoch once a heartbeat received at least
+    orphan_grace_ms after the claim misses it."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    t = take(dba, e.id, 2)
+    held, lost = t
+    grace = 300
+    hb = dict(heartbeat_timeout_ms=60_000, queued_timeout_ms=3600_000, orphan_grace_ms=grace)
+    for x in t:
+        assert dba.ClaimNode(node_id=x.node_id, epoch=x.epoch, agent="agent-o").outcome == CLAIMED
+    # A heartbeat whose snapshot was taken just before the claims lists neither: within the grace
+    # this must not requeue anything.
+    dba.Heartbeat(agent="agent-o", workers=2, busy=0, nodes=[])
+    dba.RequeueStale(**hb)
+    assert node_state(dba, lost.node_id) == ("running", lost.epoch)
+    assert dba.ClaimNode(node_id=lost.node_id, epoch=lost.epoch, agent="agent-o").outcome == STALE  # the stuck retry
+
+    def requeued():
+        dba.Heartbeat(agent="agent-o", workers=2, busy=1, nodes=[held.node_id])
+        dba.RequeueStale(**hb)
+        return node_state(dba, lost.node_id) == ("ready", lost.epoch + 1)
+
+    t0 = time.monotonic()
+    harness.wait_for(requeued, 10, "the orphaned node to be requeued")
+    assert node_state(dba, held.node_id) == ("running", held.epoch)
+    assert time.monotonic() - t0 < 5
+    (back,) = take(dba, e.id)
+    assert back.node_id == lost.node_id and back.epoch == lost.epoch + 2  # requeue, then take
+    assert dba.CompleteNode(node_id=lost.node_id, epoch=lost.epoch, agent="agent-o", value=1).outcome == STALE
+    run_node(dba, back, agent="agent-p")
+    # The node the agent still holds stays its own.
+    dba.RequeueStale(**hb)
+    assert node_state(dba, held.node_id) == ("running", held.epoch)
+    assert dba.CompleteNode(node_id=held.node_id, epoch=held.epoch, agent="agent-o", value=1).outcome == APPLIED
+
+
+# ---- agents and durations ----------------------------------------------------------------------
+
+
+def test_heartbeat_and_list_agents(dba):
+    dba.Heartbeat(agent="agent-h", workers=4, busy=2, nodes=[1, 2])
+    a = {x.name: x for x in dba.ListAgents(alive_within_ms=60_000).agents}["agent-h"]
+    assert (a.workers, a.busy, a.alive) == (4, 2, True) and a.last_heartbeat_at_ms >= a.created_at_ms > 0
+    assert dba.code_of("Heartbeat", agent="", workers=1) == SC.INVALID_ARGUMENT
+    assert dba.code_of("Heartbeat", agent="x" * 200, workers=1) == SC.INVALID_ARGUMENT
+    assert dba.code_of("Heartbeat", agent="a", workers=1, nodes=list(range(1, 5000))) == SC.INVALID_ARGUMENT
+
+
+def test_durations(dba):
+    admin = new_user(dba, admin=True)
+    d = dba.GetDurations().durations
+    assert [x.op for x in d] == ["+", "-", "*", "/"]
+    r = dba.SetDurations(user_id=admin.id, durations=[pb.Duration(op="*", ms=65535), pb.Duration(op="+", ms=0)])
+    got = {x.op: x for x in r.durations}
+    assert got["*"].ms == 65535 and got["*"].updated_by == admin.id and got["+"].ms == 0
+    assert {x.op: x.ms for x in dba.GetDurations().durations}["*"] == 65535
+    for bad in (pb.Duration(op="*", ms=65536), pb.Duration(op="*", ms=-1), pb.Duration(op="%", ms=1)):
+        assert dba.code_of("SetDurations", user_id=admin.id, durations=[bad]) == SC.INVALID_ARGUMENT
+    dba.SetDurations(user_id=admin.id, durations=[pb.Duration(op="*", ms=0)])
+
+
+# ---- races -------------------------------------------------------------------------------------
+
+
+def test_concurrent_claims_have_one_winner(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(4)).expression
+    for t in take(dba, e.id, 4):
+        with cf.ThreadPoolExecutor(16) as ex:
+            outs = list(ex.map(lambda i: dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent=f"agent-{i}").outcome, range(16)))
+        assert outs.count(CLAIMED) == 1 and outs.count(STALE) == 15
+    assert dba.psql(f"SELECT max(attempts) FROM nodes WHERE expression_id = {e.id}").strip() == "1"
+
+
+def test_concurrent_identical_create_makes_one_expression(dba):
+    u = new_user(dba)
+    barrier = threading.Barrier(12)
+
+    def go(_):
+        barrier.wait()
+        return create(dba, u.id, plan_2_plus_2_times_2(), req_uid="dup", text="2+2*2")
+
+    with cf.ThreadPoolExecutor(12) as ex:
+        replies = list(ex.map(go, range(12)))
+    assert len({r.expression.id for r in replies}) == 1
+    assert sum(r.created for r in replies) == 1
+    assert dba.psql(f"SELECT count(*) FROM expressions WHERE user_id = {u.id}").strip() == "1"
+    assert dba.psql(f"SELECT count(*) FROM nodes n JOIN expressions e ON e.id = n.expression_id WHERE e.user_id = {u.id}").strip() == "2"
+
+
+def test_concurrent_take_ready_is_disjoint(dba):
+    drain(dba)
+    u = new_user(dba)
+    ids = {create(dba, u.id, plan_wide(50)).expression.id for _ in range(4)}
+    barrier = threading.Barrier(8)
+
+    def go(_):
+        barrier.wait()
+        out = []
+        while True:
+            got = dba.TakeReady(max=7).nodes
+            if not got:
+                return out
+            out.extend(got)
+
+    with cf.ThreadPoolExecutor(8) as ex:
+        results = list(ex.map(go, range(8)))
+    taken = [t.node_id for r in results for t in r]
+    assert len(taken) == len(set(taken)) == 200
+    assert {t.expression_id for r in results for t in r} == ids
+
+
+def test_events_follow_commit_order(dba):
+    """Concurrent writers append events for one user; a reader polling after the last seq it saw
+    never finds a new event numbered at or below it, and in the end the numbers have no gap."""
+    u = new_user(dba)
+    exprs = [create(dba, u.id, plan_wide(8)).expression.id for _ in range(6)]
+    nodes = take(dba, set(exprs), 48)
+    stop = threading.Event()
+    seen, problems = [], []
+
+    def reader():
+        last = 0
+        while not stop.is_set() or last < expected[0]:
+            for ev in dba.ListEvents(user_id=u.id, after_seq=last, limit=1000).events:
+                if ev.seq <= last:
+                    problems.append((ev.seq, last))
+                if seen and ev.seq != seen[-1] + 1:
+                    problems.append(("gap", seen[-1], ev.seq))
+                seen.append(ev.seq)
+                last = ev.seq
+
+    expected = [10**9]
+    rt = threading.Thread(target=reader)
+    rt.start()
+    try:
+        with cf.ThreadPoolExecutor(8) as ex:
+            list(ex.map(lambda t: run_node(dba, t, agent=f"agent-{t.node_id % 8}"), nodes))
+        expected[0] = len(events(dba, u.id))
+    finally:
+        stop.set()
+        rt.join(30)
+    assert not problems, problems[:5]
+    assert seen == list(range(1, expected[0] + 1))
+
+
+# ---- the long poll -----------------------------------------------------------------------------
+
+
+def listening(dba):
+    """A TakeReady waits for NOTIFY: its backend is idle after the take it marks as listening."""
+    return dba.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE '/* calc: listening */%' AND state = 'idle'").strip() != "0"
+
+
+def test_take_ready_is_woken_by_notify(dba):
+    drain(dba)
+    u = new_user(dba)
+    with cf.ThreadPoolExecutor(1) as ex:
+        t0 = time.monotonic()
+        fut = ex.submit(dba.TakeReady, max=10, wait_ms=8000)
+        harness.wait_for(lambda: listening(dba), 10, "TakeReady to listen")
+        created = time.monotonic()
+        e = create(dba, u.id, plan_wide(2)).expression
+        got = fut.result(15)
+        woke = time.monotonic()
+    assert [t.expression_id for t in got.nodes] == [e.id, e.id]
+    assert woke - created < 1.0, f"woken {woke - created:.3f}s after the create: a timeout, not NOTIFY"
+    assert woke - t0 < 7.0
+    # Completing a child makes the parent ready: that NOTIFY wakes a waiter too.
+    for t in got.nodes:
+        dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a")
+    dba.CompleteNode(node_id=got.nodes[0].node_id, epoch=got.nodes[0].epoch, agent="agent-a", value=1)
+    with cf.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(dba.TakeReady, max=10, wait_ms=8000)
+        harness.wait_for(lambda: listening(dba), 10, "TakeReady to listen")
+        done_at = time.monotonic()
+        dba.CompleteNode(node_id=got.nodes[1].node_id, epoch=got.nodes[1].epoch, agent="agent-a", value=2)
+        (parent,) = fut.result(15).nodes
+        assert time.monotonic() - done_at < 1.0
+    assert parent.expression_id == e.id
+    # Nothing ready: the call waits wait_ms and answers empty.
+    t0 = time.monotonic()
+    assert list(dba.TakeReady(max=10, wait_ms=300).nodes) == []
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
+# ---- the caller's deadline -----------------------------------------------------------------------
+
+
+HOLDER_MARK = "/* test lock holder */"
+
+
+def hold_lock(dba, sql, seconds):
+    """A psql session that runs sql (taking row locks) and keeps its transaction open."""
+    cmd = [harness.SERVERS_CLI, "psql", dba.cluster.servers.pg_dir, str(dba.cluster.servers.pg_port), "-d", dba.cluster.db,
+           "-c", f"{HOLDER_MARK} BEGIN; {sql}; SELECT pg_sleep({seconds}); COMMIT;"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness.wait_for(lambda: dba.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%' AND state = 'active'").strip() != "0", 10, "the lock holder")
+    return p
+
+
+def waiting_dbagent_backends(dba):
+    return int(dba.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'calc-dbagent' AND wait_event_type = 'Lock'"))
+
+
+@pytest.mark.parametrize("path", ["transaction", "one_call"])
+def test_deadline_is_the_statement_timeout(dba, path):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    (t, _) = take(dba, e.id, 2)
+    sql = f"SELECT 1 FROM users WHERE id = {u.id} FOR UPDATE" if path == "transaction" else f"SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE"
+    holder = hold_lock(dba, sql, 20)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(RpcError) as err:
+            if path == "transaction":  # db_begin: SET LOCAL statement_timeout
+                dba.call("CreateExpression", timeout=0.5, user_id=u.id, req_uid="dl", text="1+1", nodes=[leaf("+", 1, 1)])
+            else:  # db_call: set_config in the same round trip
+                dba.call("ClaimNode", timeout=0.5, node_id=t.node_id, epoch=t.epoch, agent="agent-a")
+        assert err.value.code == SC.DEADLINE_EXCEEDED
+        assert time.monotonic() - t0 < 2
+        # dbagent gave up too: none of its backends still waits for the lock, long before it is freed.
+        harness.wait_for(lambda: waiting_dbagent_backends(dba) == 0, 3, "dbagent to cancel its statement")
+        assert holder.poll() is None
+    finally:
+        dba.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%'")
+        holder.kill()
+        holder.wait()
+    # Once the lock is gone the same call succeeds (the thread and its connection are fine).
+    harness.wait_for(lambda: dba.code_of("ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == SC.OK, 10, "the claim")
+
+
+# ---- indexes -----------------------------------------------------------------------------------
+
+HOT_QUERIES = {
+    "take ready (longest tail first)": "SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT 100",
+    "claim / complete by id": "SELECT * FROM nodes WHERE id = 12345",
+    "nodes of an expression": "SELECT * FROM nodes WHERE expression_id = 1234",
+    "queued too long": "SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - interval '30 s'",
+    "running nodes": "SELECT n.id FROM nodes n LEFT JOIN agents a ON a.name = n.agent WHERE n.state = 'running' AND (greatest(a.last_heartbeat_at, n.started_at) < now() - interval '10 s' OR (a.last_heartbeat_at > n.started_at + interval '10 s' AND n.id <> ALL (a.nodes)))",
+    "events after seq": "SELECT * FROM events WHERE user_id = 7 AND seq > 100 ORDER BY seq LIMIT 100",
+    "expressions newest first": "SELECT * FROM expressions WHERE user_id = 7 ORDER BY id DESC LIMIT 20",
+}
+
+
+def test_hot_paths_use_indexes(dba):
+    """With 200k finished nodes and 200k events, no hot query scans nodes or events sequentially."""
+    dba.psql(
+        """
+        INSERT INTO users (id, login, password_hash) VALUES (900000, 'bulk', 'x');
+        INSERT INTO expressions (id, user_id, req_uid, text, status, node_count)
+            SELECT 900000 + g, 900000, 'bulk' || g, 'x', 'ok', 10 FROM generate_series(1, 20000) g;
+        INSERT INTO nodes (expression_id, op, pending, state, delay_ms, tail_ms, result, agent)
+            SELECT 900000 + g / 10 + 1, '+', 0, 'done', 0, g % 100, 1, 'agent-x' FROM generate_series(0, 199999) g;
+        INSERT INTO events (user_id, seq, expression_id, kind)
+            SELECT 900000, g, 900001, 'node_done' FROM generate_series(1, 200000) g;
+        ANALYZE nodes; ANALYZE events; ANALYZE expressions;
+        """
+    )
+    plans = {}
+    for name, q in HOT_QUERIES.items():
+        plan = dba.psql(f"EXPLAIN {q}")
+        plans[name] = plan
+        assert "Seq Scan on nodes" not in plan and "Seq Scan on events" not in plan, f"{name}:\n{plan}"
+    for name, plan in plans.items():
+        print(f"-- {name}\n{plan}")
