@@ -58,6 +58,8 @@ static int ensure_connected(db *d, rpc_ctx *ctx)
     return RPC_OK;
 }
 
+static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *what);
+
 static int code_for(db *d, const PGresult *r)
 {
     if (PQstatus(d->conn) != CONNECTION_OK)
@@ -219,23 +221,18 @@ int db_begin(db *d, rpc_ctx *ctx)
     snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld",
              (long long)(left < 0 ? 30000 : left));
     PGresult *r = PQexec(d->conn, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok) {
-        int code = code_for(d, r);
-        PQclear(r);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && code_for(d, r) == RPC_UNAVAILABLE) {
         /* A connection that died while idle is noticed here: try once more on a new one. */
-        if (code == RPC_UNAVAILABLE && ensure_connected(d, ctx) == RPC_OK) {
-            r = PQexec(d->conn, sql);
-            ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-            code = ok ? RPC_OK : code_for(d, r);
-        }
-        if (!ok) {
-            PQclear(r);
-            return last_code = rpc_fail(ctx, code, "database: %s", PQerrorMessage(d->conn));
-        }
+        PQclear(r);
+        if ((rc = ensure_connected(d, ctx)) != RPC_OK)
+            return rc;
+        r = PQexec(d->conn, sql);
     }
+    rc = PQresultStatus(r) == PGRES_COMMAND_OK ? RPC_OK : record_failure(d, ctx, r, "BEGIN");
     PQclear(r);
-    return RPC_OK;
+    if (rc)
+        db_rollback(d); /* BEGIN may have worked and SET failed: no transaction stays open */
+    return rc;
 }
 
 int db_commit(db *d, rpc_ctx *ctx)

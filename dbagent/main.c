@@ -108,10 +108,12 @@ static char *build_conninfo(void)
     conninfo_add(ci, 2048, "connect_timeout", "3");
     conninfo_add(ci, 2048, "application_name", "calc-dbagent");
     conninfo_add(ci, 2048, "keepalives_idle", "10");
+    /* NOTICEs ("already exists, skipping") would go to stderr outside our log format. */
+    conninfo_add(ci, 2048, "options", "-c client_min_messages=warning");
     return ci;
 }
 
-/* `calc-dbagent migrate [up | down N | status]` */
+/* `calc-dbagent migrate [up [N] | down N | status]`: up to the newest (or N), down to N. */
 static int run_migrate(int argc, char **argv, const char *conninfo)
 {
     char err[512];
@@ -130,8 +132,25 @@ static int run_migrate(int argc, char **argv, const char *conninfo)
                n_migrations ? migrations[n_migrations - 1].version : 0);
         PQfinish(c);
         return v < 0;
-    } else if (strcmp(what, "up") != 0) {
-        fprintf(stderr, "usage: %s migrate [up | down VERSION | status]\n", argv[0]);
+    } else if (!strcmp(what, "up")) {
+        target = argc > 3 ? atoi(argv[3]) : -1;
+    } else {
+        fprintf(stderr, "usage: %s migrate [up [VERSION] | down VERSION | status]\n", argv[0]);
+        PQfinish(c);
+        return 64;
+    }
+    int newest = n_migrations ? migrations[n_migrations - 1].version : 0;
+    int cur = migrate_current(c, err, sizeof err);
+    int up = !strcmp(what, "up");
+    if (cur < 0) {
+        log_error("migrate: %s", err);
+        PQfinish(c);
+        return 1;
+    }
+    if (up && target < 0)
+        target = newest;
+    if (target < 0 || target > newest || (up ? target < cur : target > cur)) {
+        log_error("migrate %s %d: the schema is at version %d of %d", what, target, cur, newest);
         PQfinish(c);
         return 64;
     }
@@ -167,7 +186,7 @@ int main(int argc, char **argv)
 {
     log_init("dbagent");
     cfg_init_or_exit(argc, argv,
-                     "calc-dbagent [migrate [up | down VERSION | status]]\n"
+                     "calc-dbagent [migrate [up [VERSION] | down VERSION | status]]\n"
                      "Serves the DbAgent gRPC service over PostgreSQL.",
                      config_table, N_CONFIG);
     handler_cfg.max_attempts = (int)cfg.max_attempts;
