@@ -117,6 +117,11 @@ out:
     hand_destroy(&in_hand);
     free(threads);
     free(args);
-    log_info("agent=%s: stopped", cfg.name);
+    unsigned long long nodes = s.stats.nodes, claims = s.stats.claims, done = s.stats.completions;
+    log_info("agent=%s: stopped: %llu nodes computed; %llu ClaimNode calls, mean %.2fms; "
+             "%llu CompleteNode calls, mean %.2fms",
+             cfg.name, nodes, claims,
+             claims ? (double)s.stats.claim_us / (double)claims / 1000 : 0.0, done,
+             done ? (double)s.stats.complete_us / (double)done / 1000 : 0.0);
     return rc;
 }

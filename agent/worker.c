@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "calc.pb-c.h"
 #include "log.h"
@@ -11,7 +12,14 @@
 #include "timeutil.h"
 
 #define BACKOFF_FIRST_MS 50
-#define BACKOFF_MAX_MS   2000
+
+static unsigned long long micros(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000 + (unsigned long long)ts.tv_nsec / 1000;
+}
+#define BACKOFF_MAX_MS 2000
 
 int worker_compute(const char *op, double left, double right, double *out, const char **err)
 {
@@ -76,9 +84,12 @@ static int complete(agent_shared *s, const Calc__V1__CompleteNodeRequest *req,
     int64_t give_up = time_monotonic_ms() + s->complete_retry_ms;
     int64_t backoff = BACKOFF_FIRST_MS;
     for (*tries = 1;; ++*tries) {
+        unsigned long long t0 = micros();
         int rc = rpc_call(s->dba, DBA_COMPLETE_NODE, &req->base,
                           &calc__v1__complete_node_reply__descriptor, (ProtobufCMessage **)rep,
                           s->call_timeout_ms, err, errlen);
+        s->stats.complete_us += micros() - t0;
+        s->stats.completions++;
         if (rc == RPC_OK)
             return rc;
         if (!passing(rc) || s->hard_stop || time_monotonic_ms() + backoff > give_up)
@@ -115,8 +126,11 @@ static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivere
     req.epoch = item->epoch;
     req.agent = (char *)s->name;
     char err[256];
+    unsigned long long t0 = micros();
     int rc = rpc_call(s->dba, DBA_CLAIM_NODE, &req.base, &calc__v1__claim_node_reply__descriptor,
                       (ProtobufCMessage **)out, s->call_timeout_ms, err, sizeof err);
+    s->stats.claim_us += micros() - t0;
+    s->stats.claims++;
     if (rc == RPC_OK && (*out)->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED)
         return 1;
     if (rc == RPC_OK) {
@@ -180,6 +194,7 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     char err[256];
     int tries;
     int rc = complete(s, &req, &done, &tries, err, sizeof err);
+    s->stats.nodes++;
     const char *outcome;
     char why[320];
     if (rc == RPC_OK) {

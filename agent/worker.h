@@ -5,12 +5,18 @@
 #ifndef CALC_WORKER_H
 #define CALC_WORKER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "hand.h"
 #include "jobs.h"
 #include "rpc.h"
+
+/* Counters for the line logged at stop (and the benchmark's profile); microseconds. */
+typedef struct worker_stats {
+    _Atomic unsigned long long nodes, claim_us, complete_us, claims, completions;
+} worker_stats;
 
 typedef struct agent_shared {
     const char *name;          /* this agent's name, sent with every claim and completion */
@@ -22,6 +28,7 @@ typedef struct agent_shared {
     volatile int hard_stop;    /* the grace period is over: interrupt delays and retries */
     int64_t complete_retry_ms; /* how long a computed result may wait for dbagent */
     int call_timeout_ms;       /* deadline of one ClaimNode or CompleteNode */
+    worker_stats stats;
 } agent_shared;
 
 typedef struct worker_arg {
