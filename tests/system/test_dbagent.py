@@ -621,7 +621,7 @@ HOT_QUERIES = {
     "nodes of an expression": "SELECT * FROM nodes WHERE expression_id = 1234",
     "queued too long": "SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - interval '30 s'",
     "running nodes": "SELECT n.id FROM nodes n LEFT JOIN agents a ON a.name = n.agent WHERE n.state = 'running' AND (greatest(a.last_heartbeat_at, n.started_at) < now() - interval '10 s' OR (a.last_heartbeat_at > n.started_at + interval '10 s' AND n.id <> ALL (a.nodes)))",
-    "events after seq": "SELECT * FROM events WHERE user_id = 7 AND seq > 100 ORDER BY seq LIMIT 100",
+    "events after seq": "SELECT * FROM events WHERE user_id = 900000 AND seq > 100 ORDER BY seq LIMIT 100",
     "expressions newest first": "SELECT * FROM expressions WHERE user_id = 7 ORDER BY id DESC LIMIT 20",
 }
 
