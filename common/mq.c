@@ -284,6 +284,11 @@ int mq_next(mq_link *l, int timeout_ms, mq_delivery *d, char *err, size_t errlen
             snprintf(err, errlen, "the broker closed the channel");
             return MQ_ERR;
         }
+        /* The queue went away under us: only a new connection (which redeclares it) helps. */
+        if (f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_CANCEL_METHOD) {
+            snprintf(err, errlen, "the broker cancelled the consumer");
+            return MQ_ERR;
+        }
         return MQ_TIMEOUT;
     }
     return reply_error(r, "consume", err, errlen);
