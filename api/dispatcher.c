@@ -22,6 +22,22 @@ static volatile int stopping;
 static atomic_int connected;
 static atomic_ullong published_total, publish_failed_total;
 
+/* From a node becoming ready (dbagent's clock) to its publish being confirmed (ours). */
+static const int latency_ms[] = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000};
+#define N_LATENCY (sizeof latency_ms / sizeof latency_ms[0])
+static atomic_ullong latency_buckets[N_LATENCY], latency_count, latency_sum_ms;
+
+static void record_latency(int64_t ms)
+{
+    if (ms < 0)
+        ms = 0; /* clocks of two machines may disagree a little */
+    for (size_t i = 0; i < N_LATENCY; i++)
+        if (ms <= latency_ms[i])
+            atomic_fetch_add(&latency_buckets[i], 1);
+    atomic_fetch_add(&latency_count, 1);
+    atomic_fetch_add(&latency_sum_ms, (unsigned long long)ms);
+}
+
 int dispatcher_connected(void)
 {
     return atomic_load(&connected);
@@ -40,6 +56,16 @@ void dispatcher_metrics(buf *b)
         "# HELP calc_amqp_connected 1 while the dispatcher's RabbitMQ connection is up.\n"
         "# TYPE calc_amqp_connected gauge\ncalc_amqp_connected %d\n",
         atomic_load(&published_total), atomic_load(&publish_failed_total), atomic_load(&connected));
+    buf_printf(b, "# HELP calc_dispatch_latency_seconds From a node becoming ready to its publish "
+                  "being confirmed.\n# TYPE calc_dispatch_latency_seconds histogram\n");
+    for (size_t i = 0; i < N_LATENCY; i++)
+        buf_printf(b, "calc_dispatch_latency_seconds_bucket{le=\"%g\"} %llu\n",
+                   latency_ms[i] / 1000.0, atomic_load(&latency_buckets[i]));
+    unsigned long long count = atomic_load(&latency_count);
+    buf_printf(b,
+               "calc_dispatch_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
+               "calc_dispatch_latency_seconds_sum %.3f\ncalc_dispatch_latency_seconds_count %llu\n",
+               count, atomic_load(&latency_sum_ms) / 1000.0, count);
 }
 
 /* Publishes the taken nodes; fills published/failed. Returns MQ_ERR when the link broke. */
@@ -64,10 +90,13 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
         rc = mq_wait_confirms(link, first, acked, n, CONFIRM_MS, err, sizeof err);
     if (rc == MQ_ERR)
         log_warn("dispatcher: publishing: %s", err);
+    int64_t now = time_now_ms();
     for (size_t i = 0; i < n; i++) {
-        if (acked[i] == 1)
+        if (acked[i] == 1) {
             mark->published[mark->n_published++] = taken->nodes[i];
-        else
+            if (taken->nodes[i]->ready_at_ms)
+                record_latency(now - taken->nodes[i]->ready_at_ms);
+        } else
             mark->failed[mark->n_failed++] = taken->nodes[i];
     }
     free(acked);
@@ -135,7 +164,9 @@ static void *dispatcher_main(void *arg)
             int prc = publish(link, &seq, taken, &mark);
             atomic_fetch_add(&published_total, mark.n_published);
             atomic_fetch_add(&publish_failed_total, mark.n_failed);
-            mark_queued(&mark);
+            /* Published nodes are already queued: only failures need telling. */
+            if (mark.n_failed)
+                mark_queued(&mark);
             free(mark.published);
             free(mark.failed);
             if (prc != MQ_OK) {

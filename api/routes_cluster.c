@@ -146,12 +146,31 @@ void route_readyz(http_req *r)
                         "status", ready ? 200 : 503));
 }
 
+/* Gauges of expressions and unfinished nodes by state, from dbagent. */
+static void state_metrics(http_req *r, buf *b)
+{
+    Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
+    Calc__V1__StatsReply *rep = NULL;
+    if (dba_call(r, DBA_GET_STATS, &req.base, &calc__v1__stats_reply__descriptor, &rep) != RPC_OK)
+        return;
+    buf_printf(b, "# HELP calc_expressions Expressions by state.\n# TYPE calc_expressions gauge\n");
+    for (size_t i = 0; i < rep->n_expressions; i++)
+        buf_printf(b, "calc_expressions{state=\"%s\"} %lld\n", rep->expressions[i]->state,
+                   (long long)rep->expressions[i]->count);
+    buf_printf(b, "# HELP calc_nodes Unfinished nodes by state.\n# TYPE calc_nodes gauge\n");
+    for (size_t i = 0; i < rep->n_nodes; i++)
+        buf_printf(b, "calc_nodes{state=\"%s\"} %lld\n", rep->nodes[i]->state,
+                   (long long)rep->nodes[i]->count);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
+
 void route_metrics(http_req *r)
 {
     buf b;
     buf_init(&b, 1 << 20);
     http_metrics(&b);
     dispatcher_metrics(&b);
+    state_metrics(r, &b);
     Calc__V1__ListAgentsReply *rep = list_agents(r);
     if (rep) {
         int alive = 0;

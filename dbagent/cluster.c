@@ -210,3 +210,54 @@ int h_list_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     db_rollback(d);
     return RPC_OK;
 }
+
+static Calc__V1__StateCount **state_counts(rpc_ctx *ctx, const PGresult *r, size_t *n)
+{
+    *n = (size_t)PQntuples(r);
+    Calc__V1__StateCount **out = rpc_alloc(ctx, (*n + 1) * sizeof *out);
+    for (size_t i = 0; i < *n; i++) {
+        out[i] = rpc_alloc(ctx, sizeof *out[i]);
+        calc__v1__state_count__init(out[i]);
+        out[i]->state = rpc_strdup(ctx, db_str(r, (int)i, 0));
+        out[i]->count = db_i64(r, (int)i, 1);
+    }
+    return out;
+}
+
+int h_get_stats(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    (void)m;
+    db *d = rpc_thread_state(ctx);
+    int rc = db_begin(d, ctx);
+    if (rc)
+        return rc;
+    Calc__V1__StatsReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__stats_reply__init(rep);
+    /* Expressions: one pass over the table per scrape (every status, zeros included). Nodes:
+     * only the partial indexes of the unfinished states are read, whatever the history. */
+    PGresult *r =
+        db_query(d, ctx,
+                 "SELECT s, coalesce(g.n, 0) FROM unnest(ARRAY['new', 'in_progress', 'ok',"
+                 " 'error', 'cancelled']) s LEFT JOIN (SELECT status, count(*) n"
+                 " FROM expressions GROUP BY status) g ON g.status = s",
+                 0, NULL);
+    if (!r)
+        goto fail;
+    rep->expressions = state_counts(ctx, r, &rep->n_expressions);
+    PQclear(r);
+    r = db_query(d, ctx,
+                 "SELECT 'ready', count(*) FROM nodes WHERE state = 'ready' UNION ALL"
+                 " SELECT 'queued', count(*) FROM nodes WHERE state = 'queued' UNION ALL"
+                 " SELECT 'running', count(*) FROM nodes WHERE state = 'running'",
+                 0, NULL);
+    if (!r)
+        goto fail;
+    rep->nodes = state_counts(ctx, r, &rep->n_nodes);
+    PQclear(r);
+    *resp = &rep->base;
+    db_rollback(d);
+    return RPC_OK;
+fail:
+    db_rollback(d);
+    return db_failed(ctx);
+}

@@ -32,6 +32,7 @@ H(requeue_stale);
 H(heartbeat);
 H(list_agents);
 H(get_durations);
+H(get_stats);
 H(set_durations);
 H(list_events);
 

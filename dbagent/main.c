@@ -65,6 +65,7 @@ static const rpc_method methods[] = {
     M(DBA_HEARTBEAT, heartbeat, heartbeat_request),
     M(DBA_LIST_AGENTS, list_agents, list_agents_request),
     M(DBA_GET_DURATIONS, get_durations, empty),
+    M(DBA_GET_STATS, get_stats, empty),
     M(DBA_SET_DURATIONS, set_durations, set_durations_request),
     M(DBA_LIST_EVENTS, list_events, list_events_request),
 };

@@ -38,8 +38,8 @@ static int exec_simple(db *d, rpc_ctx *ctx, const char *sql)
     "WITH t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now()"       \
     " FROM (SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT $1"         \
     " FOR UPDATE SKIP LOCKED) s WHERE n.id = s.id"                                                 \
-    " RETURNING n.id, n.epoch, n.expression_id, n.tail_ms)"                                        \
-    " SELECT id, epoch, expression_id FROM t ORDER BY tail_ms DESC, id"
+    " RETURNING n.id, n.epoch, n.expression_id, n.tail_ms, n.ready_at)"                            \
+    " SELECT id, epoch, expression_id, to_ms(ready_at) FROM t ORDER BY tail_ms DESC, id"
 static const db_stmt take_stmt = {"take_ready", TAKE_SQL, 1};
 /* The same, run while LISTENing: the marker shows waiting dispatchers in pg_stat_activity. */
 static const db_stmt take_listening_stmt = {"take_ready_listening",
@@ -63,6 +63,7 @@ static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__Tak
         t->node_id = db_i64(r, i, 0);
         t->epoch = (int32_t)db_i64(r, i, 1);
         t->expression_id = db_i64(r, i, 2);
+        t->ready_at_ms = db_i64(r, i, 3);
         rep->nodes[i] = t;
     }
     PQclear(r);

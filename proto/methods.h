@@ -22,6 +22,7 @@
 #define DBA_HEARTBEAT             DBA_SERVICE "Heartbeat"
 #define DBA_LIST_AGENTS           DBA_SERVICE "ListAgents"
 #define DBA_GET_DURATIONS         DBA_SERVICE "GetDurations"
+#define DBA_GET_STATS             DBA_SERVICE "GetStats"
 #define DBA_SET_DURATIONS         DBA_SERVICE "SetDurations"
 #define DBA_LIST_EVENTS           DBA_SERVICE "ListEvents"
 

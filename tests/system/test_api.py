@@ -292,14 +292,21 @@ def test_list_is_newest_first_with_a_cursor(cl):
 
 def test_health_readiness_and_metrics(cl):
     url = cl.apis[0].url
+    api = new_user(cl, "metrics")
+    eid = submit(api, "6/3")
+    cl.wait_for(lambda: expression(api, eid)["status"] == "Ok", 30, "6/3")
     assert requests.get(url + "/healthz").json()["status"] == 200
     assert requests.get(url + "/readyz").json() == {"state": "ready", "dbagent": "ok", "rabbitmq": "ok", "status": 200}
     m = requests.get(url + "/metrics")
     assert m.status_code == 200 and m.headers["Content-Type"].startswith("text/plain")
     text = m.text
     for name in ("calc_http_requests_total{", "calc_http_request_duration_seconds_bucket{",
-                 "calc_nodes_dispatched_total", "calc_agents_alive"):
+                 "calc_nodes_dispatched_total", "calc_agents_alive 2", "calc_dispatch_latency_seconds_bucket{",
+                 'calc_expressions{state="ok"}', 'calc_expressions{state="new"}', 'calc_nodes{state="ready"}'):
         assert name in text, name
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert int(samples['calc_expressions{state="ok"}']) >= 1
+    assert int(samples["calc_dispatch_latency_seconds_count"]) >= 1
 
 
 def test_openapi_describes_every_route_and_responses_match(cl):
