@@ -12,6 +12,13 @@ static void *empty_reply(rpc_ctx *ctx)
     return rep;
 }
 
+static const db_stmt heartbeat_stmt = {
+    "heartbeat",
+    "INSERT INTO agents (name, workers, busy, nodes) VALUES ($1, $2, $3, $4)"
+    " ON CONFLICT (name) DO UPDATE SET last_heartbeat_at = now(), workers = EXCLUDED.workers,"
+    " busy = EXCLUDED.busy, nodes = EXCLUDED.nodes",
+    4};
+
 int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__HeartbeatRequest *req = (const void *)m;
@@ -26,28 +33,16 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     for (size_t i = 0; i < req->n_nodes; i++)
         buf_printf(&nodes, "%s%lld", i ? "," : "", (long long)req->nodes[i]);
     buf_add(&nodes, "}", 1);
-    int rc = db_begin(d, ctx);
-    if (rc) {
-        buf_free(&nodes);
-        return rc;
-    }
     char w[32], b[32];
     const char *p[] = {req->agent, db_fmt_i64(w, req->workers), db_fmt_i64(b, req->busy),
                        nodes.data};
-    PGresult *r = db_query(d, ctx,
-                           "INSERT INTO agents (name, workers, busy, nodes) VALUES ($1, $2, $3, $4)"
-                           " ON CONFLICT (name) DO UPDATE SET last_heartbeat_at = now(),"
-                           " workers = EXCLUDED.workers, busy = EXCLUDED.busy,"
-                           " nodes = EXCLUDED.nodes",
-                           4, p);
+    PGresult *r = db_call(d, ctx, &heartbeat_stmt, p);
     buf_free(&nodes);
-    if (!r) {
-        db_rollback(d);
+    if (!r)
         return db_failed(ctx);
-    }
     PQclear(r);
     *resp = empty_reply(ctx);
-    return db_commit(d, ctx);
+    return RPC_OK;
 }
 
 int h_list_agents(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -90,13 +85,14 @@ int h_list_agents(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     return RPC_OK;
 }
 
-static int durations_reply(db *d, rpc_ctx *ctx, ProtobufCMessage **resp)
+#define DURATIONS_SQL                                                                              \
+    "SELECT op, ms, to_ms(created_at), to_ms(updated_at), coalesce(updated_by, 0)"                 \
+    " FROM operation_durations ORDER BY strpos('+-*/', op)"
+static const db_stmt durations_stmt = {"durations", DURATIONS_SQL, 0};
+
+/* Builds the reply from r (a DURATIONS_SQL result, NULL after a failure) and clears r. */
+static int durations_reply(rpc_ctx *ctx, PGresult *r, ProtobufCMessage **resp)
 {
-    PGresult *r = db_query(d, ctx,
-                           "SELECT op, ms, to_ms(created_at), to_ms(updated_at),"
-                           " coalesce(updated_by, 0) FROM operation_durations"
-                           " ORDER BY strpos('+-*/', op)",
-                           0, NULL);
     if (!r)
         return db_failed(ctx);
     int n = PQntuples(r);
@@ -123,12 +119,7 @@ int h_get_durations(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
 {
     (void)m;
     db *d = rpc_thread_state(ctx);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    rc = durations_reply(d, ctx, resp);
-    db_rollback(d);
-    return rc;
+    return durations_reply(ctx, db_call(d, ctx, &durations_stmt, NULL), resp);
 }
 
 int h_set_durations(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -160,7 +151,7 @@ int h_set_durations(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
             goto fail;
         PQclear(r);
     }
-    if ((rc = durations_reply(d, ctx, resp)))
+    if ((rc = durations_reply(ctx, db_query(d, ctx, DURATIONS_SQL, 0, NULL), resp)))
         goto out;
     return db_commit(d, ctx);
 fail:

@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,50 +301,47 @@ out:
     return rc;
 }
 
+static const db_stmt get_expression_stmt = {
+    "get_expression", "SELECT " EXPR_COLS " FROM expressions WHERE id = $2 AND user_id = $1", 2};
+
 int h_get_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__GetExpressionRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char uid[32], id[32];
     const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(id, req->id)};
-    PGresult *r = db_query(
-        d, ctx, "SELECT " EXPR_COLS " FROM expressions WHERE id = $2 AND user_id = $1", 2, p);
-    if (!r) {
-        db_rollback(d);
+    PGresult *r = db_call(d, ctx, &get_expression_stmt, p);
+    if (!r)
         return db_failed(ctx);
-    }
+    int rc = RPC_OK;
     /* Another user's expression is as absent as a missing one. */
     if (PQntuples(r) == 0)
         rc = rpc_fail(ctx, RPC_NOT_FOUND, "no expression %lld", (long long)req->id);
     else
         reply_expr(ctx, r, 0, resp);
     PQclear(r);
-    db_rollback(d);
     return rc;
 }
+
+/* A plain range on (user_id, id DESC): the index gives the page in order. */
+static const db_stmt list_expressions_stmt = {"list_expressions",
+                                              "SELECT " EXPR_COLS " FROM expressions"
+                                              " WHERE user_id = $1 AND id < $2"
+                                              " ORDER BY id DESC LIMIT $3",
+                                              3};
 
 int h_list_expressions(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__ListExpressionsRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
     int limit = req->limit > 0 && req->limit <= 1000 ? req->limit : 100;
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char uid[32], before[32], lim[32];
-    const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(before, req->before_id),
+    const char *p[] = {db_fmt_i64(uid, req->user_id),
+                       db_fmt_i64(before, req->before_id > 0 ? req->before_id : INT64_MAX),
                        db_fmt_i64(lim, limit + 1)};
-    PGresult *r = db_query(d, ctx,
-                           "SELECT " EXPR_COLS " FROM expressions WHERE user_id = $1"
-                           " AND ($2::bigint = 0 OR id < $2::bigint) ORDER BY id DESC LIMIT $3",
-                           3, p);
-    if (!r) {
-        db_rollback(d);
+    PGresult *r = db_call(d, ctx, &list_expressions_stmt, p);
+    if (!r)
         return db_failed(ctx);
-    }
     int n = PQntuples(r);
     Calc__V1__ListExpressionsReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__list_expressions_reply__init(rep);
@@ -355,7 +353,6 @@ int h_list_expressions(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage
         rep->next_before_id = rep->expressions[limit - 1]->id;
     PQclear(r);
     *resp = &rep->base;
-    db_rollback(d);
     return RPC_OK;
 }
 

@@ -59,32 +59,28 @@ fail:
     return db_failed(ctx);
 }
 
+/* Two statements, so each lookup uses its own index. */
+static const db_stmt user_by_login_stmt = {"user_by_login",
+                                           "SELECT " USER_COLS " FROM users WHERE login = $1", 1};
+static const db_stmt user_by_id_stmt = {"user_by_id",
+                                        "SELECT " USER_COLS " FROM users WHERE id = $1", 1};
+
 int h_find_user(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__FindUserRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char id[32];
-    const char *p[] = {req->login, db_fmt_i64(id, req->id)};
-    PGresult *r = db_query(d, ctx,
-                           "SELECT " USER_COLS " FROM users"
-                           " WHERE CASE WHEN $1 <> '' THEN login = $1 ELSE id = $2::bigint END",
-                           2, p);
+    const char *p[] = {req->login[0] ? req->login : db_fmt_i64(id, req->id)};
+    PGresult *r = db_call(d, ctx, req->login[0] ? &user_by_login_stmt : &user_by_id_stmt, p);
     if (!r)
-        goto fail;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        db_rollback(d);
-        return rpc_fail(ctx, RPC_NOT_FOUND, "no such user");
-    }
-    reply_user(ctx, r, resp);
+        return db_failed(ctx);
+    int rc = RPC_OK;
+    if (PQntuples(r) == 0)
+        rc = rpc_fail(ctx, RPC_NOT_FOUND, "no such user");
+    else
+        reply_user(ctx, r, resp);
     PQclear(r);
-    return db_commit(d, ctx);
-fail:
-    db_rollback(d);
-    return db_failed(ctx);
+    return rc;
 }
 
 int h_ensure_admin(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
