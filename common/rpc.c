@@ -185,13 +185,18 @@ static void serve_call(rpc_server *srv, grpc_completion_queue *cq, grpc_call *ca
     } else if (!in || !(req = unpack(m->request, in))) {
         rpc_fail(&ctx, RPC_INVALID_ARGUMENT, "cannot decode %s", m->request->name);
     } else {
+        /* The handler's return is the status: a failure it recovered from (rpc_fail, then a
+         * retry that worked) must not leak into the reply. */
         int code = m->handler(&ctx, req, &resp);
-        if (code != RPC_OK) {
-            ctx.code = code;
+        ctx.code = code;
+        if (code != RPC_OK)
             resp = NULL;
-        } else if (resp) {
+        else if (resp)
             out = pack(resp);
-        }
+        else
+            rpc_fail(&ctx, RPC_INTERNAL, "%s gave no reply", m->path);
+        if (ctx.code == RPC_OK)
+            ctx.message[0] = '\0';
     }
 
     grpc_op ops[4];

@@ -196,9 +196,14 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
     char timeout[32];
     snprintf(timeout, sizeof timeout, "%lld", (long long)(left < 0 ? 30000 : left));
     PGresult *r = call_once(d, ctx, stmt, params, timeout);
-    /* A connection that died while idle is noticed here: try once more on a new one. */
-    if (!r && PQstatus(d->conn) != CONNECTION_OK && ensure_connected(d, ctx) == RPC_OK)
-        r = call_once(d, ctx, stmt, params, timeout);
+    /* A connection that died while idle is noticed here (the server's last words may still
+     * read as a result on a connection libpq calls OK): try once more on a new one. */
+    if (!r && last_code == RPC_UNAVAILABLE) {
+        PQfinish(d->conn);
+        d->conn = NULL;
+        if (ensure_connected(d, ctx) == RPC_OK)
+            r = call_once(d, ctx, stmt, params, timeout);
+    }
     return r;
 }
 
