@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "cache.h"
 #include "dba.h"
 #include "log.h"
 #include "mem.h"
@@ -216,6 +217,11 @@ void route_expression_list(http_req *r)
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
+static int is_final(const char *status)
+{
+    return !strcmp(status, "ok") || !strcmp(status, "error") || !strcmp(status, "cancelled");
+}
+
 static void by_id(http_req *r, const char *path)
 {
     Calc__V1__GetExpressionRequest req = CALC__V1__GET_EXPRESSION_REQUEST__INIT;
@@ -225,12 +231,19 @@ static void by_id(http_req *r, const char *path)
     if (dba_call(r, path, &req.base, &calc__v1__expression_reply__descriptor, &rep) != RPC_OK)
         return;
     reply_expression(r, rep->expression);
+    if (is_final(rep->expression->status))
+        cache_put(r->user_id, r->path_id, r->reply);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
 void route_expression_get(http_req *r)
 {
-    by_id(r, DBA_GET_EXPRESSION);
+    /* A finished expression never changes: its reply is served from the cache. */
+    char *cached = cache_get(r->user_id, r->path_id);
+    if (cached)
+        http_text(r, 200, cached, NULL);
+    else
+        by_id(r, DBA_GET_EXPRESSION);
 }
 
 void route_expression_cancel(http_req *r)

@@ -50,6 +50,7 @@ static int ensure_connected(db *d, rpc_ctx *ctx)
     if (d->conn)
         PQfinish(d->conn);
     d->n_prepared = 0;
+    d->timeout_ms = 0;
     char err[256];
     d->conn = db_connect(d->conninfo, err, sizeof err);
     if (!d->conn)
@@ -125,29 +126,42 @@ static int prepare(db *d, rpc_ctx *ctx, const db_stmt *stmt)
     return rc;
 }
 
-/* Sends set_config + stmt + Sync; returns stmt's result, or NULL with the failure recorded. */
+/*
+ * Sends [set_config +] stmt + Sync; returns stmt's result, or NULL with the failure recorded.
+ * The session's statement_timeout is changed only when it would outlast the caller's deadline
+ * (left_ms) or cut it below half: most calls then cost one statement, not two.
+ */
 static PGresult *call_once(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params,
-                           const char *timeout)
+                           int64_t left_ms)
 {
     PGresult *out = NULL;
     int rc = prepare(d, ctx, stmt);
     if (rc)
         return NULL;
+    int64_t want = left_ms * 3 / 4 > 0 ? left_ms * 3 / 4 : 1;
+    int set_timeout =
+        !(d->timeout_ms > 0 && d->timeout_ms <= left_ms && d->timeout_ms * 2 >= left_ms);
+    char timeout[32];
+    snprintf(timeout, sizeof timeout, "%lld", (long long)want);
+    int stmt_index = set_timeout ? 1 : 0;
     if (!PQenterPipelineMode(d->conn)) {
         record_failure(d, ctx, NULL, stmt->name);
         return NULL;
     }
     const char *tp[] = {timeout};
-    int sent = PQsendQueryParams(d->conn, "SELECT set_config('statement_timeout', $1, false)", 1,
-                                 NULL, tp, NULL, NULL, 0) &&
+    if (set_timeout)
+        d->timeout_ms = 0; /* unknown until the set_config below is known to have worked */
+    int sent = (!set_timeout ||
+                PQsendQueryParams(d->conn, "SELECT set_config('statement_timeout', $1, false)", 1,
+                                  NULL, tp, NULL, NULL, 0)) &&
                PQsendQueryPrepared(d->conn, stmt->name, stmt->nparams, params, NULL, NULL, 0) &&
                PQpipelineSync(d->conn);
     int failed = !sent;
     if (!sent)
         record_failure(d, ctx, NULL, stmt->name);
-    /* Read every result up to the Sync: statement 0 (set_config), statement 1 (stmt), each
-     * followed by a NULL; a statement after a failed one comes back PGRES_PIPELINE_ABORTED. */
-    for (int index = 0; sent && index <= 2;) {
+    /* Read every result up to the Sync: [set_config,] stmt, each followed by a NULL; a
+     * statement after a failed one comes back PGRES_PIPELINE_ABORTED. */
+    for (int index = 0; sent && index <= stmt_index + 1;) {
         PGresult *r = PQgetResult(d->conn);
         if (!r) {
             if (PQstatus(d->conn) != CONNECTION_OK) {
@@ -169,7 +183,7 @@ static PGresult *call_once(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char 
                 record_failure(d, ctx, st == PGRES_PIPELINE_ABORTED ? NULL : r, stmt->name);
             failed = 1;
             PQclear(r);
-        } else if (index == 1 && !out) {
+        } else if (index == stmt_index && !out) {
             out = r;
         } else {
             PQclear(r);
@@ -181,6 +195,8 @@ static PGresult *call_once(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char 
         PQclear(out);
         out = NULL;
     }
+    if (set_timeout && !failed)
+        d->timeout_ms = want;
     return out;
 }
 
@@ -193,16 +209,15 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
         last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
         return NULL;
     }
-    char timeout[32];
-    snprintf(timeout, sizeof timeout, "%lld", (long long)(left < 0 ? 30000 : left));
-    PGresult *r = call_once(d, ctx, stmt, params, timeout);
+    int64_t left_ms = left < 0 ? 30000 : left;
+    PGresult *r = call_once(d, ctx, stmt, params, left_ms);
     /* A connection that died while idle is noticed here (the server's last words may still
      * read as a result on a connection libpq calls OK): try once more on a new one. */
     if (!r && last_code == RPC_UNAVAILABLE) {
         PQfinish(d->conn);
         d->conn = NULL;
         if (ensure_connected(d, ctx) == RPC_OK)
-            r = call_once(d, ctx, stmt, params, timeout);
+            r = call_once(d, ctx, stmt, params, left_ms);
     }
     return r;
 }

@@ -25,6 +25,7 @@ typedef struct db {
     /* The statements prepared on conn; emptied when conn is replaced. */
     const db_stmt *prepared[DB_MAX_PREPARED];
     int n_prepared;
+    int64_t timeout_ms; /* statement_timeout set on conn; 0: not set yet */
 } db;
 
 /* Thread state for the rpc server: arg is the conninfo string. */

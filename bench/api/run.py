@@ -3,8 +3,12 @@
 
 Starts a private PostgreSQL and RabbitMQ and the whole cluster (dbagent, one API, agents) with the
 system-test harness, then measures:
-  1. GET /expression/{id} with keep-alive (wrk), requests/s and latency;
-  2. POST /expression {"expression":"2+2*2"} (wrk), requests/s;
+  1. GET /expression/{id} with keep-alive (wrk), requests/s and latency: of a finished expression
+     (its reply comes from the API's cache of final replies) and of an unfinished one (every
+     request goes through dbagent and PostgreSQL);
+  2. POST /expression {"expression":"2+2*2"} (wrk), requests/s: accepted with the agents paused
+     (SIGSTOP: the API, dbagent and dispatcher alone), and sustained with the agents computing
+     (the whole cluster on the same two cores), from one user and from many;
   3. with zero operator delays, 2+2*2 from POST to the result being readable (Ok), p50 and p99.
 
     bench/api/run.py [--bin build/release/bin] [--seconds 10] [--connections 32] [--samples 500]
@@ -13,6 +17,7 @@ system-test harness, then measures:
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -69,7 +74,7 @@ def main():
     cluster = None
     try:
         servers.start()
-        cluster = harness.Cluster(servers, "bench", env={"MAX_UNFINISHED": "1000000", "AGENT_MAX_PROCESSES": "8",
+        cluster = harness.Cluster(servers, "bench", env={"MAX_UNFINISHED": "1000000", "AGENT_MAX_PROCESSES": "8", "AGENT_GRACE_MS": "1000",
                                                          "LOG_LEVEL": "warn"})
         cluster.setup_resources()
         cluster.start(agents=args.agents)
@@ -79,21 +84,32 @@ def main():
         eid = api.post("/expression", json={"expression": "2+2*2"}).json()["expression"]["expression_id"]
         url = cluster.apis[0].url
 
-        rps, bad, lat = wrk(f"{url}/expression/{eid}", args.seconds, args.connections, args.threads,
-                            lua([token], "GET"))
-        print(f"GET /expression/{{id}}: {rps:.0f} requests/s, p50 {lat.get('50')}, p99 {lat.get('99')}, "
-              f"non-2xx {bad} ({args.connections} keep-alive connections)")
+        harness.wait_for(lambda: api.get(f"/expression/{eid}").json()["expression"]["status"] == "Ok", 30, "2+2*2")
+        admin = cluster.admin_client()
+        admin.post("/duration", json={"+": 65535}, check=True)
+        slow = api.post("/expression", json={"expression": "1+1"}).json()["expression"]["expression_id"]
+        admin.post("/duration", json={"+": 0}, check=True)
+        for what, target in (("finished, cached", eid), ("unfinished, through dbagent", slow)):
+            rps, bad, lat = wrk(f"{url}/expression/{target}", args.seconds, args.connections, args.threads,
+                                lua([token], "GET"))
+            print(f"GET /expression/{{id}} ({what}): {rps:.0f} requests/s, p50 {lat.get('50')}, "
+                  f"p99 {lat.get('99')}, non-2xx {bad} ({args.connections} keep-alive connections)")
         # One user's creations are serialised by design (per-user event order); many users in parallel.
         tokens = []
         for i in range(args.users):
             u = cluster.api_client()
             u.register(f"bench{i}", "password1")
             tokens.append(u.login())
-        for who, toks in (("1 user", [token]), (f"{args.users} users", tokens)):
-            rps, bad, lat = wrk(f"{url}/expression", args.seconds, args.connections, args.threads,
-                                lua(toks, "POST", '{"expression":"2+2*2"}'))
-            print(f"POST /expression ({who}): {rps:.0f} requests/s, p50 {lat.get('50')}, p99 {lat.get('99')}, "
-                  f"non-2xx {bad}")
+        agents = [p for p in cluster.procs if p.name.startswith("agent")]
+        for paused in (True, False):
+            for p in agents:
+                os.kill(p.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            mode = "accepted, agents paused" if paused else "sustained, agents computing"
+            for who, toks in (("1 user", [token]), (f"{args.users} users", tokens)):
+                rps, bad, lat = wrk(f"{url}/expression", args.seconds, args.connections, args.threads,
+                                    lua(toks, "POST", '{"expression":"2+2*2"}'))
+                print(f"POST /expression ({mode}, {who}): {rps:.0f} requests/s, p50 {lat.get('50')}, "
+                      f"p99 {lat.get('99')}, non-2xx {bad}")
 
         # Let the backlog of the POST run drain before measuring latency.
         def idle():

@@ -1,0 +1,58 @@
+#include "cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mem.h"
+
+#define STRIPES 64
+
+typedef struct slot {
+    int64_t user_id, id;
+    char *reply;
+} slot;
+
+static slot slots[CACHE_SLOTS];
+static pthread_mutex_t locks[STRIPES];
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void init_locks(void)
+{
+    for (int i = 0; i < STRIPES; i++)
+        pthread_mutex_init(&locks[i], NULL);
+}
+
+static size_t index_of(int64_t id)
+{
+    uint64_t h = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) % CACHE_SLOTS;
+}
+
+char *cache_get(int64_t user_id, int64_t id)
+{
+    pthread_once(&once, init_locks);
+    size_t i = index_of(id);
+    pthread_mutex_t *lock = &locks[i % STRIPES];
+    char *copy = NULL;
+    pthread_mutex_lock(lock);
+    if (slots[i].reply && slots[i].id == id && slots[i].user_id == user_id)
+        copy = xstrdup(slots[i].reply);
+    pthread_mutex_unlock(lock);
+    return copy;
+}
+
+void cache_put(int64_t user_id, int64_t id, const char *reply)
+{
+    if (strlen(reply) > CACHE_MAX_REPLY)
+        return;
+    pthread_once(&once, init_locks);
+    size_t i = index_of(id);
+    char *copy = xstrdup(reply), *old;
+    pthread_mutex_t *lock = &locks[i % STRIPES];
+    pthread_mutex_lock(lock);
+    old = slots[i].reply;
+    slots[i] = (slot){.user_id = user_id, .id = id, .reply = copy};
+    pthread_mutex_unlock(lock);
+    free(old);
+}

@@ -1,0 +1,19 @@
+/*
+ * cache: the replies of finished expressions. A finished expression never changes again, so
+ * its GET /expression/{id} reply can be served without asking dbagent. Fixed size (memory is
+ * bounded whatever is read); an entry belongs to one user, so isolation holds.
+ */
+#ifndef CALC_CACHE_H
+#define CALC_CACHE_H
+
+#include <stdint.h>
+
+#define CACHE_SLOTS     16384
+#define CACHE_MAX_REPLY 8192 /* longer replies are not kept */
+
+/* A copy of the reply kept for (user, id) (free()), or NULL. */
+char *cache_get(int64_t user_id, int64_t id);
+/* Keeps a copy of reply for (user, id), replacing whatever shared its slot. */
+void cache_put(int64_t user_id, int64_t id, const char *reply);
+
+#endif
