@@ -101,7 +101,7 @@ def main():
             u.register(f"bench{i}", "password1")
             tokens.append(u.login())
         agents = [p for p in cluster.procs if p.name.startswith("agent")]
-        for paused in (True, False):
+        for paused in (False, True):
             for p in agents:
                 os.kill(p.pid, signal.SIGSTOP if paused else signal.SIGCONT)
             mode = "accepted, agents paused" if paused else "sustained, agents computing"
