@@ -110,6 +110,8 @@ def main():
                                     lua(toks, "POST", '{"expression":"2+2*2"}'))
                 print(f"POST /expression ({mode}, {who}): {rps:.0f} requests/s, p50 {lat.get('50')}, "
                       f"p99 {lat.get('99')}, non-2xx {bad}")
+        for p in agents:
+            os.kill(p.pid, signal.SIGCONT)
 
         # Let the backlog of the POST run drain before measuring latency.
         def idle():
