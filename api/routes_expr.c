@@ -40,13 +40,22 @@ static const char *status_word(const char *status)
     return "Cancelled";
 }
 
+/* A value as the reference project writes it: 6, not 6.0, when it is a whole number. */
+static json_t *number_json(double v)
+{
+    /* The range check comes first: casting a larger double to an integer is undefined. */
+    if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(json_int_t)v)
+        return json_integer((json_int_t)v);
+    return json_real(v);
+}
+
 /* The reference README's fields, then ours. */
 static json_t *expression_json(const Calc__V1__Expression *e)
 {
     return json_pack(
         "{s:I, s:I, s:s, s:s, s:o, s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:i, s:I}", "expression_id",
         (json_int_t)e->id, "user_id", (json_int_t)e->user_id, "req_uid", e->req_uid,
-        "expression_value", e->text, "result", e->has_result ? json_real(e->result) : json_null(),
+        "expression_value", e->text, "result", e->has_result ? number_json(e->result) : json_null(),
         "status", status_word(e->status), "error_msg", e->error, "created_at",
         api_time(e->created_at_ms), "eval_started_at", api_time(e->started_at_ms),
         "eval_finished_at", api_time(e->finished_at_ms), "node_count", e->node_count, "nodes_done",

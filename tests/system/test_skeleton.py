@@ -29,6 +29,8 @@ def test_two_plus_two_times_two_is_six(cluster):
     cluster.wait_for(lambda: expression(api, eid)["status"] == "Ok", 30, "2+2*2 to finish")
     done = expression(api, eid)
     assert done["result"] == 6
+    # Written as the reference project writes it: a whole number without a fraction.
+    assert '"result":6,' in api.get(f"/expression/{eid}").text
     assert done["nodes_done"] == 2 and done["error_msg"] == ""
     assert done["eval_started_at"] and done["eval_finished_at"]
 
