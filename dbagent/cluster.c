@@ -5,11 +5,11 @@
 #include "db.h"
 #include "handlers.h"
 
-static void *empty_reply(rpc_ctx *ctx)
+ProtobufCMessage *empty_reply(rpc_ctx *ctx)
 {
     Calc__V1__Empty *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__empty__init(rep);
-    return rep;
+    return &rep->base;
 }
 
 static const db_stmt heartbeat_stmt = {
@@ -45,24 +45,20 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     return RPC_OK;
 }
 
+static const db_stmt list_agents_stmt = {
+    "list_agents",
+    "SELECT name, to_ms(created_at), to_ms(last_heartbeat_at), workers, busy,"
+    " last_heartbeat_at > now() - $1 * interval '1 ms' FROM agents ORDER BY name",
+    1};
+
 int h_list_agents(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__ListAgentsRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char alive[32];
     const char *p[] = {db_fmt_i64(alive, req->alive_within_ms > 0 ? req->alive_within_ms : 5000)};
-    PGresult *r = db_query(d, ctx,
-                           "SELECT name, to_ms(created_at), to_ms(last_heartbeat_at), workers,"
-                           " busy, last_heartbeat_at > now() - $1 * interval '1 ms'"
-                           " FROM agents ORDER BY name",
-                           1, p);
-    if (!r) {
-        db_rollback(d);
+    PGresult *r = db_call(rpc_thread_state(ctx), ctx, &list_agents_stmt, p);
+    if (!r)
         return db_failed(ctx);
-    }
     int n = PQntuples(r);
     Calc__V1__ListAgentsReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__list_agents_reply__init(rep);
@@ -81,7 +77,6 @@ int h_list_agents(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     }
     PQclear(r);
     *resp = &rep->base;
-    db_rollback(d);
     return RPC_OK;
 }
 
@@ -161,26 +156,23 @@ out:
     return rc;
 }
 
+static const db_stmt list_events_stmt = {
+    "list_events",
+    "SELECT seq, coalesce(expression_id, 0), kind, payload::text, to_ms(created_at)"
+    " FROM events WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    3};
+
 int h_list_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__ListEventsRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
     int limit = req->limit > 0 && req->limit <= 1000 ? req->limit : 100;
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char uid[32], after[32], lim[32];
     const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(after, req->after_seq),
                        db_fmt_i64(lim, limit)};
-    PGresult *r = db_query(d, ctx,
-                           "SELECT seq, coalesce(expression_id, 0), kind, payload::text,"
-                           " to_ms(created_at) FROM events WHERE user_id = $1 AND seq > $2"
-                           " ORDER BY seq LIMIT $3",
-                           3, p);
-    if (!r) {
-        db_rollback(d);
+    PGresult *r = db_call(d, ctx, &list_events_stmt, p);
+    if (!r)
         return db_failed(ctx);
-    }
     int n = PQntuples(r);
     Calc__V1__ListEventsReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__list_events_reply__init(rep);
@@ -198,7 +190,6 @@ int h_list_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     }
     PQclear(r);
     *resp = &rep->base;
-    db_rollback(d);
     return RPC_OK;
 }
 

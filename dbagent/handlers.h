@@ -38,6 +38,9 @@ H(list_events);
 
 #undef H
 
+/* An empty reply, in the call's memory. */
+ProtobufCMessage *empty_reply(rpc_ctx *ctx);
+
 /* The dbagent's settings that handlers consult. */
 typedef struct handler_settings {
     int max_attempts; /* claims of one node before it fails */

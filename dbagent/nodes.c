@@ -134,9 +134,7 @@ int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     db *d = rpc_thread_state(ctx);
     if (req->n_failed > 10000)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu", req->n_failed);
-    Calc__V1__Empty *rep = rpc_alloc(ctx, sizeof *rep);
-    calc__v1__empty__init(rep);
-    *resp = &rep->base;
+    *resp = empty_reply(ctx);
     /* Published nodes are already queued; a failed publish hands its node back to ready. */
     if (req->n_failed == 0)
         return RPC_OK;

@@ -27,36 +27,38 @@ static int reply_user(rpc_ctx *ctx, const PGresult *r, ProtobufCMessage **resp)
     return RPC_OK;
 }
 
+/* Replies with the user in r (a result of USER_COLS, NULL after a failure); when r has no row,
+ * fails with empty_code and empty_msg. Clears r. */
+static int user_or(rpc_ctx *ctx, PGresult *r, ProtobufCMessage **resp, int empty_code,
+                   const char *empty_msg)
+{
+    if (!r)
+        return db_failed(ctx);
+    int rc = RPC_OK;
+    if (PQntuples(r) == 0)
+        rc = rpc_fail(ctx, empty_code, "%s", empty_msg);
+    else
+        reply_user(ctx, r, resp);
+    PQclear(r);
+    return rc;
+}
+
+static const db_stmt create_user_stmt = {
+    "create_user",
+    "INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, $3)"
+    " ON CONFLICT (login) DO NOTHING RETURNING " USER_COLS,
+    3};
+
 int h_create_user(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__CreateUserRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
     if (!req->login[0] || !req->password_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "login and password_hash are required");
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     const char *p[] = {req->login, req->password_hash, req->is_admin ? "t" : "f"};
-    PGresult *r = db_query(d, ctx,
-                           "INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, $3)"
-                           " ON CONFLICT (login) DO NOTHING RETURNING " USER_COLS,
-                           3, p);
-    if (!r)
-        goto fail;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        rc = rpc_fail(ctx, RPC_ALREADY_EXISTS, "login '%s' is taken", req->login);
-        db_rollback(d);
-        return rc;
-    }
-    rc = reply_user(ctx, r, resp);
-    PQclear(r);
-    if ((rc = db_commit(d, ctx)))
-        return rc;
-    return RPC_OK;
-fail:
-    db_rollback(d);
-    return db_failed(ctx);
+    char taken[160];
+    snprintf(taken, sizeof taken, "login '%.100s' is taken", req->login);
+    return user_or(ctx, db_call(rpc_thread_state(ctx), ctx, &create_user_stmt, p), resp,
+                   RPC_ALREADY_EXISTS, taken);
 }
 
 /* Two statements, so each lookup uses its own index. */
@@ -68,77 +70,56 @@ static const db_stmt user_by_id_stmt = {"user_by_id",
 int h_find_user(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__FindUserRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
     char id[32];
     const char *p[] = {req->login[0] ? req->login : db_fmt_i64(id, req->id)};
-    PGresult *r = db_call(d, ctx, req->login[0] ? &user_by_login_stmt : &user_by_id_stmt, p);
-    if (!r)
-        return db_failed(ctx);
-    int rc = RPC_OK;
-    if (PQntuples(r) == 0)
-        rc = rpc_fail(ctx, RPC_NOT_FOUND, "no such user");
-    else
-        reply_user(ctx, r, resp);
-    PQclear(r);
-    return rc;
+    PGresult *r = db_call(rpc_thread_state(ctx), ctx,
+                          req->login[0] ? &user_by_login_stmt : &user_by_id_stmt, p);
+    return user_or(ctx, r, resp, RPC_NOT_FOUND, "no such user");
 }
+
+/* The configured password wins: changing ADMIN_PASSWORD and restarting resets it. */
+static const db_stmt ensure_admin_stmt = {
+    "ensure_admin",
+    "INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, true)"
+    " ON CONFLICT (login) DO UPDATE SET is_admin = true, password_hash = EXCLUDED.password_hash"
+    " RETURNING " USER_COLS,
+    2};
 
 int h_ensure_admin(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__EnsureAdminRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
     if (!req->login[0] || !req->password_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "login and password_hash are required");
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    /* The configured password wins: changing ADMIN_PASSWORD and restarting resets it. */
     const char *p[] = {req->login, req->password_hash};
-    PGresult *r =
-        db_query(d, ctx,
-                 "INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, true)"
-                 " ON CONFLICT (login) DO UPDATE SET is_admin = true,"
-                 " password_hash = EXCLUDED.password_hash RETURNING " USER_COLS,
-                 2, p);
-    if (!r)
-        goto fail;
-    reply_user(ctx, r, resp);
-    PQclear(r);
-    return db_commit(d, ctx);
-fail:
-    db_rollback(d);
-    return db_failed(ctx);
+    return user_or(ctx, db_call(rpc_thread_state(ctx), ctx, &ensure_admin_stmt, p), resp,
+                   RPC_INTERNAL, "the admin was not stored");
 }
+
+static const db_stmt store_token_stmt = {
+    "store_refresh_token",
+    "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"
+    " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0))",
+    4};
 
 int h_store_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__StoreRefreshTokenRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
     if (!req->token_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "token_hash is required");
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     char uid[32], exp[32];
     /* A new family is named by its first token. */
     const char *family = req->family[0] ? req->family : req->token_hash;
     const char *p[] = {req->token_hash, db_fmt_i64(uid, req->user_id), family,
                        db_fmt_i64(exp, req->expires_at_ms)};
-    PGresult *r = db_query(d, ctx,
-                           "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"
-                           " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0))",
-                           4, p);
+    PGresult *r = db_call(rpc_thread_state(ctx), ctx, &store_token_stmt, p);
     if (!r)
-        goto fail;
+        return db_failed(ctx);
     PQclear(r);
     Calc__V1__StoreRefreshTokenReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__store_refresh_token_reply__init(rep);
     rep->family = rpc_strdup(ctx, family);
     *resp = &rep->base;
-    return db_commit(d, ctx);
-fail:
-    db_rollback(d);
-    return db_failed(ctx);
+    return RPC_OK;
 }
 
 int h_rotate_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -196,26 +177,20 @@ fail:
     return db_failed(ctx);
 }
 
+static const db_stmt revoke_family_stmt = {
+    "revoke_refresh_family",
+    "UPDATE refresh_tokens SET revoked = true"
+    " WHERE family = (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
+    1};
+
 int h_revoke_refresh_family(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__RevokeRefreshFamilyRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
     const char *p[] = {req->token_hash};
-    PGresult *r = db_query(d, ctx,
-                           "UPDATE refresh_tokens SET revoked = true WHERE family ="
-                           " (SELECT family FROM refresh_tokens WHERE token_hash = $1)",
-                           1, p);
+    PGresult *r = db_call(rpc_thread_state(ctx), ctx, &revoke_family_stmt, p);
     if (!r)
-        goto fail;
+        return db_failed(ctx);
     PQclear(r);
-    Calc__V1__Empty *rep = rpc_alloc(ctx, sizeof *rep);
-    calc__v1__empty__init(rep);
-    *resp = &rep->base;
-    return db_commit(d, ctx);
-fail:
-    db_rollback(d);
-    return db_failed(ctx);
+    *resp = empty_reply(ctx);
+    return RPC_OK;
 }
