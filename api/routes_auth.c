@@ -89,30 +89,43 @@ void route_register(http_req *r)
     json_decref(body);
 }
 
-/* Starts or continues a refresh-token family, sets the cookie, replies with an access token. */
-static void issue_tokens(http_req *r, int64_t user_id, const char *family)
+/* The refresh-token cookie's attributes: sent only by the browser to us, never read by scripts. */
+#define COOKIE_ATTRS "Path=/; HttpOnly; SameSite=Strict"
+
+static int64_t refresh_expiry_ms(void)
+{
+    return ((int64_t)time(NULL) + api_cfg.refresh_ttl_s) * 1000;
+}
+
+/* Replies with a new access token for user_id and sets refresh_token as the cookie. */
+static void reply_tokens(http_req *r, int64_t user_id, const char *refresh_token)
+{
+    char *access = auth_issue_access(user_id);
+    if (!access) {
+        http_error(r, 503, "cannot issue a token now, try again");
+        return;
+    }
+    r->set_cookie = xasprintf("refresh-token=%s; Max-Age=%lld; " COOKIE_ATTRS, refresh_token,
+                              (long long)api_cfg.refresh_ttl_s);
+    http_json(r, 200, json_pack("{s:s}", "accessToken", access));
+    free(access);
+}
+
+/* Starts a refresh-token family for a login, then replies with both tokens. */
+static void issue_tokens(http_req *r, int64_t user_id)
 {
     char token[AUTH_TOKEN_HEX], hash[AUTH_TOKEN_HEX];
     auth_new_refresh(token, hash);
     Calc__V1__StoreRefreshTokenRequest req = CALC__V1__STORE_REFRESH_TOKEN_REQUEST__INIT;
     req.user_id = user_id;
     req.token_hash = hash;
-    req.family = (char *)(family ? family : "");
-    req.expires_at_ms = ((int64_t)time(NULL) + api_cfg.refresh_ttl_s) * 1000;
+    req.expires_at_ms = refresh_expiry_ms();
     Calc__V1__StoreRefreshTokenReply *rep = NULL;
     if (dba_call(r, DBA_STORE_REFRESH_TOKEN, &req.base,
                  &calc__v1__store_refresh_token_reply__descriptor, &rep) != RPC_OK)
         return;
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    char *access = auth_issue_access(user_id);
-    if (!access) {
-        http_error(r, 503, "cannot issue a token now, try again");
-        return;
-    }
-    r->set_cookie = xasprintf("refresh-token=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict",
-                              token, (long long)api_cfg.refresh_ttl_s);
-    http_json(r, 200, json_pack("{s:s}", "accessToken", access));
-    free(access);
+    reply_tokens(r, user_id, token);
 }
 
 void route_login(http_req *r)
@@ -141,7 +154,7 @@ void route_login(http_req *r)
         int ok = auth_check_password(rep ? rep->user->password_hash : NULL, password);
         if (rep && ok) {
             ratelimit_success(login);
-            issue_tokens(r, rep->user->id, NULL);
+            issue_tokens(r, rep->user->id);
         } else {
             ratelimit_failure(login, time_now_ms());
             http_error(r, 401, "wrong login or password");
@@ -165,22 +178,13 @@ void route_refresh(http_req *r)
     Calc__V1__RotateRefreshTokenRequest req = CALC__V1__ROTATE_REFRESH_TOKEN_REQUEST__INIT;
     req.old_hash = old_hash;
     req.new_hash = new_hash;
-    req.expires_at_ms = ((int64_t)time(NULL) + api_cfg.refresh_ttl_s) * 1000;
+    req.expires_at_ms = refresh_expiry_ms();
     Calc__V1__RotateRefreshTokenReply *rep = NULL;
     if (dba_call(r, DBA_ROTATE_REFRESH_TOKEN, &req.base,
                  &calc__v1__rotate_refresh_token_reply__descriptor, &rep) != RPC_OK)
         return;
     if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__ROTATED) {
-        char *access = auth_issue_access(rep->user_id);
-        if (access) {
-            r->set_cookie =
-                xasprintf("refresh-token=%s; Path=/; Max-Age=%lld; HttpOnly; SameSite=Strict",
-                          new_token, (long long)api_cfg.refresh_ttl_s);
-            http_json(r, 200, json_pack("{s:s}", "accessToken", access));
-            free(access);
-        } else {
-            http_error(r, 503, "cannot issue a token now, try again");
-        }
+        reply_tokens(r, rep->user_id, new_token);
     } else if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REUSED) {
         log_warn("user=%lld: a rotated refresh token was presented again: family revoked",
                  (long long)rep->user_id);
@@ -205,6 +209,6 @@ void route_logout(http_req *r)
             return;
         protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
-    r->set_cookie = xstrdup("refresh-token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+    r->set_cookie = xstrdup("refresh-token=; Max-Age=0; " COOKIE_ATTRS);
     http_json(r, 200, json_pack("{s:i}", "status", 200));
 }

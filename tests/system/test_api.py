@@ -187,6 +187,9 @@ def test_another_users_expression_is_not_found(cl):
     alice, bob = new_user(cl, "alice"), new_user(cl, "bob")
     eid = submit(alice, "1+1")
     error_of(bob.get(f"/expression/{eid}"), 404)
+    # Finished and read by its owner, its reply is in the API's cache: still not bob's.
+    cl.wait_for(lambda: expression(alice, eid)["status"] == "Ok", 30, "1+1")
+    error_of(bob.get(f"/expression/{eid}"), 404)
     error_of(bob.delete(f"/expression/{eid}"), 404)
     assert all(e["expression_id"] != eid for e in bob.get("/expression").json()["expressions"])
     assert expression(alice, eid)["expression_value"] == "1+1"

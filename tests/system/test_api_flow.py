@@ -109,3 +109,12 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(cluster):
     assert rc == 0
     assert all(o in (200, 429, "refused") for o in outcomes), outcomes
     assert 200 in outcomes
+
+
+@pytest.mark.cluster(agents=0, env={"ACCESS_TOKEN_TTL_S": "10"})
+def test_an_access_token_stops_working_when_it_expires(cluster):
+    api = new_user(cluster, "ttl")
+    # Accepted once: from then on the API remembers the token as verified; its expiry still counts.
+    assert api.get("/expression").status_code == 200
+    cluster.wait_for(lambda: api.get("/expression").status_code == 401, 20, "the token to expire")
+    assert "expired" in api.get("/expression").json()["error"]
