@@ -173,44 +173,46 @@ static int path_matches(const char *pattern, const char *path, int64_t *id)
     return 1;
 }
 
+/* The Allow header of each route's path: every method served on that pattern. Made once at
+ * start, read by every thread. */
+static char allow_of[MAX_ROUTES][64];
+
+static void build_allow(void)
+{
+    for (size_t i = 0; i < n_routes; i++) {
+        char *a = allow_of[i];
+        for (size_t j = 0; j < n_routes; j++) {
+            if (strcmp(routes[i].path, routes[j].path) != 0)
+                continue;
+            size_t len = strlen(a);
+            snprintf(a + len, sizeof allow_of[i] - len, "%s%s", len ? ", " : "", routes[j].method);
+        }
+    }
+}
+
 /* Runs the request; returns the index of the matched route (n_routes when none). */
 static size_t dispatch(http_req *r)
 {
-    static char allow[MAX_ROUTES][64];
-    size_t found = n_routes;
-    int path_known = 0;
-    char methods[64] = "";
-    for (size_t i = 0; i < n_routes; i++) {
+    size_t found = n_routes, known = n_routes;
+    for (size_t i = 0; i < n_routes && found == n_routes; i++) {
         int64_t id = 0;
         if (!path_matches(routes[i].path, r->path, &id))
             continue;
-        path_known = 1;
-        if (strlen(methods) + strlen(routes[i].method) + 3 < sizeof methods)
-            snprintf(methods + strlen(methods), sizeof methods - strlen(methods), "%s%s",
-                     methods[0] ? ", " : "", routes[i].method);
-        if (strcmp(routes[i].method, r->method) == 0 && found == n_routes) {
+        if (known == n_routes)
+            known = i;
+        if (strcmp(routes[i].method, r->method) == 0) {
             found = i;
             r->path_id = id;
         }
     }
     if (found == n_routes) {
-        if (path_known) {
-            /* One Allow string per path pattern is enough: kept in a static slot. */
-            size_t slot = 0;
-            for (size_t i = 0; i < n_routes && i < MAX_ROUTES; i++) {
-                int64_t id;
-                if (path_matches(routes[i].path, r->path, &id)) {
-                    slot = i;
-                    break;
-                }
-            }
-            snprintf(allow[slot], sizeof allow[slot], "%s", methods);
-            r->allow = allow[slot];
-            http_error(r, 405, "method %s is not allowed on %s; allowed: %s", r->method, r->path,
-                       methods);
-        } else {
+        if (known == n_routes) {
             http_error(r, 404, "no route %s", r->path);
+            return found;
         }
+        r->allow = allow_of[known];
+        http_error(r, 405, "method %s is not allowed on %s; allowed: %s", r->method, r->path,
+                   r->allow);
         return found;
     }
     const http_route *rt = &routes[found];
@@ -323,6 +325,7 @@ int http_start(const char *host, int port, int threads, const http_route *rt, si
 {
     routes = rt;
     n_routes = n < MAX_ROUTES ? n : MAX_ROUTES;
+    build_allow();
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
         snprintf(err, errlen, "API_HOST '%s' is not an IPv4 address", host);
