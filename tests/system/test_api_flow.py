@@ -26,8 +26,7 @@ def test_cancel_stops_the_remaining_nodes(cluster):
     assert all(state in ("cancelled", "done") for _, state, _, _ in nodes(cluster))
     r = api.delete(f"/expression/{eid}")
     assert r.status_code == 409 and "already" in r.json()["error"]
-    # Agents holding a cancelled node drop it; nothing ever changes the expression again.
-    cluster.wait_for(lambda: all(n[1] in ("cancelled", "done") for n in nodes(cluster)), 10, "nodes settled")
+    # An agent holding one of its nodes gets a stale answer when it completes: nothing changes.
     assert expression(api, eid)["status"] == "Cancelled"
 
 
