@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "db.h"
 #include "handlers.h"
+#include "ready.h"
 
 ProtobufCMessage *empty_reply(rpc_ctx *ctx)
 {
@@ -156,11 +157,8 @@ out:
     return rc;
 }
 
-static const db_stmt list_events_stmt = {
-    "list_events",
-    "SELECT seq, coalesce(expression_id, 0), kind, payload::text, to_ms(created_at)"
-    " FROM events WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-    3};
+static const db_stmt list_events_stmt = {"list_events",
+                                         "SELECT * FROM calc_list_events($1, $2, $3)", 3};
 
 int h_list_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
@@ -236,6 +234,7 @@ int h_get_stats(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
         goto fail;
     rep->nodes = state_counts(ctx, r, &rep->n_nodes);
     PQclear(r);
+    rep->long_polls_waiting = ready_waiting();
     *resp = &rep->base;
     db_rollback(d);
     return RPC_OK;

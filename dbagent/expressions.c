@@ -7,6 +7,7 @@
 #include "buf.h"
 #include "db.h"
 #include "handlers.h"
+#include "ready.h"
 #include "mem.h"
 
 #define EXPR_COLS                                                                                  \
@@ -52,12 +53,7 @@ int event_append(db *d, rpc_ctx *ctx, int64_t user_id, int64_t expression_id, co
     char uid[32], eid[32];
     const char *p[] = {db_fmt_i64(uid, user_id),
                        expression_id ? db_fmt_i64(eid, expression_id) : NULL, kind, payload};
-    PGresult *r = db_query(d, ctx,
-                           "WITH s AS (UPDATE users SET event_seq = event_seq + 1 WHERE id = $1"
-                           " RETURNING event_seq)"
-                           " INSERT INTO events (user_id, seq, expression_id, kind, payload)"
-                           " SELECT $1, event_seq, $2, $3, $4::jsonb FROM s",
-                           4, p);
+    PGresult *r = db_query(d, ctx, "SELECT calc_event($1, $2, $3, $4::jsonb)", 4, p);
     if (!r)
         return db_failed(ctx);
     PQclear(r);
@@ -172,6 +168,9 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         calc__v1__expression_reply__init(rep);
         rep->expression = expr_from_row(ctx, r, 0, 2);
         rep->created = db_i64(r, 0, 0) == 0;
+        /* A new plan always has leaves of two numbers: the dispatchers have work. */
+        if (rep->created && rep->expression->node_count > 0)
+            ready_signal();
         *resp = &rep->base;
         rc = RPC_OK;
         break;

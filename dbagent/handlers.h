@@ -48,9 +48,9 @@ typedef struct handler_settings {
 extern handler_settings handler_cfg;
 
 /*
- * Appends an event for user in the current transaction, taking the user's next sequence
- * number; the user row stays locked until commit, so numbers follow commit order.
- * payload is a JSON object text. Returns RPC_OK or the failure recorded on ctx.
+ * Appends an event for user in the current transaction (numbered when read: see calc_event in
+ * schema/005_lean_hot_path.up.sql). payload is a JSON object text. Returns RPC_OK or the
+ * failure recorded on ctx.
  */
 struct db;
 int event_append(struct db *d, rpc_ctx *ctx, int64_t user_id, int64_t expression_id,

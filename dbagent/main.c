@@ -16,6 +16,7 @@
 #include "mem.h"
 #include "methods.h"
 #include "migrations.h"
+#include "ready.h"
 #include "rpc.h"
 
 static struct {
@@ -208,6 +209,7 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    ready_start(conninfo);
     rpc_global_init();
     char addr[300], err[256];
     snprintf(addr, sizeof addr, "%s:%lld", cfg.host, (long long)cfg.port);
@@ -222,6 +224,7 @@ int main(int argc, char **argv)
     rpc_server *srv = rpc_server_start(&sc, err, sizeof err);
     if (!srv) {
         log_error("%s", err);
+        ready_stop();
         rpc_global_shutdown();
         free(conninfo);
         return 1;
@@ -232,7 +235,10 @@ int main(int argc, char **argv)
         nanosleep(&ts, NULL);
     }
     log_info("stopping: finishing the calls in progress");
+    /* Long polls answer now (empty) instead of holding the stop for their whole wait. */
+    ready_release_waiters();
     rpc_server_stop(srv);
+    ready_stop();
     rpc_global_shutdown();
     free(conninfo);
     log_info("stopped");

@@ -1,5 +1,4 @@
 #include <math.h>
-#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -7,6 +6,7 @@
 #include "db.h"
 #include "handlers.h"
 #include "log.h"
+#include "ready.h"
 #include "timeutil.h"
 
 handler_settings handler_cfg = {.max_attempts = 5};
@@ -22,17 +22,8 @@ static const db_stmt unqueue_stmt = {
     "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
     " FROM unnest($1::bigint[], $2::int[]) AS f(id, epoch)"
     " WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued' RETURNING 1)"
-    " SELECT count(*), pg_notify('calc_ready', '') FROM u",
+    " SELECT count(*) FROM u",
     2};
-
-static int exec_simple(db *d, rpc_ctx *ctx, const char *sql)
-{
-    PGresult *r = db_query(d, ctx, sql, 0, NULL);
-    if (!r)
-        return db_failed(ctx);
-    PQclear(r);
-    return RPC_OK;
-}
 
 #define TAKE_SQL                                                                                   \
     "WITH t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now()"       \
@@ -41,9 +32,6 @@ static int exec_simple(db *d, rpc_ctx *ctx, const char *sql)
     " RETURNING n.id, n.epoch, n.expression_id, n.tail_ms, n.ready_at)"                            \
     " SELECT id, epoch, expression_id, to_ms(ready_at) FROM t ORDER BY tail_ms DESC, id"
 static const db_stmt take_stmt = {"take_ready", TAKE_SQL, 1};
-/* The same, run while LISTENing: the marker shows waiting dispatchers in pg_stat_activity. */
-static const db_stmt take_listening_stmt = {"take_ready_listening",
-                                            "/* calc: listening */ " TAKE_SQL, 1};
 
 /* Moves up to max ready nodes to queued with a new epoch, longest remaining path first; SKIP
  * LOCKED hands a node to one caller only. */
@@ -70,28 +58,6 @@ static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__Tak
     return RPC_OK;
 }
 
-/* Waits for a calc_ready notification until deadline (monotonic ms); 1 when one came. */
-static int wait_notify(db *d, int64_t deadline)
-{
-    for (;;) {
-        PQconsumeInput(d->conn);
-        int got = 0;
-        PGnotify *nf;
-        while ((nf = PQnotifies(d->conn))) {
-            got = 1;
-            PQfreemem(nf);
-        }
-        if (got)
-            return 1;
-        int64_t left = deadline - time_monotonic_ms();
-        if (left <= 0 || PQstatus(d->conn) != CONNECTION_OK)
-            return 0;
-        struct pollfd pfd = {.fd = PQsocket(d->conn), .events = POLLIN};
-        if (poll(&pfd, 1, (int)left) < 0)
-            return 0;
-    }
-}
-
 int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__TakeReadyRequest *req = (const void *)m;
@@ -108,22 +74,15 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
     calc__v1__take_ready_reply__init(rep);
     *resp = &rep->base;
 
-    int rc = take(d, ctx, &take_stmt, max, rep);
-    if (rc || rep->n_nodes || wait == 0)
-        return rc;
-    /* Listen first, then look again: a node made ready in between still wakes us. A wake-up
-     * that finds nothing (another caller was faster) waits again, until the deadline. */
-    if ((rc = exec_simple(d, ctx, "LISTEN calc_ready")))
-        return rc;
+    /* The generation is read before each look, so a node made ready after the look moves it
+     * and the wait returns. A wake-up that finds nothing (another caller was faster) waits
+     * again, until the deadline. */
     int64_t deadline = time_monotonic_ms() + wait;
-    rc = take(d, ctx, &take_listening_stmt, max, rep);
-    while (!rc && rep->n_nodes == 0 && wait_notify(d, deadline))
-        rc = take(d, ctx, &take_listening_stmt, max, rep);
-    if (PQstatus(d->conn) == CONNECTION_OK) {
-        PQclear(PQexec(d->conn, "UNLISTEN calc_ready"));
-        PGnotify *nf;
-        while ((nf = PQnotifies(d->conn)))
-            PQfreemem(nf);
+    uint64_t seen = ready_generation();
+    int rc = take(d, ctx, &take_stmt, max, rep);
+    while (!rc && rep->n_nodes == 0 && wait > 0 && ready_wait(seen, deadline)) {
+        seen = ready_generation();
+        rc = take(d, ctx, &take_stmt, max, rep);
     }
     return rc;
 }
@@ -153,6 +112,8 @@ int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     buf_free(&epochs);
     if (!r)
         return db_failed(ctx);
+    if (db_i64(r, 0, 0) > 0)
+        ready_signal();
     PQclear(r);
     return RPC_OK;
 }
@@ -222,6 +183,8 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     calc__v1__complete_node_reply__init(rep);
     rep->outcome = (Calc__V1__CompleteNodeReply__Outcome)outcome;
     rep->expression_finished = db_str(r, 0, 1)[0] == 't';
+    if (db_str(r, 0, 2)[0] == 't')
+        ready_signal();
     PQclear(r);
     if (outcome < 0)
         return rpc_fail(ctx, RPC_NOT_FOUND, "CompleteNode node=%lld: no such node",
@@ -256,7 +219,7 @@ static const db_stmt requeue_stmt = {
     " r AS (UPDATE nodes n SET state = 'ready', epoch = n.epoch + 1, agent = NULL,"
     " queued_at = NULL, ready_at = now()"
     " WHERE n.id IN (SELECT id FROM s UNION ALL SELECT id FROM q) RETURNING n.id)"
-    " SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify('calc_ready', '') END FROM r",
+    " SELECT count(*) FROM r",
     3};
 
 int h_requeue_stale(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -279,6 +242,8 @@ int h_requeue_stale(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     calc__v1__requeue_stale_reply__init(rep);
     rep->requeued = (int32_t)db_i64(r, 0, 0);
     PQclear(r);
+    if (rep->requeued)
+        ready_signal();
     if (rep->requeued)
         log_info(
             "RequeueStale: %d nodes back to ready (heartbeat_timeout=%dms queued_timeout=%dms)",

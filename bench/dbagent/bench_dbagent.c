@@ -12,11 +12,13 @@
  *   to the same user's sequence, which serialises them).
  * Environment: DBAGENT_ADDR (127.0.0.1:50051), DBAGENT_TOKEN (required).
  */
+#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "calc.pb-c.h"
 #include "mem.h"
@@ -45,6 +47,45 @@ static void die(const char *what, const char *err)
 {
     fprintf(stderr, "bench-dbagent: %s: %s\n", what, err);
     exit(1);
+}
+
+/* CPU seconds used so far by the processes of this machine that are PostgreSQL, calc-dbagent and
+ * this benchmark: the cost per pair, which the machine's other load disturbs less than the
+ * throughput. Valid for a phase in which no process of theirs exits. */
+enum { CPU_PG, CPU_DBAGENT, CPU_BENCH, CPU_KINDS };
+
+static void cpu_snapshot(double out[CPU_KINDS])
+{
+    memset(out, 0, CPU_KINDS * sizeof *out);
+    DIR *dir = opendir("/proc");
+    if (!dir)
+        return;
+    long tick = sysconf(_SC_CLK_TCK);
+    struct dirent *de;
+    while ((de = readdir(dir))) {
+        char path[300], line[1024];
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = de->d_name[0] >= '1' && de->d_name[0] <= '9' ? fopen(path, "r") : NULL;
+        if (!f)
+            continue;
+        size_t n = fread(line, 1, sizeof line - 1, f);
+        fclose(f);
+        line[n] = '\0';
+        char *open = strchr(line, '('), *close = strrchr(line, ')');
+        if (!open || !close)
+            continue;
+        *close = '\0';
+        int kind = !strcmp(open + 1, "postgres")       ? CPU_PG
+                   : !strcmp(open + 1, "calc-dbagent") ? CPU_DBAGENT
+                   : atoi(de->d_name) == getpid()      ? CPU_BENCH
+                                                       : -1;
+        unsigned long utime = 0, stime = 0;
+        /* After the name: state, then fields 4..13, then utime (14) and stime (15). */
+        if (kind >= 0 && sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                                &utime, &stime) == 2)
+            out[kind] += (double)(utime + stime) / (double)tick;
+    }
+    closedir(dir);
 }
 
 static int64_t make_user(rpc_client *c)
@@ -231,6 +272,8 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
         jobs[i].lat_us = lat + off;
         off += jobs[i].n;
     }
+    double cpu0[CPU_KINDS], cpu1[CPU_KINDS];
+    cpu_snapshot(cpu0);
     double t0 = now_us();
     for (int i = 0; i < clients; i++)
         pthread_create(&th[i], NULL, bench_thread, &jobs[i]);
@@ -240,11 +283,18 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
         failures += jobs[i].failures;
     }
     double secs = (now_us() - t0) / 1e6;
+    cpu_snapshot(cpu1);
     qsort(lat, n, sizeof *lat, cmp_double);
     printf("clients=%-3d pairs=%-6zu median=%.3f ms  p99=%.3f ms  throughput=%.0f pairs/s"
            "  failures=%d\n",
            clients, n, n ? lat[n / 2] / 1e3 : 0.0, n ? lat[n * 99 / 100] / 1e3 : 0.0,
            (double)n / secs, failures);
+    if (n)
+        printf("            CPU per pair: PostgreSQL %.3f ms, calc-dbagent %.3f ms, this client"
+               " %.3f ms\n",
+               (cpu1[CPU_PG] - cpu0[CPU_PG]) * 1e3 / (double)n,
+               (cpu1[CPU_DBAGENT] - cpu0[CPU_DBAGENT]) * 1e3 / (double)n,
+               (cpu1[CPU_BENCH] - cpu0[CPU_BENCH]) * 1e3 / (double)n);
     free(th);
     free(jobs);
     free(lat);

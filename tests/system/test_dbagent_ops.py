@@ -10,9 +10,10 @@ import grpc
 import pytest
 
 import harness
-from dba_client import DbaClient, RpcError
+from dba_client import DbaClient, RpcError, leaf, plan_wide
 
 SC = grpc.StatusCode
+CLAIMED = 0
 NEWEST = len([f for f in os.listdir(os.path.join(harness.SOURCE_DIR, "schema")) if f.endswith(".up.sql")])
 
 
@@ -30,7 +31,7 @@ def schema(cl):
         "SELECT 'col ' || table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(column_default, '')"
         " FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'schema_migrations'"
         " UNION ALL SELECT 'idx ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        " UNION ALL SELECT 'fn ' || oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        " UNION ALL SELECT 'fn ' || oid::regprocedure::text || ' ' || md5(prosrc) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
         " UNION ALL SELECT 'con ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint"
         "  WHERE connamespace = 'public'::regnamespace AND conrelid <> 'schema_migrations'::regclass"
         " ORDER BY 1",
@@ -84,9 +85,20 @@ def test_several_dbagents_start_at_once(bare_cluster):
     assert rows == [str(v) for v in range(1, NEWEST + 1)]
     applied = sum(p.log().count("applied") for p in procs)
     assert applied == NEWEST, "each migration applied exactly once, under the advisory lock"
-    for i, p in enumerate(procs):
-        c = DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"])
-        assert c.CreateUser(login=f"u{i}", password_hash="h").user.id > 0
+    clients = [DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"]) for p in procs]
+    uids = [c.CreateUser(login=f"u{i}", password_hash="h").user.id for i, c in enumerate(clients)]
+    assert all(u > 0 for u in uids)
+    # A long poll on one dbagent wakes when another one makes nodes ready (its NOTIFY).
+    a, b = clients[0], clients[1]
+    with cf.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(a.TakeReady, max=10, wait_ms=8000)
+        harness.wait_for(lambda: a.GetStats().long_polls_waiting > 0, 10, "the long poll to wait")
+        t0 = time.monotonic()
+        e = b.CreateExpression(user_id=uids[1], req_uid="x", text="x", nodes=plan_wide(2)).expression
+        got = fut.result(15)
+        assert time.monotonic() - t0 < 1.0, "woken by the other dbagent, not by the end of the wait"
+    assert {t.expression_id for t in got.nodes} == {e.id}
+    for c in clients:
         c.close()
 
 
@@ -119,6 +131,19 @@ def test_postgres_restart_unavailable_meanwhile_then_works(bare_cluster):
         codes = list(ex.map(lambda i: c.code_of("FindUser", id=uid), range(32)))
     assert codes == [SC.OK] * 32
     assert c.CreateUser(login="after", password_hash="h").user.id > uid
+    # Other dbagents' NOTIFYs reach this one again: a node another session makes ready (as
+    # another dbagent would, with its NOTIFY) wakes a waiting long poll at once.
+    harness.wait_for(lambda: "listening for calc_ready again" in p.log(), 30, "the listener to reconnect")
+    c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)])
+    (t,) = c.TakeReady(max=10).nodes
+    with cf.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(c.TakeReady, max=10, wait_ms=8000)
+        harness.wait_for(lambda: c.GetStats().long_polls_waiting > 0, 10, "the long poll to wait")
+        t0 = time.monotonic()
+        cl.servers.psql(f"UPDATE nodes SET state = 'ready', epoch = epoch + 1 WHERE id = {t.node_id};"
+                        " NOTIFY calc_ready", db=cl.db)
+        assert [n.node_id for n in fut.result(15).nodes] == [t.node_id]
+        assert time.monotonic() - t0 < 1.0, "woken by the NOTIFY, not by the end of the wait"
     assert p.alive()
     c.close()
 
@@ -127,28 +152,40 @@ def test_sigterm_finishes_running_calls_then_exits_0(bare_cluster):
     cl = bare_cluster
     p = cl.start_dbagent(DBAGENT_THREADS="4")
     c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
-    c.GetDurations()
-    with cf.ThreadPoolExecutor(1) as ex:
-        t0 = time.monotonic()
-        running = ex.submit(c.TakeReady, max=10, wait_ms=2500)
+    uid = c.CreateUser(login="stopper", password_hash="h").user.id
+    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
+    (t,) = c.TakeReady(max=10).nodes
+    # A claim that has to wait: a psql session holds the expression's row for 2 s.
+    mark = "/* test lock holder */"
+    holder = subprocess.Popen(
+        [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db, "-c",
+         f"{mark} BEGIN; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE; SELECT pg_sleep(2); COMMIT;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
         harness.wait_for(
-            lambda: cl.servers.psql(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND query LIKE '/* calc: listening */%' AND state = 'idle'",
-                db=cl.db,
-            ).strip() != "0",
-            10,
-            "the long poll to wait",
-        )
-        p.terminate()
-        # No new call is accepted once the stop began...
-        fresh = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
-        harness.wait_for(lambda: fresh.code_of("GetDurations", timeout=1) == SC.UNAVAILABLE, 5, "new calls to be refused")
-        fresh.close()
-        assert p.alive(), "dbagent must wait for the running call"
-        # ...and the running one finishes normally.
-        assert list(running.result(15).nodes) == []
-        assert time.monotonic() - t0 >= 2.4
+            lambda: cl.servers.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{mark}%' AND state = 'active'", db=cl.db).strip() != "0",
+            10, "the lock holder")
+        with cf.ThreadPoolExecutor(2) as ex:
+            claim = ex.submit(c.ClaimNode, node_id=t.node_id, epoch=t.epoch, agent="agent-a", timeout=15)
+            poll = ex.submit(c.TakeReady, max=10, wait_ms=30000, timeout=40)
+            harness.wait_for(
+                lambda: cl.servers.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                        " AND application_name = 'calc-dbagent' AND wait_event_type = 'Lock'", db=cl.db).strip() != "0",
+                10, "the claim to wait for the lock")
+            harness.wait_for(lambda: c.GetStats().long_polls_waiting > 0, 10, "the long poll to wait")
+            p.terminate()
+            # No new call is accepted once the stop began...
+            fresh = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+            harness.wait_for(lambda: fresh.code_of("GetDurations", timeout=1) == SC.UNAVAILABLE, 5, "new calls to be refused")
+            fresh.close()
+            # ...the long poll answers (empty) at once rather than holding the stop for 30 s...
+            assert list(poll.result(5).nodes) == []
+            assert p.alive(), "dbagent must wait for the running claim"
+            # ...and the running claim finishes normally once the lock is free.
+            assert claim.result(15).outcome == CLAIMED
+    finally:
+        holder.kill()
+        holder.wait()
     assert p.wait(15) == 0
     assert "stopped" in p.log()
     c.close()

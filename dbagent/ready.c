@@ -1,0 +1,266 @@
+#include "ready.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "log.h"
+#include "timeutil.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;  /* generation moved, or waiters released */
+    uint64_t gen;       /* under mu */
+    int waiting;        /* callers inside ready_wait, under mu */
+    int released;       /* under mu */
+    int notify_pending; /* a NOTIFY is owed to the other dbagents, under mu */
+    int stopping;       /* under mu */
+    int wake[2];        /* pipe: wakes the thread for a NOTIFY or the stop */
+    const char *conninfo;
+    pthread_t thread;
+    int started;
+} rd = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = {-1, -1}};
+
+static void bump_locked(void)
+{
+    rd.gen++;
+    pthread_cond_broadcast(&rd.cv);
+}
+
+static void bump(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    bump_locked();
+    pthread_mutex_unlock(&rd.mu);
+}
+
+static void poke_thread(void)
+{
+    if (rd.wake[1] >= 0) {
+        ssize_t n = write(rd.wake[1], "x", 1);
+        (void)n; /* a full pipe already holds a wake-up */
+    }
+}
+
+uint64_t ready_generation(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    uint64_t g = rd.gen;
+    pthread_mutex_unlock(&rd.mu);
+    return g;
+}
+
+void ready_signal(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    bump_locked();
+    int poke = !rd.notify_pending;
+    rd.notify_pending = 1;
+    pthread_mutex_unlock(&rd.mu);
+    if (poke)
+        poke_thread();
+}
+
+int ready_wait(uint64_t seen, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&rd.mu);
+    rd.waiting++;
+    while (rd.gen == seen && !rd.released) {
+        int64_t left = deadline_ms - time_monotonic_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&rd.cv, &rd.mu, &ts);
+    }
+    int moved = rd.gen != seen && !rd.released;
+    rd.waiting--;
+    pthread_mutex_unlock(&rd.mu);
+    return moved;
+}
+
+int ready_waiting(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    int n = rd.waiting;
+    pthread_mutex_unlock(&rd.mu);
+    return n;
+}
+
+void ready_release_waiters(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    rd.released = 1;
+    pthread_cond_broadcast(&rd.cv);
+    pthread_mutex_unlock(&rd.mu);
+}
+
+/* Waits for the wake pipe up to ms (or forever when ms < 0), and also for fd when fd >= 0.
+ * Returns the revents of fd. */
+static short wait_fds(int fd, int ms)
+{
+    struct pollfd p[2] = {{.fd = rd.wake[0], .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+    if (poll(p, fd >= 0 ? 2 : 1, ms) < 0 && errno != EINTR)
+        log_warn("ready: poll: %s", strerror(errno));
+    if (p[0].revents) {
+        char sink[64];
+        while (read(rd.wake[0], sink, sizeof sink) > 0) {
+        }
+    }
+    return fd >= 0 ? p[1].revents : 0;
+}
+
+static int stopping(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    int s = rd.stopping;
+    pthread_mutex_unlock(&rd.mu);
+    return s;
+}
+
+/* Notifications from other backends move the generation; our own NOTIFY comes back too and
+ * is skipped. */
+static void drain_notifications(PGconn *c)
+{
+    int others = 0, self = PQbackendPID(c);
+    PGnotify *nf;
+    while ((nf = PQnotifies(c))) {
+        others |= nf->be_pid != self;
+        PQfreemem(nf);
+    }
+    if (others)
+        bump();
+}
+
+/* A connection that listens on calc_ready, or NULL. */
+static PGconn *connect_listening(char *err, size_t errlen)
+{
+    PGconn *c = db_connect(rd.conninfo, err, errlen);
+    if (!c)
+        return NULL;
+    PGresult *r = PQexec(c, "LISTEN calc_ready");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        snprintf(err, errlen, "LISTEN calc_ready: %s", PQerrorMessage(c));
+    PQclear(r);
+    if (!ok) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Sends the owed NOTIFY, if any; 0 when the connection failed (the NOTIFY stays owed). */
+static int send_owed_notify(PGconn *c)
+{
+    pthread_mutex_lock(&rd.mu);
+    int owed = rd.notify_pending;
+    rd.notify_pending = 0;
+    pthread_mutex_unlock(&rd.mu);
+    if (!owed)
+        return 1;
+    PGresult *r = PQexec(c, "NOTIFY calc_ready");
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        pthread_mutex_lock(&rd.mu);
+        rd.notify_pending = 1;
+        pthread_mutex_unlock(&rd.mu);
+    }
+    drain_notifications(c);
+    return ok;
+}
+
+static void *listen_main(void *arg)
+{
+    (void)arg;
+    PGconn *c = NULL;
+    int backoff = BACKOFF_MIN_MS, warned = 0;
+    while (!stopping()) {
+        if (!c) {
+            char err[256];
+            c = connect_listening(err, sizeof err);
+            if (!c) {
+                if (!warned++)
+                    log_warn("ready: cannot listen for calc_ready (retrying): %s", err);
+                int64_t until = time_monotonic_ms() + backoff;
+                while (!stopping() && time_monotonic_ms() < until)
+                    wait_fds(-1, (int)(until - time_monotonic_ms()));
+                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            if (warned)
+                log_info("ready: listening for calc_ready again");
+            warned = 0;
+            backoff = BACKOFF_MIN_MS;
+            /* Notifications sent while we were not listening are lost: look again. */
+            bump();
+        }
+        short ev = wait_fds(PQsocket(c), -1);
+        int ok = 1;
+        if (ev) {
+            ok = PQconsumeInput(c);
+            drain_notifications(c);
+        }
+        if (ok)
+            ok = send_owed_notify(c);
+        if (!ok || PQstatus(c) != CONNECTION_OK) {
+            log_warn("ready: lost the listening connection: %s", PQerrorMessage(c));
+            PQfinish(c);
+            c = NULL;
+        }
+    }
+    if (c)
+        PQfinish(c);
+    return NULL;
+}
+
+void ready_start(const char *conninfo)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rd.cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pipe2(rd.wake, O_NONBLOCK | O_CLOEXEC) < 0) {
+        log_error("ready: pipe2: %s", strerror(errno));
+        abort();
+    }
+    rd.conninfo = conninfo;
+    rd.started = pthread_create(&rd.thread, NULL, listen_main, NULL) == 0;
+    if (!rd.started)
+        log_error("ready: cannot start the listening thread: other dbagents' nodes wake us late");
+}
+
+void ready_stop(void)
+{
+    ready_release_waiters();
+    pthread_mutex_lock(&rd.mu);
+    rd.stopping = 1;
+    pthread_mutex_unlock(&rd.mu);
+    poke_thread();
+    if (rd.started)
+        pthread_join(rd.thread, NULL);
+    rd.started = 0;
+    close(rd.wake[0]);
+    close(rd.wake[1]);
+    rd.wake[0] = rd.wake[1] = -1;
+    pthread_cond_destroy(&rd.cv);
+}

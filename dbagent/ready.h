@@ -1,0 +1,35 @@
+/*
+ * ready: wakes TakeReady long polls when nodes become ready.
+ *
+ * A handler whose committed transaction made nodes ready calls ready_signal(): the callers
+ * waiting in this process wake at once, and one thread with its own PostgreSQL connection sends
+ * NOTIFY calc_ready for the other dbagents. That thread sends one NOTIFY at a time, so a burst
+ * of completions costs one notifying commit, not one each: PostgreSQL runs notifying commits one
+ * after another under a database-wide lock. It also LISTENs, and turns the other dbagents'
+ * notifications into local wake-ups.
+ *
+ * Waiting is by generation: read ready_generation() before looking for ready nodes; if none
+ * were found, ready_wait() returns once the generation moved, so a node made ready between the
+ * look and the wait is never missed.
+ */
+#ifndef CALC_READY_H
+#define CALC_READY_H
+
+#include <stdint.h>
+
+/* Starts the listening thread; conninfo is kept, not copied, until ready_stop(). */
+void ready_start(const char *conninfo);
+/* Wakes every waiter for good (calls to ready_wait return at once from now on). */
+void ready_release_waiters(void);
+/* Stops the thread and closes its connection. */
+void ready_stop(void);
+
+uint64_t ready_generation(void);
+/* After the commit that made nodes ready. */
+void ready_signal(void);
+/* Waits until the generation is no longer seen or until deadline (monotonic ms). 1: it moved. */
+int ready_wait(uint64_t seen, int64_t deadline_ms);
+/* Callers inside ready_wait now (for the statistics). */
+int ready_waiting(void);
+
+#endif
