@@ -12,6 +12,7 @@ system-test harness, then measures:
   3. with zero operator delays, 2+2*2 from POST to the result being readable (Ok), p50 and p99.
 
     bench/api/run.py [--bin build/release/bin] [--seconds 10] [--connections 32] [--samples 500]
+                     [--only get|post|latency]
 """
 
 import argparse
@@ -40,6 +41,42 @@ def wrk(url, seconds, connections, threads, script=None):
     return rps, int(non2xx.group(1)) if non2xx else 0, lat
 
 
+CPU_NAMES = ("calc-api", "calc-dbagent", "postgres", "wrk")
+
+
+def cpu_seconds():
+    """CPU seconds used so far by the processes named in CPU_NAMES, by name (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = dict.fromkeys(CPU_NAMES, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name in out:
+            fields = stat[stat.rindex(")") + 2 :].split()
+            out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def wrk_with_cpu(url, seconds, connections, threads, script):
+    """wrk, plus the CPU each process spent per request (ms): a steadier figure than requests/s
+    on a shared machine."""
+    import resource
+
+    child = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))
+    before = cpu_seconds()
+    before["wrk"] = child()
+    rps, bad, lat = wrk(url, seconds, connections, threads, script)
+    after = cpu_seconds()
+    after["wrk"] = child()
+    n = rps * seconds
+    per = ", ".join(f"{k} {(after[k] - before[k]) * 1e3 / n:.3f}" for k in CPU_NAMES) if n else "-"
+    return rps, bad, lat, per
+
+
 def lua(tokens, method, body=None):
     """A wrk script sending method (and body) with the users' tokens in turn."""
     f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
@@ -65,7 +102,9 @@ def main():
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--agents", type=int, default=2)
     ap.add_argument("--users", type=int, default=32)
+    ap.add_argument("--only", choices=("get", "post", "latency"), help="run one part only")
     args = ap.parse_args()
+    run = lambda part: args.only in (None, part)
     os.environ["CALC_BIN_DIR"] = os.path.abspath(args.bin)
     import harness  # after CALC_BIN_DIR is set
 
@@ -90,10 +129,13 @@ def main():
         slow = api.post("/expression", json={"expression": "1+1"}).json()["expression"]["expression_id"]
         admin.post("/duration", json={"+": 0}, check=True)
         for what, target in (("finished, cached", eid), ("unfinished, through dbagent", slow)):
-            rps, bad, lat = wrk(f"{url}/expression/{target}", args.seconds, args.connections, args.threads,
-                                lua([token], "GET"))
+            if not run("get"):
+                break
+            rps, bad, lat, per = wrk_with_cpu(f"{url}/expression/{target}", args.seconds, args.connections,
+                                              args.threads, lua([token], "GET"))
             print(f"GET /expression/{{id}} ({what}): {rps:.0f} requests/s, p50 {lat.get('50')}, "
-                  f"p99 {lat.get('99')}, non-2xx {bad} ({args.connections} keep-alive connections)")
+                  f"p99 {lat.get('99')}, non-2xx {bad} ({args.connections} keep-alive connections)\n"
+                  f"    CPU per request (ms): {per}")
         # One user's creations are serialised by design (per-user event order); many users in parallel.
         tokens = []
         for i in range(args.users):
@@ -101,7 +143,7 @@ def main():
             u.register(f"bench{i}", "password1")
             tokens.append(u.login())
         agents = [p for p in cluster.procs if p.name.startswith("agent")]
-        for paused in (False, True):
+        for paused in (False, True) if run("post") else ():
             for p in agents:
                 os.kill(p.pid, signal.SIGSTOP if paused else signal.SIGCONT)
             mode = "accepted, agents paused" if paused else "sustained, agents computing"
@@ -113,6 +155,8 @@ def main():
         for p in agents:
             os.kill(p.pid, signal.SIGCONT)
 
+        if not run("latency"):
+            return
         # Let the backlog of the POST run drain before measuring latency.
         def idle():
             out = servers.psql("SELECT count(*) FROM expressions WHERE status IN ('new','in_progress')", db=cluster.db)
