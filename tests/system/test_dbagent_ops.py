@@ -31,7 +31,7 @@ def schema(cl):
         "SELECT 'col ' || table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(column_default, '')"
         " FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'schema_migrations'"
         " UNION ALL SELECT 'idx ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        " UNION ALL SELECT 'fn ' || oid::regprocedure::text || ' ' || provolatile || ' ' || md5(prosrc) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        " UNION ALL SELECT 'fn ' || oid::regprocedure::text || ' ' || provolatile::text || ' ' || md5(prosrc) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
         " UNION ALL SELECT 'con ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint"
         "  WHERE connamespace = 'public'::regnamespace AND conrelid <> 'schema_migrations'::regclass"
         " ORDER BY 1",
