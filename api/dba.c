@@ -40,8 +40,13 @@ int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
     char err[256];
     int rc =
         rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, DBA_TIMEOUT_MS, err, sizeof err);
-    if (rc == RPC_OK)
-        return rc;
+    if (rc != RPC_OK)
+        dba_reply_failure(r, path, rc, err);
+    return rc;
+}
+
+void dba_reply_failure(http_req *r, const char *path, int rc, const char *err)
+{
     int status = http_status_for(rc);
     if (status == 503) {
         log_warn("%s %s: %s: %s (code %d)", r->method, r->path, path, err, rc);
@@ -49,5 +54,4 @@ int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
     } else {
         http_error(r, status, "%s", err);
     }
-    return rc;
 }

@@ -18,4 +18,7 @@ void dba_close(void);
 int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp);
 
+/* Replies to r for a failed call (rc, with dbagent's message err) as dba_call does. */
+void dba_reply_failure(http_req *r, const char *path, int rc, const char *err);
+
 #endif

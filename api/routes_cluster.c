@@ -5,6 +5,7 @@
 #include "api.h"
 #include "dba.h"
 #include "dispatcher.h"
+#include "reads.h"
 #include "mem.h"
 #include "methods.h"
 
@@ -170,6 +171,7 @@ void route_metrics(http_req *r)
     buf_init(&b, 1 << 20);
     http_metrics(&b);
     dispatcher_metrics(&b);
+    reads_metrics(&b);
     state_metrics(r, &b);
     Calc__V1__ListAgentsReply *rep = list_agents(r);
     if (rep) {

@@ -8,6 +8,7 @@
 #include "api.h"
 #include "cache.h"
 #include "dba.h"
+#include "reads.h"
 #include "log.h"
 #include "mem.h"
 #include "methods.h"
@@ -249,10 +250,23 @@ void route_expression_get(http_req *r)
 {
     /* A finished expression never changes: its reply is served from the cache. */
     char *cached = cache_get(r->user_id, r->path_id);
-    if (cached)
+    if (cached) {
         http_text(r, 200, cached, NULL);
-    else
-        by_id(r, DBA_GET_EXPRESSION);
+        return;
+    }
+    /* Otherwise the lookup goes with the other requests' of the moment (reads.h). */
+    const Calc__V1__Expression *e = NULL;
+    reads_batch *batch = NULL;
+    char err[256];
+    int rc = reads_get(r->user_id, r->path_id, &e, &batch, err, sizeof err);
+    if (rc != RPC_OK) {
+        dba_reply_failure(r, DBA_GET_EXPRESSIONS, rc, err);
+        return;
+    }
+    reply_expression(r, e);
+    if (is_final(e->status))
+        cache_put(r->user_id, r->path_id, r->reply);
+    reads_release(batch);
 }
 
 void route_expression_cancel(http_req *r)

@@ -214,6 +214,50 @@ int h_get_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage *
     return rc;
 }
 
+#define MAX_LOOKUPS 1000
+
+static const db_stmt get_expressions_stmt = {
+    "get_expressions", "SELECT " EXPR_COLS " FROM expressions WHERE id = ANY($1::bigint[])", 1};
+
+/* The primary key finds the rows; a row whose (user, id) pair was not asked for is left out,
+ * so a lookup never returns another user's expression. */
+int h_get_expressions(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__GetExpressionsRequest *req = (const void *)m;
+    db *d = rpc_thread_state(ctx);
+    if (req->n_ids != req->n_user_ids || req->n_ids > MAX_LOOKUPS)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "%zu ids and %zu user_ids: one user each, at most %d", req->n_ids,
+                        req->n_user_ids, MAX_LOOKUPS);
+    buf ids;
+    buf_init(&ids, SIZE_MAX);
+    buf_add(&ids, "{", 1);
+    for (size_t i = 0; i < req->n_ids; i++)
+        buf_printf(&ids, "%s%lld", i ? "," : "", (long long)req->ids[i]);
+    buf_add(&ids, "}", 1);
+    const char *p[] = {ids.data};
+    PGresult *r = db_call(d, ctx, &get_expressions_stmt, p);
+    buf_free(&ids);
+    if (!r)
+        return db_failed(ctx);
+    int n = PQntuples(r);
+    Calc__V1__ExpressionsReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__expressions_reply__init(rep);
+    rep->expressions = rpc_alloc(ctx, (size_t)(n + 1) * sizeof *rep->expressions);
+    for (int row = 0; row < n; row++) {
+        int64_t id = db_i64(r, row, 0), user = db_i64(r, row, 1);
+        for (size_t i = 0; i < req->n_ids; i++) {
+            if (req->ids[i] == id && req->user_ids[i] == user) {
+                rep->expressions[rep->n_expressions++] = expr_from_row(ctx, r, row, 0);
+                break;
+            }
+        }
+    }
+    PQclear(r);
+    *resp = &rep->base;
+    return RPC_OK;
+}
+
 /* A plain range on (user_id, id DESC): the index gives the page in order. */
 static const db_stmt list_expressions_stmt = {"list_expressions",
                                               "SELECT " EXPR_COLS " FROM expressions"

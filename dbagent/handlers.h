@@ -20,6 +20,7 @@ H(revoke_refresh_family);
 /* expressions.c */
 H(create_expression);
 H(get_expression);
+H(get_expressions);
 H(list_expressions);
 H(cancel_expression);
 /* nodes.c */

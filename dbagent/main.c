@@ -56,6 +56,7 @@ static const rpc_method methods[] = {
     M(DBA_REVOKE_REFRESH_FAMILY, revoke_refresh_family, revoke_refresh_family_request),
     M(DBA_CREATE_EXPRESSION, create_expression, create_expression_request),
     M(DBA_GET_EXPRESSION, get_expression, get_expression_request),
+    M(DBA_GET_EXPRESSIONS, get_expressions, get_expressions_request),
     M(DBA_LIST_EXPRESSIONS, list_expressions, list_expressions_request),
     M(DBA_CANCEL_EXPRESSION, cancel_expression, get_expression_request),
     M(DBA_TAKE_READY, take_ready, take_ready_request),

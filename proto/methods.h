@@ -12,6 +12,7 @@
 #define DBA_REVOKE_REFRESH_FAMILY DBA_SERVICE "RevokeRefreshFamily"
 #define DBA_CREATE_EXPRESSION     DBA_SERVICE "CreateExpression"
 #define DBA_GET_EXPRESSION        DBA_SERVICE "GetExpression"
+#define DBA_GET_EXPRESSIONS       DBA_SERVICE "GetExpressions"
 #define DBA_LIST_EXPRESSIONS      DBA_SERVICE "ListExpressions"
 #define DBA_CANCEL_EXPRESSION     DBA_SERVICE "CancelExpression"
 #define DBA_TAKE_READY            DBA_SERVICE "TakeReady"

@@ -77,18 +77,22 @@ def wrk_with_cpu(url, seconds, connections, threads, script):
     return rps, bad, lat, per
 
 
-def lua(tokens, method, body=None):
-    """A wrk script sending method (and body) with the users' tokens in turn."""
+def lua(tokens, method, body=None, paths=None):
+    """A wrk script sending method (and body) with the users' tokens in turn, to paths in turn
+    (the URL's path when None)."""
     f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     f.write(f'wrk.method = "{method}"\n')
     if body:
         f.write('wrk.headers["Content-Type"] = "application/json"\n')
         f.write(f"wrk.body = '{body}'\n")
     f.write("local tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n")
-    f.write("local i = 0\n")
+    f.write("local paths = {" + ",".join(f'"{p}"' for p in paths or []) + "}\n")
+    f.write("local i, j = 0, 0\n")
     f.write("request = function()\n  i = i % #tokens + 1\n"
             '  wrk.headers["Authorization"] = "Bearer " .. tokens[i]\n'
-            "  return wrk.format()\nend\n")
+            "  if #paths == 0 then return wrk.format() end\n"
+            "  j = j % #paths + 1\n"
+            "  return wrk.format(nil, paths[j])\nend\n")
     f.close()
     return f.name
 
@@ -102,6 +106,7 @@ def main():
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--agents", type=int, default=2)
     ap.add_argument("--users", type=int, default=32)
+    ap.add_argument("--unfinished", type=int, default=64, help="distinct unfinished expressions to GET in turn")
     ap.add_argument("--only", choices=("get", "post", "latency"), help="run one part only")
     args = ap.parse_args()
     run = lambda part: args.only in (None, part)
@@ -126,13 +131,14 @@ def main():
         harness.wait_for(lambda: api.get(f"/expression/{eid}").json()["expression"]["status"] == "Ok", 30, "2+2*2")
         admin = cluster.admin_client()
         admin.post("/duration", json={"+": 65535}, check=True)
-        slow = api.post("/expression", json={"expression": "1+1"}).json()["expression"]["expression_id"]
+        slow = [api.post("/expression", json={"expression": "1+1"}).json()["expression"]["expression_id"]
+                for _ in range(args.unfinished)]
         admin.post("/duration", json={"+": 0}, check=True)
-        for what, target in (("finished, cached", eid), ("unfinished, through dbagent", slow)):
+        for what, targets in (("finished, cached", [eid]), (f"{len(slow)} unfinished, through dbagent", slow)):
             if not run("get"):
                 break
-            rps, bad, lat, per = wrk_with_cpu(f"{url}/expression/{target}", args.seconds, args.connections,
-                                              args.threads, lua([token], "GET"))
+            rps, bad, lat, per = wrk_with_cpu(f"{url}/expression/{targets[0]}", args.seconds, args.connections,
+                                              args.threads, lua([token], "GET", paths=[f"/expression/{t}" for t in targets]))
             print(f"GET /expression/{{id}} ({what}): {rps:.0f} requests/s, p50 {lat.get('50')}, "
                   f"p99 {lat.get('99')}, non-2xx {bad} ({args.connections} keep-alive connections)\n"
                   f"    CPU per request (ms): {per}")

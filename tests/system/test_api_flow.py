@@ -46,6 +46,42 @@ def test_more_than_a_thousand_unfinished_expressions_get_429(cluster):
     assert other.post("/expression", json={"expression": "1+1"}).status_code == 200
 
 
+@pytest.mark.cluster(agents=0)
+def test_concurrent_reads_of_many_users_each_get_their_own(cluster):
+    """Concurrent GETs of unfinished expressions go to dbagent together (api/reads.c): every
+    request still gets its own expression, and another user's id stays a 404."""
+    users = [new_user(cluster, f"reader{i}") for i in range(4)]
+    owned = [(u, submit(u, f"{i}+{j}"), f"{i}+{j}") for i, u in enumerate(users) for j in range(5)]
+    problems = []
+
+    def reader(k):
+        s = requests.Session()
+        for n in range(60):
+            me = users[(k + n) % len(users)]
+            other, eid, text = owned[(k * 7 + n) % len(owned)]
+            r = s.get(f"{me.base_url}/expression/{eid}", headers={"Authorization": f"Bearer {me.token}"}, timeout=10)
+            if other is me:
+                e = r.json().get("expression", {}) if r.status_code == 200 else {}
+                if (e.get("expression_id"), e.get("expression_value"), e.get("status")) != (eid, text, "New"):
+                    problems.append((r.status_code, r.text))
+            elif r.status_code != 404:
+                problems.append((r.status_code, r.text))
+
+    def metric(name):
+        text = requests.get(f"{users[0].base_url}/metrics", timeout=10).text
+        return int(next(line.split()[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+    lookups, calls = metric("calc_expression_reads_total"), metric("calc_expression_read_calls_total")
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not problems, problems[:3]
+    lookups, calls = metric("calc_expression_reads_total") - lookups, metric("calc_expression_read_calls_total") - calls
+    assert lookups == 16 * 60 and calls < lookups, f"{lookups} lookups in {calls} calls: none went together"
+
+
 def test_two_api_instances_share_the_work_without_double_dispatch(cluster):
     second = cluster.start_api()
     a = new_user(cluster, "first")

@@ -202,6 +202,13 @@ def test_get_list_and_isolation(dba):
     page2 = dba.ListExpressions(user_id=u.id, limit=3, before_id=page1.next_before_id)
     assert [e.id for e in page2.expressions] == ids[::-1][3:] and page2.next_before_id == 0
     assert list(dba.ListExpressions(user_id=v.id).expressions) == []
+    # Many lookups at once: each (user, id) pair found once; another user's and missing ones absent.
+    got = dba.GetExpressions(user_ids=[u.id, u.id, v.id, u.id, u.id], ids=[ids[1], ids[1], ids[2], 10**12, ids[4]])
+    assert sorted(e.id for e in got.expressions) == [ids[1], ids[4]]
+    assert all(e.user_id == u.id for e in got.expressions)
+    assert list(dba.GetExpressions(user_ids=[], ids=[]).expressions) == []
+    assert dba.code_of("GetExpressions", user_ids=[u.id], ids=[ids[0], ids[1]]) == SC.INVALID_ARGUMENT
+    assert dba.code_of("GetExpressions", user_ids=[u.id] * 1001, ids=[ids[0]] * 1001) == SC.INVALID_ARGUMENT
 
 
 def test_cancel_expression(dba):
