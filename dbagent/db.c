@@ -74,6 +74,9 @@ static int code_for(db *d, const PGresult *r)
         return RPC_ALREADY_EXISTS;
     if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P03"))
         return RPC_UNAVAILABLE;
+    /* A deadlock or serialization failure rolled the call back: the caller may simply retry. */
+    if (!strcmp(state, "40P01") || !strcmp(state, "40001"))
+        return RPC_UNAVAILABLE;
     if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
         return RPC_INVALID_ARGUMENT;
     return RPC_INTERNAL;
