@@ -340,14 +340,19 @@ rpc_client *rpc_client_new(const char *target, const char *token)
     rpc_client *c = xcalloc(1, sizeof *c);
     /* Reconnect quickly after the server comes back, instead of gRPC's 1 s .. 120 s backoff.
      * gRPC also uses the minimum backoff as the connect timeout: keep that one generous. */
-    grpc_arg args[3] = {
+    grpc_arg args[4] = {
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
          .value.integer = 100},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, .value.integer = 2000},
         {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, .value.integer = 1000},
+        /* The service is ours and trusted; a batched reply (api/reads.c) of long expressions
+         * may pass gRPC's default 4 MB limit. */
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = 256 * 1024 * 1024},
     };
-    grpc_channel_args ch_args = {.num_args = 3, .args = args};
+    grpc_channel_args ch_args = {.num_args = 4, .args = args};
     grpc_channel_credentials *creds = grpc_insecure_credentials_create();
     c->channel = grpc_channel_create(target, creds, &ch_args);
     grpc_channel_credentials_release(creds);

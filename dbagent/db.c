@@ -9,6 +9,8 @@
 
 /* The last code recorded by db_query per thread, so handlers can return it. */
 static _Thread_local int last_code;
+/* The last failure was a prepared statement whose result columns changed under it. */
+static _Thread_local int plan_changed;
 
 PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
 {
@@ -74,9 +76,6 @@ static int code_for(db *d, const PGresult *r)
         return RPC_ALREADY_EXISTS;
     if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P03"))
         return RPC_UNAVAILABLE;
-    /* A deadlock or serialization failure rolled the call back: the caller may simply retry. */
-    if (!strcmp(state, "40P01") || !strcmp(state, "40001"))
-        return RPC_UNAVAILABLE;
     if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
         return RPC_INVALID_ARGUMENT;
     return RPC_INTERNAL;
@@ -105,6 +104,8 @@ PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *cons
 static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *what)
 {
     int code = code_for(d, r);
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    plan_changed = state && !strcmp(state, "0A000"); /* "cached plan must not change result type" */
     char msg[256];
     const char *m = r ? PQresultErrorMessage(r) : "";
     snprintf(msg, sizeof msg, "%s", m && m[0] ? m : PQerrorMessage(d->conn));
@@ -213,7 +214,17 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
         return NULL;
     }
     int64_t left_ms = left < 0 ? 30000 : left;
+    plan_changed = 0;
     PGresult *r = call_once(d, ctx, stmt, params, left_ms);
+    /* Another dbagent migrated the schema under our prepared statements (a column's type or a
+     * function's result changed): prepare them again, once. */
+    if (!r && plan_changed && PQstatus(d->conn) == CONNECTION_OK) {
+        log_info("%s: the schema changed under the prepared statements: preparing them again",
+                 stmt->name);
+        PQclear(PQexec(d->conn, "DEALLOCATE ALL"));
+        d->n_prepared = 0;
+        r = call_once(d, ctx, stmt, params, left_ms);
+    }
     /* A connection that died while idle is noticed here (the server's last words may still
      * read as a result on a connection libpq calls OK): try once more on a new one. */
     if (!r && last_code == RPC_UNAVAILABLE) {

@@ -168,8 +168,11 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         calc__v1__expression_reply__init(rep);
         rep->expression = expr_from_row(ctx, r, 0, 2);
         rep->created = db_i64(r, 0, 0) == 0;
-        /* A new plan always has leaves of two numbers: the dispatchers have work. */
-        if (rep->created && rep->expression->node_count > 0)
+        /* A new plan always has leaves of two numbers: the dispatchers have work. (An existing
+         * one that is still new may be a create whose reply was lost and which db_call
+         * retried: wake them too, a wake-up too many costs one look.) */
+        if (rep->expression->node_count > 0 &&
+            (rep->created || !strcmp(rep->expression->status, "new")))
             ready_signal();
         *resp = &rep->base;
         rc = RPC_OK;
@@ -300,7 +303,7 @@ int h_cancel_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         return rc;
     char uid[32], id[32];
     const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(id, req->id)};
-    /* The lock order of every writer: expression, then its nodes, then the user (the event). */
+    /* The lock order of every writer: the expression, then its nodes. */
     PGresult *r = db_query(d, ctx,
                            "UPDATE expressions SET status = 'cancelled', finished_at = now()"
                            " WHERE id = $2 AND user_id = $1 AND status IN ('new', 'in_progress')"

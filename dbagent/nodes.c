@@ -183,7 +183,7 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     calc__v1__complete_node_reply__init(rep);
     rep->outcome = (Calc__V1__CompleteNodeReply__Outcome)outcome;
     rep->expression_finished = db_str(r, 0, 1)[0] == 't';
-    if (db_str(r, 0, 2)[0] == 't')
+    if (PQnfields(r) > 2 && db_str(r, 0, 2)[0] == 't')
         ready_signal();
     PQclear(r);
     if (outcome < 0)

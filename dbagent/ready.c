@@ -200,9 +200,9 @@ static void *listen_main(void *arg)
             if (!c) {
                 if (!warned++)
                     log_warn("ready: cannot listen for calc_ready (retrying): %s", err);
-                int64_t until = time_monotonic_ms() + backoff;
-                while (!stopping() && time_monotonic_ms() < until)
-                    wait_fds(-1, (int)(until - time_monotonic_ms()));
+                int64_t until = time_monotonic_ms() + backoff, left;
+                while (!stopping() && (left = until - time_monotonic_ms()) > 0)
+                    wait_fds(-1, (int)left);
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
@@ -213,7 +213,12 @@ static void *listen_main(void *arg)
             /* Notifications sent while we were not listening are lost: look again. */
             bump();
         }
-        short ev = wait_fds(PQsocket(c), -1);
+        /* A NOTIFY still owed (its connection failed) is sent now, not after the next event:
+         * the pipe poke that asked for it may be long gone. */
+        pthread_mutex_lock(&rd.mu);
+        int owed = rd.notify_pending;
+        pthread_mutex_unlock(&rd.mu);
+        short ev = wait_fds(PQsocket(c), owed ? 0 : -1);
         int ok = 1;
         if (ev) {
             ok = PQconsumeInput(c);

@@ -1,4 +1,5 @@
--- Number what is still unnumbered, so seq can be the key again.
+-- Number what is still unnumbered, so seq can be the key again (no event comes in meanwhile).
+LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
 SELECT calc_number_events(u.id) FROM users u
  WHERE EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.id AND e.seq IS NULL);
 DROP FUNCTION calc_list_events(bigint, bigint, integer);

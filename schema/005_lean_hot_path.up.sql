@@ -48,7 +48,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    SELECT event_seq INTO base FROM users WHERE id = p_user FOR UPDATE;
+    SELECT event_seq INTO base FROM users WHERE id = p_user FOR NO KEY UPDATE;
     -- A new statement, a new snapshot: events numbered by a run we waited for are skipped.
     WITH todo AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM events
                    WHERE user_id = p_user AND seq IS NULL),

@@ -24,9 +24,9 @@ BEGIN
     -- Only the first claim of an expression (it starts it) and a last allowed attempt (it may
     -- fail it) change the expression: those lock it, before the node, as every writer of both
     -- does. Other claims lock the node alone, so the claims of one expression do not queue on it.
-    -- (A node requeued and taken again between this read and the update below may still pass
-    -- MAX_ATTEMPTS unlocked; should that ever meet a cancellation of its expression in a
-    -- deadlock, PostgreSQL rolls one back and the caller retries: UNAVAILABLE.)
+    -- attempts cannot change between this read and a successful update below: that update
+    -- needs the node queued at the message's epoch, and any other claim of it at that epoch
+    -- makes it running (a later epoch would be a later message).
     IF e.status = 'new' OR e.attempts >= p_max_attempts THEN
         SELECT x.id, x.status, x.user_id INTO e FROM expressions x WHERE x.id = expr_id
            FOR NO KEY UPDATE;

@@ -76,6 +76,24 @@ def test_migrations_every_up_every_down_every_up_again(bare_cluster):
     assert "applied" not in p.log()  # nothing left to apply at start
 
 
+def test_a_migration_under_a_running_dbagent(bare_cluster):
+    """Another process migrates while a dbagent serves: a column type its prepared statement
+    returns changes (006), and the dbagent prepares its statements again instead of failing."""
+    cl = bare_cluster
+    r = migrate(cl, "up", "5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    p = cl.start_dbagent(DBAGENT_MIGRATE="0", DBAGENT_THREADS="1")
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login="early", password_hash="h").user.id
+    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
+    assert c.GetExpression(user_id=uid, id=e.id).expression.status == "new"
+    r = migrate(cl, "up")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert c.GetExpression(user_id=uid, id=e.id).expression.status == "new"
+    assert "preparing them again" in p.log()
+    c.close()
+
+
 def test_several_dbagents_start_at_once(bare_cluster):
     cl = bare_cluster
     procs = [cl.start_dbagent(name=f"dbagent-{i}", wait=False, DBAGENT_PORT=str(harness.free_port())) for i in range(4)]
