@@ -5,7 +5,6 @@ SELECT calc_number_events(u.id) FROM users u
 DROP FUNCTION calc_list_events(bigint, bigint, integer);
 DROP FUNCTION calc_number_events(bigint);
 DROP INDEX events_by_user_seq;
-ALTER TABLE events DROP CONSTRAINT events_pkey;
 ALTER TABLE events DROP COLUMN id;
 ALTER TABLE events ALTER COLUMN seq SET NOT NULL;
 ALTER TABLE events ADD PRIMARY KEY (user_id, seq);
