@@ -30,10 +30,7 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes in hand: %zu", req->n_nodes);
     buf nodes;
     buf_init(&nodes, SIZE_MAX);
-    buf_add(&nodes, "{", 1);
-    for (size_t i = 0; i < req->n_nodes; i++)
-        buf_printf(&nodes, "%s%lld", i ? "," : "", (long long)req->nodes[i]);
-    buf_add(&nodes, "}", 1);
+    db_array_i64(&nodes, req->nodes, req->n_nodes);
     char w[32], b[32];
     const char *p[] = {req->agent, db_fmt_i64(w, req->workers), db_fmt_i64(b, req->busy),
                        nodes.data};

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "log.h"
 #include "mem.h"
 
@@ -307,14 +308,22 @@ int db_null(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col);
 }
 
-const char *db_fmt_i64(char *buf, int64_t v)
+void db_array_i64(buf *out, const int64_t *v, size_t n)
 {
-    snprintf(buf, 32, "%lld", (long long)v);
-    return buf;
+    buf_add(out, "{", 1);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(out, "%s%lld", i ? "," : "", (long long)v[i]);
+    buf_add(out, "}", 1);
 }
 
-const char *db_fmt_f64(char *buf, double v)
+const char *db_fmt_i64(char *text, int64_t v)
 {
-    snprintf(buf, 32, "%.17g", v);
-    return buf;
+    snprintf(text, 32, "%lld", (long long)v);
+    return text;
+}
+
+const char *db_fmt_f64(char *text, double v)
+{
+    snprintf(text, 32, "%.17g", v);
+    return text;
 }

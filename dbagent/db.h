@@ -67,8 +67,13 @@ double db_f64(const PGresult *r, int row, int col);
 const char *db_str(const PGresult *r, int row, int col);
 int db_null(const PGresult *r, int row, int col);
 
-/* Text forms of numbers for parameters; buf must hold 32 bytes. */
-const char *db_fmt_i64(char *buf, int64_t v);
-const char *db_fmt_f64(char *buf, double v);
+/* The text form of a bigint[] parameter ({1,2,3}) of the n values v, written to out
+ * (buf_init'ed by the caller, who frees it). */
+struct buf;
+void db_array_i64(struct buf *out, const int64_t *v, size_t n);
+
+/* Text forms of numbers for parameters; text must hold 32 bytes. */
+const char *db_fmt_i64(char *text, int64_t v);
+const char *db_fmt_f64(char *text, double v);
 
 #endif

@@ -234,10 +234,7 @@ int h_get_expressions(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage 
                         req->n_user_ids, MAX_LOOKUPS);
     buf ids;
     buf_init(&ids, SIZE_MAX);
-    buf_add(&ids, "{", 1);
-    for (size_t i = 0; i < req->n_ids; i++)
-        buf_printf(&ids, "%s%lld", i ? "," : "", (long long)req->ids[i]);
-    buf_add(&ids, "}", 1);
+    db_array_i64(&ids, req->ids, req->n_ids);
     const char *p[] = {ids.data};
     PGresult *r = db_call(d, ctx, &get_expressions_stmt, p);
     buf_free(&ids);

@@ -42,24 +42,6 @@ def proc_status(pid):
     return fields
 
 
-def cpu_by_program():
-    """{program: CPU seconds used so far} over every process on the machine (for a profile)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                s = f.read()
-        except OSError:
-            continue
-        name = s[s.index("(") + 1:s.rindex(")")]
-        fields = s[s.rindex(")") + 2:].split()
-        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def cpu_report(before, after, seconds):
     used = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     top = sorted(((v, k) for k, v in used.items() if v > 0.05), reverse=True)[:8]
@@ -83,7 +65,7 @@ def throughput(args, servers):
             users.append(api)
         text = "+".join(str(i % 10 + 1) for i in range(args.terms))
         expected = sum(i % 10 + 1 for i in range(args.terms))
-        cpu0 = cpu_by_program()
+        cpu0 = harness.cpu_by_program()
         t0 = time.monotonic()
         eids = [users[i % len(users)].post("/expression", json={"expression": text}, check=True)
                 .json()["expression"]["expression_id"] for i in range(args.expressions)]
@@ -95,7 +77,7 @@ def throughput(args, servers):
 
         harness.wait_for(finished, 600, "every expression to finish", interval=0.2)
         wall = time.monotonic() - t0
-        cpu = cpu_report(cpu0, cpu_by_program(), wall)
+        cpu = cpu_report(cpu0, harness.cpu_by_program(), wall)
         bad = sql(cluster, f"SELECT count(*) FROM expressions WHERE status <> 'ok' OR result <> {expected}")[0][0]
         [(count, first, last, retries)] = sql(
             cluster,

@@ -45,20 +45,11 @@ CPU_NAMES = ("calc-api", "calc-dbagent", "postgres", "wrk")
 
 
 def cpu_seconds():
-    """CPU seconds used so far by the processes named in CPU_NAMES, by name (from /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = dict.fromkeys(CPU_NAMES, 0.0)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if name in out:
-            fields = stat[stat.rindex(")") + 2 :].split()
-            out[name] += (int(fields[11]) + int(fields[12])) / tick
-    return out
+    """CPU seconds used so far by the processes named in CPU_NAMES."""
+    import harness
+
+    used = harness.cpu_by_program()
+    return {name: used.get(name, 0.0) for name in CPU_NAMES}
 
 
 def wrk_with_cpu(url, seconds, connections, threads, script):

@@ -276,6 +276,23 @@ def _kill_and_wait(pid, expected, timeout=30):
     wait_for(gone, timeout, f"{expected} (pid {pid}) to die")
 
 
+def cpu_by_program():
+    """{program name: CPU seconds used so far} over every process on the machine (from /proc),
+    for the benchmarks' profiles."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def make_temp_root():
     """A temporary folder the postgres and rabbitmq users can enter (pytest's own is 0700)."""
     base = os.environ.get("CALC_TEST_TMPDIR") or "/tmp"
