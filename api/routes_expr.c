@@ -8,10 +8,10 @@
 #include "api.h"
 #include "cache.h"
 #include "dba.h"
-#include "reads.h"
 #include "log.h"
 #include "mem.h"
 #include "methods.h"
+#include "reads.h"
 #include "plan.h"
 
 #define REQ_UID_MAX 128
@@ -232,18 +232,12 @@ static int is_final(const char *status)
     return !strcmp(status, "ok") || !strcmp(status, "error") || !strcmp(status, "cancelled");
 }
 
-static void by_id(http_req *r, const char *path)
+/* Replies with e, and remembers the reply when it is final: it never changes again. */
+static void reply_final_cached(http_req *r, const Calc__V1__Expression *e)
 {
-    Calc__V1__GetExpressionRequest req = CALC__V1__GET_EXPRESSION_REQUEST__INIT;
-    req.user_id = r->user_id;
-    req.id = r->path_id;
-    Calc__V1__ExpressionReply *rep = NULL;
-    if (dba_call(r, path, &req.base, &calc__v1__expression_reply__descriptor, &rep) != RPC_OK)
-        return;
-    reply_expression(r, rep->expression);
-    if (is_final(rep->expression->status))
+    reply_expression(r, e);
+    if (is_final(e->status))
         cache_put(r->user_id, r->path_id, r->reply);
-    protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
 void route_expression_get(http_req *r)
@@ -263,13 +257,19 @@ void route_expression_get(http_req *r)
         dba_reply_failure(r, DBA_GET_EXPRESSIONS, rc, err);
         return;
     }
-    reply_expression(r, e);
-    if (is_final(e->status))
-        cache_put(r->user_id, r->path_id, r->reply);
+    reply_final_cached(r, e);
     reads_release(batch);
 }
 
 void route_expression_cancel(http_req *r)
 {
-    by_id(r, DBA_CANCEL_EXPRESSION);
+    Calc__V1__GetExpressionRequest req = CALC__V1__GET_EXPRESSION_REQUEST__INIT;
+    req.user_id = r->user_id;
+    req.id = r->path_id;
+    Calc__V1__ExpressionReply *rep = NULL;
+    if (dba_call(r, DBA_CANCEL_EXPRESSION, &req.base, &calc__v1__expression_reply__descriptor,
+                 &rep) != RPC_OK)
+        return;
+    reply_final_cached(r, rep->expression);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
 }

@@ -50,7 +50,7 @@ extern handler_settings handler_cfg;
 
 /*
  * Appends an event for user in the current transaction (numbered when read: see calc_event in
- * schema/005_lean_hot_path.up.sql). payload is a JSON object text. Returns RPC_OK or the
+ * schema/004_lean_hot_path.up.sql). payload is a JSON object text. Returns RPC_OK or the
  * failure recorded on ctx.
  */
 struct db;

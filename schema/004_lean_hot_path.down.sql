@@ -1,3 +1,104 @@
+-- Number what is still unnumbered, so seq can be the key again (no event comes in meanwhile).
+LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE;
+SELECT calc_number_events(u.id) FROM users u
+ WHERE EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.id AND e.seq IS NULL);
+DROP FUNCTION calc_list_events(bigint, bigint, integer);
+DROP FUNCTION calc_number_events(bigint);
+DROP INDEX events_by_user_seq;
+ALTER TABLE events DROP COLUMN id;
+ALTER TABLE events ALTER COLUMN seq SET NOT NULL;
+ALTER TABLE events ADD PRIMARY KEY (user_id, seq);
+ALTER TABLE events ADD CONSTRAINT events_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id)
+    ON DELETE CASCADE;
+
+ALTER TABLE expressions
+    ALTER COLUMN status TYPE text,
+    ADD CONSTRAINT expressions_status_check
+        CHECK (status IN ('new', 'in_progress', 'ok', 'error', 'cancelled'));
+
+ALTER TABLE nodes
+    ALTER COLUMN op TYPE text,
+    ALTER COLUMN parent_side TYPE smallint,
+    ALTER COLUMN pending TYPE smallint,
+    ALTER COLUMN state TYPE text,
+    ADD CONSTRAINT nodes_op_check CHECK (op IN ('+', '-', '*', '/')),
+    ADD CONSTRAINT nodes_parent_side_check CHECK (parent_side IN (0, 1)),
+    ADD CONSTRAINT nodes_pending_check CHECK (pending BETWEEN 0 AND 2),
+    ADD CONSTRAINT nodes_state_check
+        CHECK (state IN ('blocked', 'ready', 'queued', 'running', 'done', 'failed', 'cancelled'));
+
+DROP DOMAIN calc_pending;
+DROP DOMAIN calc_operand_side;
+DROP DOMAIN calc_expression_status;
+DROP DOMAIN calc_node_state;
+DROP DOMAIN calc_op;
+
+CREATE OR REPLACE FUNCTION to_ms(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE
+    AS $$ SELECT coalesce((extract(epoch FROM t) * 1000)::bigint, 0) $$;
+
+-- Appends an event with the user's next sequence number. The user row stays locked until
+-- commit, so a later number is always committed later: a reader that saw seq N never finds a
+-- new event <= N afterwards. Always the last lock a transaction takes.
+CREATE OR REPLACE FUNCTION calc_event(p_user bigint, p_expr bigint, p_kind text, p_payload jsonb)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    s bigint;
+BEGIN
+    UPDATE users SET event_seq = event_seq + 1 WHERE id = p_user RETURNING event_seq INTO s;
+    INSERT INTO events (user_id, seq, expression_id, kind, payload)
+        VALUES (p_user, s, p_expr, p_kind, p_payload);
+    RETURN s;
+END $$;
+
+-- outcome: 0 claimed, 1 stale, 2 cancelled, 3 failed (too many attempts), -1 no such node.
+CREATE OR REPLACE FUNCTION calc_claim(p_node bigint, p_epoch integer, p_agent text, p_max_attempts integer,
+                           OUT outcome integer, OUT op text, OUT lv double precision,
+                           OUT rv double precision, OUT delay_ms integer, OUT expr_id bigint,
+                           OUT attempt integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    e record;
+    n record;
+BEGIN
+    SELECT expression_id INTO expr_id FROM nodes WHERE id = p_node;
+    IF NOT FOUND THEN
+        outcome := -1;
+        RETURN;
+    END IF;
+    SELECT status, user_id INTO e FROM expressions WHERE id = expr_id FOR NO KEY UPDATE;
+    UPDATE nodes SET state = 'running', agent = p_agent, started_at = now(),
+           attempts = attempts + 1
+     WHERE id = p_node AND epoch = p_epoch AND state = 'queued'
+     RETURNING nodes.op, left_value, right_value, nodes.delay_ms, attempts INTO n;
+    IF NOT FOUND THEN
+        SELECT state INTO n FROM nodes WHERE id = p_node;
+        outcome := CASE WHEN n.state = 'cancelled' OR e.status IN ('cancelled', 'error') THEN 2
+                        ELSE 1 END;
+        RETURN;
+    END IF;
+    attempt := n.attempts;
+    IF n.attempts > p_max_attempts THEN
+        -- Claimed again and again but never completed: stop the loop here.
+        UPDATE nodes SET state = 'failed', finished_at = now(),
+               error = format('node %s gave up after %s attempts', p_node, p_max_attempts)
+         WHERE id = p_node;
+        PERFORM calc_fail_expression(expr_id,
+                                     format('node %s gave up after %s attempts', p_node,
+                                            p_max_attempts));
+        outcome := 3;
+        RETURN;
+    END IF;
+    IF e.status = 'new' THEN
+        UPDATE expressions SET status = 'in_progress', started_at = now() WHERE id = expr_id;
+        PERFORM calc_event(e.user_id, expr_id, 'started', '{}');
+    END IF;
+    outcome := 0;
+    op := n.op;
+    lv := n.left_value;
+    rv := n.right_value;
+    delay_ms := n.delay_ms;
+END $$;
+
 DROP FUNCTION calc_complete(bigint, integer, text, double precision, text);
 
 -- p_error NULL: the node's value is p_value. outcome: 0 applied, 1 stale, -1 no such node.
@@ -59,6 +160,17 @@ BEGIN
     END IF;
 END $$;
 
+-- POST /expression as one round trip: the idempotency check, the per-user limit, the expression
+-- and all its nodes, the event and the notification. The plan comes as parallel arrays indexed
+-- like the API's plan (0-based node indices; NULL where an operand is a number).
+--
+-- No lock is taken up front: the unique (user_id, req_uid) index settles concurrent duplicates
+-- (the loser waits for the winner's commit and returns its expression), and the user row is
+-- locked last, by calc_event, so it is held only for the commit. The unfinished count is read
+-- without a lock: parallel requests of one user may pass the limit by their number.
+--
+-- outcome: 0 created, 1 the existing expression of this req_uid, 2 req_uid names another
+-- text, 3 too many unfinished expressions (unfinished holds the count), 4 no such user.
 CREATE OR REPLACE FUNCTION calc_create_expression(
     p_user bigint, p_req_uid text, p_text text, p_value double precision, p_depth integer,
     p_critical_path_ms bigint, p_max_unfinished integer,
