@@ -1,6 +1,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "batch.h"
 #include "buf.h"
 #include "db.h"
 #include "handlers.h"
@@ -232,6 +233,7 @@ int h_get_stats(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     rep->nodes = state_counts(ctx, r, &rep->n_nodes);
     PQclear(r);
     rep->long_polls_waiting = ready_waiting();
+    node_batch_counts(&rep->node_calls, &rep->node_transactions, &rep->node_calls_waiting);
     *resp = &rep->base;
     db_rollback(d);
     return RPC_OK;

@@ -79,6 +79,8 @@ static int code_for(db *d, const PGresult *r)
         return RPC_UNAVAILABLE;
     if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
         return RPC_INVALID_ARGUMENT;
+    if (!strncmp(state, "40", 2))
+        return RPC_ABORTED; /* a deadlock or a serialization failure: the caller may retry */
     return RPC_INTERNAL;
 }
 
@@ -207,14 +209,19 @@ static PGresult *call_once(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char 
 
 PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params)
 {
-    if (ensure_connected(d, ctx) != RPC_OK)
-        return NULL;
     int64_t left = rpc_time_left_ms(ctx);
     if (left == 0) {
         last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
         return NULL;
     }
-    int64_t left_ms = left < 0 ? 30000 : left;
+    return db_call_within(d, ctx, stmt, params, left < 0 ? 30000 : left);
+}
+
+PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params,
+                         int64_t left_ms)
+{
+    if (ensure_connected(d, ctx) != RPC_OK)
+        return NULL;
     plan_changed = 0;
     PGresult *r = call_once(d, ctx, stmt, params, left_ms);
     /* Another dbagent migrated the schema under our prepared statements (a column's type or a
@@ -314,6 +321,17 @@ void db_array_i64(buf *out, const int64_t *v, size_t n)
     for (size_t i = 0; i < n; i++)
         buf_printf(out, "%s%lld", i ? "," : "", (long long)v[i]);
     buf_add(out, "}", 1);
+}
+
+void db_array_quote(buf *out, const char *s)
+{
+    buf_add(out, "\"", 1);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            buf_add(out, "\\", 1);
+        buf_add(out, s, 1);
+    }
+    buf_add(out, "\"", 1);
 }
 
 const char *db_fmt_i64(char *text, int64_t v)

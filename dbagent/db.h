@@ -58,6 +58,10 @@ PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *cons
  */
 PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params);
 
+/* db_call with a time limit of its own (ms) instead of the caller's deadline. */
+PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params,
+                         int64_t left_ms);
+
 /* The status code db_query recorded. */
 int db_failed(rpc_ctx *ctx);
 
@@ -71,6 +75,8 @@ int db_null(const PGresult *r, int row, int col);
  * (buf_init'ed by the caller, who frees it). */
 struct buf;
 void db_array_i64(struct buf *out, const int64_t *v, size_t n);
+/* Appends s to out as one element of an array's text form: in double quotes, " and \ escaped. */
+void db_array_quote(struct buf *out, const char *s);
 
 /* Text forms of numbers for parameters; text must hold 32 bytes. */
 const char *db_fmt_i64(char *text, int64_t v);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "batch.h"
 #include "calc.pb-c.h"
 #include "config.h"
 #include "db.h"
@@ -21,7 +22,7 @@
 
 static struct {
     const char *db_host, *db_user, *db_password, *db_name, *db_sslmode, *host, *token;
-    int64_t db_port, port, threads, max_attempts, migrate;
+    int64_t db_port, port, threads, batches, max_attempts, migrate;
 } cfg;
 
 static const cfg_entry config_table[] = {
@@ -36,6 +37,10 @@ static const cfg_entry config_table[] = {
     {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token callers must present", &cfg.token},
     {"DBAGENT_THREADS", CFG_INT, "16", 1, 256,
      "gRPC worker threads, one PostgreSQL connection each", &cfg.threads},
+    {"DBAGENT_NODE_BATCHES", CFG_INT, "2", 1, 256,
+     "transactions of ClaimNode/CompleteNode calls in PostgreSQL at once; calls that arrive"
+     " meanwhile wait and go together in the next one",
+     &cfg.batches},
     {"MAX_ATTEMPTS", CFG_INT, "5", 1, 1000, "claims of one node before it fails",
      &cfg.max_attempts},
     {"DBAGENT_MIGRATE", CFG_INT, "1", 0, 1, "apply pending migrations at start (1) or not (0)",
@@ -193,6 +198,7 @@ int main(int argc, char **argv)
                      "Serves the DbAgent gRPC service over PostgreSQL.",
                      config_table, N_CONFIG);
     handler_cfg.max_attempts = (int)cfg.max_attempts;
+    node_batch_configure((int)cfg.batches, 64);
     char *conninfo = build_conninfo();
     if (argc > 1 && !strcmp(argv[1], "migrate")) {
         int rc = run_migrate(argc, argv, conninfo);

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "batch.h"
 #include "buf.h"
 #include "db.h"
 #include "handlers.h"
@@ -11,12 +12,6 @@
 
 handler_settings handler_cfg = {.max_attempts = 5};
 
-/* The agents' hot path: one function call each (schema/002_node_functions.up.sql). */
-static const db_stmt claim_stmt = {
-    "claim_node", "SELECT * FROM calc_claim($1::bigint, $2::int, $3::text, $4::int)", 4};
-static const db_stmt complete_stmt = {
-    "complete_node",
-    "SELECT * FROM calc_complete($1::bigint, $2::int, $3::text, $4::float8, $5::text)", 5};
 static const db_stmt unqueue_stmt = {
     "unqueue",
     "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
@@ -127,23 +122,20 @@ int h_claim_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
     if (req->node_id <= 0 || req->epoch <= 0)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %lld epoch %d: both must be positive",
                         (long long)req->node_id, req->epoch);
-    char id[32], ep[32], max[32];
-    const char *p[] = {db_fmt_i64(id, req->node_id), db_fmt_i64(ep, req->epoch), req->agent,
-                       db_fmt_i64(max, handler_cfg.max_attempts)};
-    PGresult *r = db_call(d, ctx, &claim_stmt, p);
-    if (!r)
-        return db_failed(ctx);
-    int outcome = (int)db_i64(r, 0, 0);
+    node_call c = {.claim = 1, .node_id = req->node_id, .epoch = req->epoch, .agent = req->agent};
+    int rc = node_call_run(d, ctx, &c);
+    if (rc)
+        return rc;
+    int outcome = c.outcome;
     Calc__V1__ClaimNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__claim_node_reply__init(rep);
     rep->outcome = (Calc__V1__ClaimNodeReply__Outcome)outcome;
-    rep->op = rpc_strdup(ctx, db_str(r, 0, 1));
-    rep->left = db_f64(r, 0, 2);
-    rep->right = db_f64(r, 0, 3);
-    rep->delay_ms = (int32_t)db_i64(r, 0, 4);
-    rep->expression_id = db_i64(r, 0, 5);
-    rep->attempt = (int32_t)db_i64(r, 0, 6);
-    PQclear(r);
+    rep->op = rpc_strdup(ctx, c.op);
+    rep->left = c.left;
+    rep->right = c.right;
+    rep->delay_ms = c.delay_ms;
+    rep->expression_id = c.expression_id;
+    rep->attempt = c.attempt;
     if (outcome < 0)
         return rpc_fail(ctx, RPC_NOT_FOUND, "ClaimNode node=%lld: no such node",
                         (long long)req->node_id);
@@ -170,22 +162,24 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "an error must say what went wrong");
     if (is_value && !isfinite(req->value))
         error = "the result is not a finite number";
-    char id[32], ep[32], v[32], msg[512];
+    char msg[512];
     if (error)
         snprintf(msg, sizeof msg, "%s", error); /* bounded: it goes into the events */
-    const char *p[] = {db_fmt_i64(id, req->node_id), db_fmt_i64(ep, req->epoch), req->agent,
-                       error ? NULL : db_fmt_f64(v, req->value), error ? msg : NULL};
-    PGresult *r = db_call(d, ctx, &complete_stmt, p);
-    if (!r)
-        return db_failed(ctx);
-    int outcome = (int)db_i64(r, 0, 0);
+    node_call c = {.node_id = req->node_id,
+                   .epoch = req->epoch,
+                   .agent = req->agent,
+                   .value = req->value,
+                   .error = error ? msg : NULL};
+    int rc = node_call_run(d, ctx, &c);
+    if (rc)
+        return rc;
+    int outcome = c.outcome;
     Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__complete_node_reply__init(rep);
     rep->outcome = (Calc__V1__CompleteNodeReply__Outcome)outcome;
-    rep->expression_finished = db_str(r, 0, 1)[0] == 't';
-    if (PQnfields(r) > 2 && db_str(r, 0, 2)[0] == 't')
+    rep->expression_finished = c.finished;
+    if (c.parent_ready)
         ready_signal();
-    PQclear(r);
     if (outcome < 0)
         return rpc_fail(ctx, RPC_NOT_FOUND, "CompleteNode node=%lld: no such node",
                         (long long)req->node_id);

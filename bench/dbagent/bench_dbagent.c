@@ -249,6 +249,21 @@ static void *bench_thread(void *p)
     return NULL;
 }
 
+/* dbagent's ClaimNode/CompleteNode calls and the transactions they took, so far. */
+static void node_counts(rpc_client *c, int64_t *calls, int64_t *transactions)
+{
+    Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
+    Calc__V1__StatsReply *rep = NULL;
+    char err[256];
+    *calls = *transactions = 0;
+    if (rpc_call(c, DBA_GET_STATS, &req.base, &calc__v1__stats_reply__descriptor,
+                 (ProtobufCMessage **)&rep, TIMEOUT_MS, err, sizeof err) != RPC_OK)
+        die("GetStats", err);
+    *calls = rep->node_calls;
+    *transactions = rep->node_transactions;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
+
 /* Runs `pairs` pairs over `clients` threads; prints median, p99 and throughput. */
 static int run(rpc_client *c, const int64_t *users, int n_users, int clients, size_t pairs,
                int *expr_seq)
@@ -273,6 +288,8 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
         off += jobs[i].n;
     }
     double cpu0[CPU_KINDS], cpu1[CPU_KINDS];
+    int64_t calls0, tx0, calls1, tx1;
+    node_counts(c, &calls0, &tx0);
     cpu_snapshot(cpu0);
     double t0 = now_us();
     for (int i = 0; i < clients; i++)
@@ -284,6 +301,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
     }
     double secs = (now_us() - t0) / 1e6;
     cpu_snapshot(cpu1);
+    node_counts(c, &calls1, &tx1);
     qsort(lat, n, sizeof *lat, cmp_double);
     printf("clients=%-3d pairs=%-6zu median=%.3f ms  p99=%.3f ms  throughput=%.0f pairs/s"
            "  failures=%d\n",
@@ -295,6 +313,9 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
                (cpu1[CPU_PG] - cpu0[CPU_PG]) * 1e3 / (double)n,
                (cpu1[CPU_DBAGENT] - cpu0[CPU_DBAGENT]) * 1e3 / (double)n,
                (cpu1[CPU_BENCH] - cpu0[CPU_BENCH]) * 1e3 / (double)n);
+    if (tx1 > tx0)
+        printf("            calls per PostgreSQL transaction: %.2f\n",
+               (double)(calls1 - calls0) / (double)(tx1 - tx0));
     free(th);
     free(jobs);
     free(lat);

@@ -620,6 +620,116 @@ def test_deadline_is_the_statement_timeout(dba, path):
     harness.wait_for(lambda: dba.code_of("ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == SC.OK, 10, "the claim")
 
 
+# ---- calls that share a transaction -------------------------------------------------------------
+
+
+@pytest.fixture
+def dba_one_batch(dba):
+    """A second dbagent on the same database that sends one transaction of node calls at a time
+    (DBAGENT_NODE_BATCHES=1): while one is held up, every other call waits and goes in the next."""
+    cl = dba.cluster
+    p = cl.start_dbagent(name="dbagent-one-batch", DBAGENT_PORT=str(harness.free_port()), DBAGENT_NODE_BATCHES="1",
+                         DBAGENT_THREADS="12", MAX_ATTEMPTS=str(MAX_ATTEMPTS))
+    c = DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"])
+    c.proc = p
+    try:
+        yield c
+    finally:
+        c.close()
+        cl.stop(p)
+
+
+def release(dba, holder):
+    dba.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%'")
+    holder.kill()
+    holder.wait()
+
+
+def call_later(ex, c, method, timeout, **fields):
+    """Starts a call; its future gives the reply or the RpcError."""
+    def go():
+        try:
+            return c.call(method, timeout=timeout, **fields)
+        except RpcError as e:
+            return e
+    return ex.submit(go)
+
+
+def test_calls_that_wait_go_in_one_transaction(dba, dba_one_batch):
+    """Calls that arrive while a transaction of node calls is in PostgreSQL wait, and all go in the
+    next one; each gets its own answer, as if it had gone alone."""
+    one = dba_one_batch
+    u = new_user(dba)
+    blocker = create(dba, u.id, plan_wide(2)).expression
+    (b0, b1) = take(dba, blocker.id, 2)
+    for t in (b0, b1):
+        assert one.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    e = create(dba, u.id, plan_wide(8)).expression
+    nodes = take(dba, e.id, 8)
+    holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {blocker.id} FOR UPDATE", 60)
+    try:
+        with cf.ThreadPoolExecutor(12) as ex:
+            first = call_later(ex, one, "CompleteNode", 30, node_id=b0.node_id, epoch=b0.epoch, agent="agent-a", value=1)
+            harness.wait_for(lambda: waiting_dbagent_backends(dba) == 1, 10, "the first call to wait for the lock")
+            before = one.GetStats()
+            claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
+            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 8, 10, "the 8 claims to wait")
+            release(dba, holder)
+            assert first.result(30).outcome == APPLIED
+            outs = [f.result(30) for f in claims]
+        assert [o.outcome for o in outs] == [CLAIMED] * 8, outs
+        assert {(o.op, o.left, o.right) for o in outs} == {("+", float(i), 1.0) for i in range(8)}
+        after = one.GetStats()
+        assert after.node_calls - before.node_calls == 9
+        assert after.node_transactions - before.node_transactions == 2, "the first call, then the 8 claims together"
+        assert after.node_calls_waiting == 0
+    finally:
+        release(dba, holder)
+    # The expression runs to its end through the same dbagent: completions share transactions too.
+    with cf.ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda t: one.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=t.node_id), nodes))
+    while True:
+        ready = [t for t in dba.TakeReady(max=100).nodes if t.expression_id == e.id]
+        if not ready:
+            break
+        for t in ready:
+            run_node(one, t, agent="agent-b")
+    got = expr(dba, u.id, e.id)
+    assert got.status == "ok" and got.nodes_done == 15
+    assert got.result == sum(t.node_id for t in nodes) + 0.0
+
+
+def test_a_transaction_that_fails_runs_each_call_alone(dba, dba_one_batch):
+    """A shared transaction that fails (here: one call in it outlives its deadline behind a lock)
+    commits nothing; every call in it runs again alone, so only that call fails."""
+    one = dba_one_batch
+    u = new_user(dba)
+    blocker = create(dba, u.id, plan_wide(2)).expression
+    (b0, b1) = take(dba, blocker.id, 2)
+    for t in (b0, b1):
+        assert one.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    e = create(dba, u.id, plan_wide(4)).expression
+    nodes = take(dba, e.id, 4)
+    holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {blocker.id} FOR UPDATE", 60)
+    try:
+        with cf.ThreadPoolExecutor(8) as ex:
+            first = call_later(ex, one, "CompleteNode", 4, node_id=b0.node_id, epoch=b0.epoch, agent="agent-a", value=1)
+            harness.wait_for(lambda: waiting_dbagent_backends(dba) == 1, 10, "the first call to wait for the lock")
+            claims = [call_later(ex, one, "ClaimNode", 60, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
+            doomed = call_later(ex, one, "CompleteNode", 8, node_id=b1.node_id, epoch=b1.epoch, agent="agent-a", value=2)
+            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 5, 10, "the 5 calls to wait")
+            assert first.result(30).code == SC.DEADLINE_EXCEEDED
+            assert doomed.result(30).code == SC.DEADLINE_EXCEEDED
+            outs = [f.result(60) for f in claims]
+    finally:
+        release(dba, holder)
+    assert [o.outcome for o in outs] == [CLAIMED] * 4, outs
+    # The failed transaction's claims were undone: each node was claimed once, by its rerun.
+    assert dba.psql(f"SELECT array_agg(attempts ORDER BY id) FROM nodes WHERE id IN ({','.join(str(t.node_id) for t in nodes)})").strip() == "{1,1,1,1}"
+    assert [node_state(dba, t.node_id)[0] for t in (b0, b1)] == ["running", "running"]
+    assert "failed together" in one.proc.log()
+
+
 # ---- indexes -----------------------------------------------------------------------------------
 
 HOT_QUERIES = {

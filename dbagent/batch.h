@@ -1,0 +1,64 @@
+/*
+ * batch: ClaimNode and CompleteNode calls that arrive together run together, several in one
+ * transaction (calc_node_batch, schema/005_node_call_batches.up.sql).
+ *
+ * A call that finds fewer than max_in_flight batches in PostgreSQL sends at once, on its own
+ * connection, every call waiting at that moment (its own included); the others wait. So a lone
+ * call waits for nothing and goes alone as one calc_claim / calc_complete, and under load each
+ * transaction carries the calls that came in while the previous ones ran: the round trip, the
+ * statement set-up and the commit are paid once per batch, not once per call. There is no timer.
+ *
+ * Each call still gets its own answer, exactly the one calc_claim or calc_complete gives. When
+ * a batch fails as a whole (a deadline, a lost connection, a deadlock), nothing of it was
+ * committed and every call in it runs again alone, on its caller's connection, so a failure
+ * reaches only the call it belongs to.
+ */
+#ifndef CALC_BATCH_H
+#define CALC_BATCH_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "rpc.h"
+
+struct db;
+
+typedef struct node_call {
+    /* The request. */
+    int claim; /* 1: ClaimNode; 0: CompleteNode */
+    int64_t node_id;
+    int32_t epoch;
+    const char *agent;
+    double value;      /* CompleteNode: the node's value when error is NULL */
+    const char *error; /* CompleteNode: what went wrong, or NULL */
+
+    /* The answer: calc_claim's OUT values (outcome .. attempt) or calc_complete's (outcome,
+     * finished, parent_ready). */
+    int outcome;
+    char op[8];
+    double left, right;
+    int32_t delay_ms, attempt;
+    int64_t expression_id;
+    int finished, parent_ready;
+
+    /* batch.c's own. */
+    int state;
+    int64_t deadline_ms; /* monotonic */
+    pthread_cond_t wake;
+    struct node_call *next;
+} node_call;
+
+/* How many batches may be in PostgreSQL at once (default 2), and how many calls one may
+ * carry (default 64). Call before serving. */
+void node_batch_configure(int max_in_flight, int max_calls);
+
+/*
+ * Runs the call (its request filled in) on connection d, with others or alone, and fills in its
+ * answer. Returns RPC_OK, or the failure recorded on ctx.
+ */
+int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c);
+
+/* Calls run since start, the transactions they took, and the calls waiting now (GetStats). */
+void node_batch_counts(int64_t *calls, int64_t *transactions, int32_t *waiting);
+
+#endif
