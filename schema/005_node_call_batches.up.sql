@@ -22,14 +22,18 @@ RETURNS TABLE (i integer, outcome integer, op text, lv double precision, rv doub
                delay_ms integer, expr_id bigint, attempt integer, finished boolean,
                parent_ready boolean)
 LANGUAGE plpgsql
--- The order of the items comes from a join of the arrays with nodes, planned once per session
--- and kept. Planned while nodes was small (a new cluster), it would stay a hash join over a
--- scan of every node as the table grows. Probing the primary key is right at every size.
+-- The order of the items comes from a join of the arrays with nodes. Planned for the arrays at
+-- hand, it was planned again in every call (a few items cost less than the generic plan's
+-- guess of ten); and a plan made while nodes was small (a new cluster) was a hash join over a
+-- scan of every node, kept as the table grew. Probing the primary key is right at every size:
+-- one plan, made once per session.
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 DECLARE
     item record;
-    c record;
+    cl record; -- calc_claim's answer
+    cp record; -- calc_complete's answer
 BEGIN
     FOR item IN
         SELECT x.k, x.claim, x.node, x.epoch, x.agent, x.value, x.error
@@ -39,29 +43,42 @@ BEGIN
          ORDER BY n.expression_id, x.claim, x.node, x.k
     LOOP
         i := item.k;
+        finished := NULL;
+        parent_ready := NULL;
         IF item.claim THEN
-            SELECT * INTO c FROM calc_claim(item.node, item.epoch, item.agent, p_max_attempts);
-            outcome := c.outcome;
-            op := c.op;
-            lv := c.lv;
-            rv := c.rv;
-            delay_ms := c.delay_ms;
-            expr_id := c.expr_id;
-            attempt := c.attempt;
-            finished := NULL;
-            parent_ready := NULL;
+            -- The common claim in one statement: a queued node of a started expression, below
+            -- MAX_ATTEMPTS. calc_claim would not lock the expression for it either, and would
+            -- answer the same. Anything else (or a miss) goes to calc_claim.
+            UPDATE nodes nd SET state = 'running', agent = item.agent, started_at = now(),
+                   attempts = nd.attempts + 1
+              FROM expressions x
+             WHERE nd.id = item.node AND nd.epoch = item.epoch AND (nd.state = 'queued') IS TRUE
+               AND nd.attempts < p_max_attempts AND x.id = nd.expression_id
+               AND (x.status = 'in_progress') IS TRUE
+            RETURNING 0, nd.op, nd.left_value, nd.right_value, nd.delay_ms, x.id, nd.attempts
+                 INTO outcome, op, lv, rv, delay_ms, expr_id, attempt;
+            IF NOT FOUND THEN
+                -- An assignment, not SELECT .. INTO: a call this way needs no executor of its own.
+                cl := calc_claim(item.node, item.epoch, item.agent, p_max_attempts);
+                outcome := cl.outcome;
+                op := cl.op;
+                lv := cl.lv;
+                rv := cl.rv;
+                delay_ms := cl.delay_ms;
+                expr_id := cl.expr_id;
+                attempt := cl.attempt;
+            END IF;
         ELSE
-            SELECT * INTO c
-              FROM calc_complete(item.node, item.epoch, item.agent, item.value, item.error);
-            outcome := c.outcome;
+            cp := calc_complete(item.node, item.epoch, item.agent, item.value, item.error);
+            outcome := cp.outcome;
             op := NULL;
             lv := NULL;
             rv := NULL;
             delay_ms := NULL;
             expr_id := NULL;
             attempt := NULL;
-            finished := c.finished;
-            parent_ready := c.parent_ready;
+            finished := cp.finished;
+            parent_ready := cp.parent_ready;
         END IF;
         RETURN NEXT;
     END LOOP;

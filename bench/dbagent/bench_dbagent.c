@@ -218,23 +218,62 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* A call dbagent answers without touching PostgreSQL (INVALID_ARGUMENT): the gRPC cost alone. */
-static void grpc_only(rpc_client *c, int n)
+/* A call dbagent answers without PostgreSQL (a ClaimNode it rejects as invalid). */
+static double grpc_only_call(rpc_client *c)
+{
+    char err[256];
+    Calc__V1__ClaimNodeRequest cr = CALC__V1__CLAIM_NODE_REQUEST__INIT;
+    cr.agent = "";
+    ProtobufCMessage *rep = NULL;
+    double t0 = now_us();
+    if (rpc_call(c, DBA_CLAIM_NODE, &cr.base, &calc__v1__claim_node_reply__descriptor, &rep,
+                 TIMEOUT_MS, err, sizeof err) == RPC_OK)
+        protobuf_c_message_free_unpacked(rep, NULL);
+    return now_us() - t0;
+}
+
+typedef struct grpc_job {
+    rpc_client *client;
+    int n;
+} grpc_job;
+
+static void *grpc_only_thread(void *p)
+{
+    grpc_job *j = p;
+    for (int i = 0; i < j->n; i++)
+        grpc_only_call(j->client);
+    return NULL;
+}
+
+/* The transport alone: the median of n calls one after another, then 4n calls from `clients`
+ * threads at once, with the CPU each side spends per call. */
+static void grpc_only(rpc_client *c, int n, int clients)
 {
     double *lat = xcalloc((size_t)n, sizeof *lat);
-    for (int i = 0; i < n; i++) {
-        char err[256];
-        Calc__V1__ClaimNodeRequest cr = CALC__V1__CLAIM_NODE_REQUEST__INIT;
-        cr.agent = "";
-        ProtobufCMessage *rep = NULL;
-        double t0 = now_us();
-        if (rpc_call(c, DBA_CLAIM_NODE, &cr.base, &calc__v1__claim_node_reply__descriptor, &rep,
-                     TIMEOUT_MS, err, sizeof err) == RPC_OK)
-            protobuf_c_message_free_unpacked(rep, NULL);
-        lat[i] = now_us() - t0;
-    }
+    for (int i = 0; i < n; i++)
+        lat[i] = grpc_only_call(c);
     qsort(lat, (size_t)n, sizeof *lat, cmp_double);
-    printf("grpc only (a call answered without PostgreSQL): median=%.3f ms\n", lat[n / 2] / 1e3);
+    double median = lat[n / 2];
     free(lat);
+    pthread_t *th = xcalloc((size_t)clients, sizeof *th);
+    grpc_job job = {.client = c, .n = 4 * n / clients > 0 ? 4 * n / clients : 1};
+    double cpu0[CPU_KINDS], cpu1[CPU_KINDS];
+    cpu_snapshot(cpu0);
+    double t0 = now_us();
+    for (int i = 0; i < clients; i++)
+        pthread_create(&th[i], NULL, grpc_only_thread, &job);
+    for (int i = 0; i < clients; i++)
+        pthread_join(th[i], NULL);
+    double secs = (now_us() - t0) / 1e6;
+    cpu_snapshot(cpu1);
+    double calls = (double)job.n * clients;
+    free(th);
+    printf("grpc only (a call answered without PostgreSQL): median=%.3f ms;"
+           " %d clients: %.0f calls/s\n"
+           "            CPU per call: calc-dbagent %.3f ms, this client %.3f ms\n",
+           median / 1e3, clients, calls / secs,
+           (cpu1[CPU_DBAGENT] - cpu0[CPU_DBAGENT]) * 1e3 / calls,
+           (cpu1[CPU_BENCH] - cpu0[CPU_BENCH]) * 1e3 / calls);
 }
 
 static void *bench_thread(void *p)
@@ -357,7 +396,7 @@ int main(int argc, char **argv)
     /* Warm up the connections of the dbagent's threads, then one client, then many. */
     rc |= run(c, users, n_users, clients, (size_t)clients * 20, &seq);
     printf("(above: warm-up)\n");
-    grpc_only(c, 2000);
+    grpc_only(c, 2000, clients);
     rc |= run(c, users, 1, 1, pairs / 4 ? pairs / 4 : 1, &seq);
     rc |= run(c, users, n_users, clients, pairs, &seq);
     free(users);
