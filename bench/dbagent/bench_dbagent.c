@@ -7,7 +7,10 @@
  * to move the leaves to queued with their epochs. Then each client thread runs claim+complete
  * pairs on its share of the leaves.
  *
- * Usage: bench-dbagent [--clients N] [--pairs N] [--users N]
+ * Each client has a connection of its own, as each agent has (--shared-channel: one connection
+ * for all, as the benchmark had until the figures of "calls that share a transaction").
+ *
+ * Usage: bench-dbagent [--clients N] [--pairs N] [--users N] [--shared-channel]
  *   defaults: 16 clients, 8000 pairs, 1 user (the worst case: every completion appends an event
  *   to the same user's sequence, which serialises them).
  * Environment: DBAGENT_ADDR (127.0.0.1:50051), DBAGENT_TOKEN (required).
@@ -27,6 +30,10 @@
 
 #define LEAVES     64 /* per expression */
 #define TIMEOUT_MS 10000
+
+/* The clients' connections: client i uses conns[i % n_conns]. */
+static rpc_client **conns;
+static int n_conns;
 
 typedef struct bench_job {
     rpc_client *client;
@@ -256,17 +263,21 @@ static void grpc_only(rpc_client *c, int n, int clients)
     double median = lat[n / 2];
     free(lat);
     pthread_t *th = xcalloc((size_t)clients, sizeof *th);
-    grpc_job job = {.client = c, .n = 4 * n / clients > 0 ? 4 * n / clients : 1};
+    grpc_job *jobs = xcalloc((size_t)clients, sizeof *jobs);
     double cpu0[CPU_KINDS], cpu1[CPU_KINDS];
     cpu_snapshot(cpu0);
     double t0 = now_us();
-    for (int i = 0; i < clients; i++)
-        pthread_create(&th[i], NULL, grpc_only_thread, &job);
+    for (int i = 0; i < clients; i++) {
+        jobs[i].client = conns[i % n_conns];
+        jobs[i].n = 4 * n / clients > 0 ? 4 * n / clients : 1;
+        pthread_create(&th[i], NULL, grpc_only_thread, &jobs[i]);
+    }
     for (int i = 0; i < clients; i++)
         pthread_join(th[i], NULL);
     double secs = (now_us() - t0) / 1e6;
     cpu_snapshot(cpu1);
-    double calls = (double)job.n * clients;
+    double calls = (double)jobs[0].n * clients;
+    free(jobs);
     free(th);
     printf("grpc only (a call answered without PostgreSQL): median=%.3f ms;"
            " %d clients: %.0f calls/s\n"
@@ -320,7 +331,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
     pthread_t *th = xcalloc((size_t)clients, sizeof *th);
     size_t per = n / (size_t)clients, off = 0;
     for (int i = 0; i < clients; i++) {
-        jobs[i].client = c;
+        jobs[i].client = conns[i % n_conns];
         jobs[i].nodes = nodes + off;
         jobs[i].n = per + ((size_t)i < n % (size_t)clients);
         jobs[i].lat_us = lat + off;
@@ -364,7 +375,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
 
 int main(int argc, char **argv)
 {
-    int clients = 16, n_users = 1;
+    int clients = 16, n_users = 1, shared = 0;
     size_t pairs = 8000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--clients") && i + 1 < argc)
@@ -373,9 +384,11 @@ int main(int argc, char **argv)
             n_users = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--pairs") && i + 1 < argc)
             pairs = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--shared-channel"))
+            shared = 1;
         else {
             fprintf(stderr,
-                    "usage: %s [--clients N] [--pairs N] [--users N]\n"
+                    "usage: %s [--clients N] [--pairs N] [--users N] [--shared-channel]\n"
                     "env: DBAGENT_ADDR (127.0.0.1:50051), DBAGENT_TOKEN\n",
                     argv[0]);
             return 64;
@@ -388,7 +401,14 @@ int main(int argc, char **argv)
         die("configuration", "--clients, --pairs and --users (at most 1000) must be positive");
     srand((unsigned)time(NULL));
     rpc_global_init();
-    rpc_client *c = rpc_client_new(addr && addr[0] ? addr : "127.0.0.1:50051", token);
+    if (!addr || !addr[0])
+        addr = "127.0.0.1:50051";
+    rpc_client *c = rpc_client_new(addr, token);
+    n_conns = shared ? 1 : clients;
+    conns = xcalloc((size_t)n_conns, sizeof *conns);
+    conns[0] = c;
+    for (int i = 1; i < n_conns; i++)
+        conns[i] = rpc_client_new(addr, token);
     int64_t *users = xcalloc((size_t)n_users, sizeof *users);
     for (int i = 0; i < n_users; i++)
         users[i] = make_user(c);
@@ -400,7 +420,9 @@ int main(int argc, char **argv)
     rc |= run(c, users, 1, 1, pairs / 4 ? pairs / 4 : 1, &seq);
     rc |= run(c, users, n_users, clients, pairs, &seq);
     free(users);
-    rpc_client_free(c);
+    for (int i = 0; i < n_conns; i++)
+        rpc_client_free(conns[i]);
+    free(conns);
     rpc_global_shutdown();
     return rc;
 }
