@@ -655,22 +655,36 @@ def call_later(ex, c, method, timeout, **fields):
     return ex.submit(go)
 
 
+def blocked_expression(dba, one, n):
+    """A user; two running nodes (claimed through one) of an expression whose row a psql session
+    holds locked, so that completing either waits; and n taken leaves of another expression."""
+    u = new_user(dba)
+    blocker = create(dba, u.id, plan_wide(2)).expression
+    running = take(dba, blocker.id, 2)
+    for t in running:
+        assert one.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    e = create(dba, u.id, plan_wide(n)).expression
+    nodes = take(dba, e.id, n)
+    holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {blocker.id} FOR UPDATE", 60)
+    return u, running, e, nodes, holder
+
+
+def stuck_completion(ex, dba, one, t, timeout):
+    """Starts completing t (a node of the locked expression) through one, and waits until the call
+    waits for the lock: one's only transaction of node calls is then in PostgreSQL, held up."""
+    f = call_later(ex, one, "CompleteNode", timeout, node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=1)
+    harness.wait_for(lambda: waiting_dbagent_backends(dba) == 1, 10, "the completion to wait for the lock")
+    return f
+
+
 def test_calls_that_wait_go_in_one_transaction(dba, dba_one_batch):
     """Calls that arrive while a transaction of node calls is in PostgreSQL wait, and all go in the
     next one; each gets its own answer, as if it had gone alone."""
     one = dba_one_batch
-    u = new_user(dba)
-    blocker = create(dba, u.id, plan_wide(2)).expression
-    (b0, b1) = take(dba, blocker.id, 2)
-    for t in (b0, b1):
-        assert one.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
-    e = create(dba, u.id, plan_wide(8)).expression
-    nodes = take(dba, e.id, 8)
-    holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {blocker.id} FOR UPDATE", 60)
+    u, (b0, _), e, nodes, holder = blocked_expression(dba, one, 8)
     try:
         with cf.ThreadPoolExecutor(12) as ex:
-            first = call_later(ex, one, "CompleteNode", 30, node_id=b0.node_id, epoch=b0.epoch, agent="agent-a", value=1)
-            harness.wait_for(lambda: waiting_dbagent_backends(dba) == 1, 10, "the first call to wait for the lock")
+            first = stuck_completion(ex, dba, one, b0, 30)
             before = one.GetStats()
             claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
             harness.wait_for(lambda: one.GetStats().node_calls_waiting == 8, 10, "the 8 claims to wait")
@@ -703,18 +717,10 @@ def test_a_transaction_that_fails_runs_each_call_alone(dba, dba_one_batch):
     """A shared transaction that fails (here: one call in it outlives its deadline behind a lock)
     commits nothing; every call in it runs again alone, so only that call fails."""
     one = dba_one_batch
-    u = new_user(dba)
-    blocker = create(dba, u.id, plan_wide(2)).expression
-    (b0, b1) = take(dba, blocker.id, 2)
-    for t in (b0, b1):
-        assert one.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
-    e = create(dba, u.id, plan_wide(4)).expression
-    nodes = take(dba, e.id, 4)
-    holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {blocker.id} FOR UPDATE", 60)
+    _, (b0, b1), _, nodes, holder = blocked_expression(dba, one, 4)
     try:
         with cf.ThreadPoolExecutor(8) as ex:
-            first = call_later(ex, one, "CompleteNode", 4, node_id=b0.node_id, epoch=b0.epoch, agent="agent-a", value=1)
-            harness.wait_for(lambda: waiting_dbagent_backends(dba) == 1, 10, "the first call to wait for the lock")
+            first = stuck_completion(ex, dba, one, b0, 4)
             claims = [call_later(ex, one, "ClaimNode", 60, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
             doomed = call_later(ex, one, "CompleteNode", 8, node_id=b1.node_id, epoch=b1.epoch, agent="agent-a", value=2)
             harness.wait_for(lambda: one.GetStats().node_calls_waiting == 5, 10, "the 5 calls to wait")
