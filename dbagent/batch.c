@@ -28,7 +28,7 @@ enum { QUEUED, TAKEN, DONE, ALONE };
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static node_call *head, *tail; /* waiting to be sent, oldest first */
 static int in_flight;
-static int max_in_flight = 1;
+static int max_in_flight = 2;
 static int max_calls = 64;
 static int64_t n_calls, n_transactions;
 static int32_t n_waiting;

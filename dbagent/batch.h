@@ -48,7 +48,7 @@ typedef struct node_call {
     struct node_call *next;
 } node_call;
 
-/* How many batches may be in PostgreSQL at once (default 1), and how many calls one may
+/* How many batches may be in PostgreSQL at once (default 2), and how many calls one may
  * carry (default 64). Call before serving. */
 void node_batch_configure(int max_in_flight, int max_calls);
 

@@ -37,7 +37,7 @@ static const cfg_entry config_table[] = {
     {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token callers must present", &cfg.token},
     {"DBAGENT_THREADS", CFG_INT, "16", 1, 256,
      "gRPC worker threads, one PostgreSQL connection each", &cfg.threads},
-    {"DBAGENT_NODE_BATCHES", CFG_INT, "1", 1, 256,
+    {"DBAGENT_NODE_BATCHES", CFG_INT, "2", 1, 256,
      "transactions of ClaimNode/CompleteNode calls in PostgreSQL at once; calls that arrive"
      " meanwhile wait and go together in the next one",
      &cfg.batches},
