@@ -23,7 +23,9 @@ static const db_stmt batch_stmt = {
     " $5::float8[], $6::text[], $7::int)",
     7};
 
-enum { QUEUED, TAKEN, DONE, ALONE };
+/* LOST: the batch committed but gave no answer for the call (cannot happen while
+ * calc_node_batch answers every item; not run again, since it may have been applied). */
+enum { QUEUED, TAKEN, DONE, ALONE, LOST };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static node_call *head, *tail; /* waiting to be sent, oldest first */
@@ -88,8 +90,10 @@ static int run_alone(struct db *d, rpc_ctx *ctx, node_call *c)
     return RPC_OK;
 }
 
-/* Runs calls[0..n) as one transaction; 0 when every call has its answer. */
-static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n)
+/* Runs calls[0..n) as one transaction: 0 when it committed (answered[i]: calls[i] has its
+ * answer), -1 when it failed and nothing of it was committed. The calls' states are the
+ * caller's to set, under the lock. */
+static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n, char *answered)
 {
     buf claim, node, epoch, agent, value, error;
     buf *all[] = {&claim, &node, &epoch, &agent, &value, &error};
@@ -137,16 +141,16 @@ static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n)
                  db_failed(ctx));
         return -1;
     }
-    int rows = PQntuples(r), seen = 0;
-    for (int row = 0; row < rows; row++) {
+    memset(answered, 0, (size_t)n);
+    for (int row = 0; row < PQntuples(r); row++) {
         int64_t i = db_i64(r, row, 0);
         if (i >= 1 && i <= n) {
             read_answer(calls[i - 1], r, row);
-            seen++;
+            answered[i - 1] = 1;
         }
     }
     PQclear(r);
-    return seen == n ? 0 : -1;
+    return 0;
 }
 
 int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
@@ -174,6 +178,7 @@ int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
         }
         /* Lead: send what waits, oldest first. */
         node_call *calls[256];
+        char answered[256];
         int cap = max_calls < 256 ? max_calls : 256, n = 0, mine = 0;
         while (head && n < cap) {
             node_call *x = head;
@@ -192,8 +197,9 @@ int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
         if (n == 1 && mine) {
             rc = run_alone(d, ctx, c);
             failed = 0; /* its own answer, success or not */
+            answered[0] = 1;
         } else {
-            failed = run_together(d, ctx, calls, n);
+            failed = run_together(d, ctx, calls, n, answered);
         }
 
         pthread_mutex_lock(&mu);
@@ -201,7 +207,7 @@ int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
         n_calls += n;
         n_transactions += failed ? 0 : 1;
         for (int i = 0; i < n; i++) {
-            calls[i]->state = failed ? ALONE : DONE;
+            calls[i]->state = failed ? ALONE : answered[i] ? DONE : LOST;
             if (calls[i] != c)
                 pthread_cond_signal(&calls[i]->wake);
         }
@@ -209,9 +215,12 @@ int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
         if (head && head != c)
             pthread_cond_signal(&head->wake);
     }
-    int alone = c->state == ALONE;
+    int alone = c->state == ALONE, lost = c->state == LOST;
     pthread_mutex_unlock(&mu);
     pthread_cond_destroy(&c->wake);
+    if (lost)
+        return rpc_fail(ctx, RPC_INTERNAL, "node %lld: its batch committed without answering it",
+                        (long long)c->node_id);
 
     if (alone) {
         rc = run_alone(d, ctx, c);
