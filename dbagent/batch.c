@@ -31,14 +31,12 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static node_call *head, *tail; /* waiting to be sent, oldest first */
 static int in_flight;
 static int max_in_flight = 2;
-static int max_calls = 64;
 static int64_t n_calls, n_transactions;
 static int32_t n_waiting;
 
-void node_batch_configure(int in_flight_max, int calls_max)
+void node_batch_configure(int in_flight_max)
 {
     max_in_flight = in_flight_max > 0 ? in_flight_max : 1;
-    max_calls = calls_max > 0 ? calls_max : 1;
 }
 
 void node_batch_counts(int64_t *calls, int64_t *transactions, int32_t *waiting)
@@ -177,10 +175,10 @@ int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
             continue;
         }
         /* Lead: send what waits, oldest first. */
-        node_call *calls[256];
-        char answered[256];
-        int cap = max_calls < 256 ? max_calls : 256, n = 0, mine = 0;
-        while (head && n < cap) {
+        node_call *calls[NODE_BATCH_MAX];
+        char answered[NODE_BATCH_MAX];
+        int n = 0, mine = 0;
+        while (head && n < NODE_BATCH_MAX) {
             node_call *x = head;
             head = x->next;
             x->state = TAKEN;

@@ -48,9 +48,11 @@ typedef struct node_call {
     struct node_call *next;
 } node_call;
 
-/* How many batches may be in PostgreSQL at once (default 2), and how many calls one may
- * carry (default 64). Call before serving. */
-void node_batch_configure(int max_in_flight, int max_calls);
+/* The most calls one batch carries. */
+#define NODE_BATCH_MAX 64
+
+/* How many batches may be in PostgreSQL at once (default 2). Call before serving. */
+void node_batch_configure(int max_in_flight);
 
 /*
  * Runs the call (its request filled in) on connection d, with others or alone, and fills in its

@@ -198,7 +198,7 @@ int main(int argc, char **argv)
                      "Serves the DbAgent gRPC service over PostgreSQL.",
                      config_table, N_CONFIG);
     handler_cfg.max_attempts = (int)cfg.max_attempts;
-    node_batch_configure((int)cfg.batches, 64);
+    node_batch_configure((int)cfg.batches);
     char *conninfo = build_conninfo();
     if (argc > 1 && !strcmp(argv[1], "migrate")) {
         int rc = run_migrate(argc, argv, conninfo);

@@ -629,7 +629,7 @@ def dba_one_batch(dba):
     (DBAGENT_NODE_BATCHES=1): while one is held up, every other call waits and goes in the next."""
     cl = dba.cluster
     p = cl.start_dbagent(name="dbagent-one-batch", DBAGENT_PORT=str(harness.free_port()), DBAGENT_NODE_BATCHES="1",
-                         DBAGENT_THREADS="12", MAX_ATTEMPTS=str(MAX_ATTEMPTS))
+                         DBAGENT_THREADS="70", MAX_ATTEMPTS=str(MAX_ATTEMPTS))
     c = DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"])
     c.proc = p
     try:
@@ -711,6 +711,27 @@ def test_calls_that_wait_go_in_one_transaction(dba, dba_one_batch):
     got = expr(dba, u.id, e.id)
     assert got.status == "ok" and got.nodes_done == 15
     assert got.result == sum(t.node_id for t in nodes) + 0.0
+
+
+def test_a_transaction_carries_at_most_64_calls(dba, dba_one_batch):
+    """66 calls wait behind a held-up transaction: the next carries the oldest 64, then 2 go."""
+    one = dba_one_batch
+    _, (b0, _), _, nodes, holder = blocked_expression(dba, one, 66)
+    try:
+        with cf.ThreadPoolExecutor(68) as ex:
+            first = stuck_completion(ex, dba, one, b0, 30)
+            before = one.GetStats()
+            claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
+            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 66, 10, "the 66 claims to wait")
+            release(dba, holder)
+            assert first.result(30).outcome == APPLIED
+            outs = [f.result(30) for f in claims]
+    finally:
+        release(dba, holder)
+    assert [o.outcome for o in outs] == [CLAIMED] * 66, outs
+    after = one.GetStats()
+    assert after.node_calls - before.node_calls == 67
+    assert after.node_transactions - before.node_transactions == 3, "the first call, 64 claims, 2 claims"
 
 
 def test_a_transaction_that_fails_runs_each_call_alone(dba, dba_one_batch):
