@@ -677,28 +677,35 @@ def stuck_completion(ex, dba, one, t, timeout):
     return f
 
 
+def claims_behind_a_stuck_call(dba, one, n):
+    """n claims sent through one while its only transaction waits for a lock, then the lock freed:
+    returns (the claims' replies, one's stats before they were sent, the expression, its user)."""
+    u, (b0, _), e, nodes, holder = blocked_expression(dba, one, n)
+    try:
+        with cf.ThreadPoolExecutor(n + 2) as ex:
+            first = stuck_completion(ex, dba, one, b0, 30)
+            before = one.GetStats()
+            claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
+            harness.wait_for(lambda: one.GetStats().node_calls_waiting == n, 10, f"the {n} claims to wait")
+            release(dba, holder)
+            assert first.result(30).outcome == APPLIED
+            outs = [f.result(30) for f in claims]
+    finally:
+        release(dba, holder)
+    assert [o.outcome for o in outs] == [CLAIMED] * n, outs
+    return outs, before, nodes, e, u
+
+
 def test_calls_that_wait_go_in_one_transaction(dba, dba_one_batch):
     """Calls that arrive while a transaction of node calls is in PostgreSQL wait, and all go in the
     next one; each gets its own answer, as if it had gone alone."""
     one = dba_one_batch
-    u, (b0, _), e, nodes, holder = blocked_expression(dba, one, 8)
-    try:
-        with cf.ThreadPoolExecutor(12) as ex:
-            first = stuck_completion(ex, dba, one, b0, 30)
-            before = one.GetStats()
-            claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
-            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 8, 10, "the 8 claims to wait")
-            release(dba, holder)
-            assert first.result(30).outcome == APPLIED
-            outs = [f.result(30) for f in claims]
-        assert [o.outcome for o in outs] == [CLAIMED] * 8, outs
-        assert {(o.op, o.left, o.right) for o in outs} == {("+", float(i), 1.0) for i in range(8)}
-        after = one.GetStats()
-        assert after.node_calls - before.node_calls == 9
-        assert after.node_transactions - before.node_transactions == 2, "the first call, then the 8 claims together"
-        assert after.node_calls_waiting == 0
-    finally:
-        release(dba, holder)
+    outs, before, nodes, e, u = claims_behind_a_stuck_call(dba, one, 8)
+    assert {(o.op, o.left, o.right) for o in outs} == {("+", float(i), 1.0) for i in range(8)}
+    after = one.GetStats()
+    assert after.node_calls - before.node_calls == 9
+    assert after.node_transactions - before.node_transactions == 2, "the first call, then the 8 claims together"
+    assert after.node_calls_waiting == 0
     # The expression runs to its end through the same dbagent: completions share transactions too.
     with cf.ThreadPoolExecutor(8) as ex:
         list(ex.map(lambda t: one.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=t.node_id), nodes))
@@ -716,19 +723,7 @@ def test_calls_that_wait_go_in_one_transaction(dba, dba_one_batch):
 def test_a_transaction_carries_at_most_64_calls(dba, dba_one_batch):
     """66 calls wait behind a held-up transaction: the next carries the oldest 64, then 2 go."""
     one = dba_one_batch
-    _, (b0, _), _, nodes, holder = blocked_expression(dba, one, 66)
-    try:
-        with cf.ThreadPoolExecutor(68) as ex:
-            first = stuck_completion(ex, dba, one, b0, 30)
-            before = one.GetStats()
-            claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
-            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 66, 10, "the 66 claims to wait")
-            release(dba, holder)
-            assert first.result(30).outcome == APPLIED
-            outs = [f.result(30) for f in claims]
-    finally:
-        release(dba, holder)
-    assert [o.outcome for o in outs] == [CLAIMED] * 66, outs
+    _, before, _, _, _ = claims_behind_a_stuck_call(dba, one, 66)
     after = one.GetStats()
     assert after.node_calls - before.node_calls == 67
     assert after.node_transactions - before.node_transactions == 3, "the first call, 64 claims, 2 claims"
