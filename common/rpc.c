@@ -117,37 +117,113 @@ static int const_time_eq(const char *a, size_t alen, const char *b, size_t blen)
 }
 
 /* ---- server ---- */
+/*
+ * All workers take events from one completion queue: the thread that reads a call off the socket
+ * is often the one that serves it, with no hand-off. Each method is registered, so a call arrives
+ * with its request message read; several requests per method wait at once, so a burst of calls
+ * never queues behind a worker. The reply is sent without waiting: its completion, taken by any
+ * worker, frees the call.
+ */
+
+enum { SLOT_REQUEST, SLOT_REPLY };
+
+/* One outstanding request for a call of one method (-1: any method not registered), then,
+ * once a call came, that call until its reply is sent. */
+typedef struct slot {
+    int kind;
+    int method;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details; /* for method -1 only */
+    grpc_byte_buffer *out;
+    grpc_slice status_details;
+    int cancelled;
+} slot;
 
 struct rpc_server {
     grpc_server *server;
-    grpc_completion_queue *shutdown_cq;
+    grpc_completion_queue *cq, *shutdown_cq;
     rpc_server_config cfg;
+    void **registered; /* grpc_server_register_method's handle per method */
     int n_threads;
     pthread_t *threads;
-    grpc_completion_queue **cqs;
+    /* Requests outstanding plus calls not yet done: 0 after the shutdown means no event can
+     * come any more, so the queue may be shut down. */
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    int busy;
+    /* The workers' states (thread_init's), the last one put back on top: a handler takes the
+     * most recently used, so at low load one warm database session serves call after call,
+     * whichever worker the queue wakes. */
+    void **states;
+    int n_states;
 };
 
-typedef struct worker_arg {
-    rpc_server *srv;
-    grpc_completion_queue *cq;
-} worker_arg;
-
-/* Runs one batch on the worker's own queue and waits for it: a worker has one call at a time. */
-static int run_batch(grpc_call *call, grpc_completion_queue *cq, const grpc_op *ops, size_t n)
+static void *state_take(rpc_server *srv)
 {
-    static int tag;
-    if (grpc_call_start_batch(call, ops, n, &tag, NULL) != GRPC_CALL_OK)
-        return 0;
-    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    return ev.type == GRPC_OP_COMPLETE && ev.success;
+    pthread_mutex_lock(&srv->mu);
+    void *st = srv->states[--srv->n_states]; /* a worker added one; it holds none now */
+    pthread_mutex_unlock(&srv->mu);
+    return st;
 }
 
-static const rpc_method *find_method(const rpc_server *srv, grpc_slice path)
+static void state_put(rpc_server *srv, void *st)
 {
-    for (size_t i = 0; i < srv->cfg.n_methods; i++)
-        if (grpc_slice_str_cmp(path, srv->cfg.methods[i].path) == 0)
-            return &srv->cfg.methods[i];
-    return NULL;
+    pthread_mutex_lock(&srv->mu);
+    srv->states[srv->n_states++] = st;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void busy_add(rpc_server *srv, int d)
+{
+    pthread_mutex_lock(&srv->mu);
+    srv->busy += d;
+    if (srv->busy == 0)
+        pthread_cond_broadcast(&srv->idle);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Asks for the next call of method m; a server that is shutting down fails it at once. */
+static void request(rpc_server *srv, int m)
+{
+    slot *s = xcalloc(1, sizeof *s);
+    s->kind = SLOT_REQUEST;
+    s->method = m;
+    grpc_metadata_array_init(&s->md);
+    grpc_call_details_init(&s->details);
+    busy_add(srv, 1);
+    grpc_call_error e = m < 0
+                            ? grpc_server_request_call(srv->server, &s->call, &s->details, &s->md,
+                                                       srv->cq, srv->cq, s)
+                            : grpc_server_request_registered_call(srv->server, srv->registered[m],
+                                                                  &s->call, &s->deadline, &s->md,
+                                                                  &s->payload, srv->cq, srv->cq, s);
+    if (e != GRPC_CALL_OK) {
+        log_error("rpc: cannot wait for calls of %s: error %d",
+                  m < 0 ? "other methods" : srv->cfg.methods[m].path, (int)e);
+        grpc_metadata_array_destroy(&s->md);
+        grpc_call_details_destroy(&s->details);
+        free(s);
+        busy_add(srv, -1);
+    }
+}
+
+static void slot_free(rpc_server *srv, slot *s)
+{
+    if (s->call)
+        grpc_call_unref(s->call);
+    if (s->kind == SLOT_REPLY)
+        grpc_slice_unref(s->status_details);
+    if (s->payload)
+        grpc_byte_buffer_destroy(s->payload);
+    if (s->out)
+        grpc_byte_buffer_destroy(s->out);
+    grpc_metadata_array_destroy(&s->md);
+    grpc_call_details_destroy(&s->details);
+    free(s);
+    busy_add(srv, -1);
 }
 
 static int token_ok(const rpc_server *srv, const grpc_metadata_array *md)
@@ -162,27 +238,21 @@ static int token_ok(const rpc_server *srv, const grpc_metadata_array *md)
     return 0;
 }
 
-static void serve_call(rpc_server *srv, grpc_completion_queue *cq, grpc_call *call,
-                       const grpc_call_details *details, const grpc_metadata_array *md, void *state)
+/* Runs the handler of the call in s and starts its reply; the reply's completion frees s. */
+static void serve_call(rpc_server *srv, slot *s, void *state)
 {
-    rpc_ctx ctx = {.state = state, .deadline = details->deadline, .code = RPC_OK};
-    grpc_byte_buffer *in = NULL, *out = NULL;
+    rpc_ctx ctx = {.state = state, .code = RPC_OK};
+    ctx.deadline = s->method < 0 ? s->details.deadline : s->deadline;
+    const rpc_method *m = s->method < 0 ? NULL : &srv->cfg.methods[s->method];
     ProtobufCMessage *req = NULL, *resp = NULL;
-    int cancelled = 0;
 
-    grpc_op recv = {.op = GRPC_OP_RECV_MESSAGE};
-    recv.data.recv_message.recv_message = &in;
-    if (!run_batch(call, cq, &recv, 1))
-        goto out;
-
-    const rpc_method *m = find_method(srv, details->method);
     if (!m) {
-        char *p = grpc_slice_to_c_string(details->method);
+        char *p = grpc_slice_to_c_string(s->details.method);
         rpc_fail(&ctx, RPC_UNIMPLEMENTED, "unknown method %s", p);
         gpr_free(p);
-    } else if (!token_ok(srv, md)) {
+    } else if (!token_ok(srv, &s->md)) {
         rpc_fail(&ctx, RPC_UNAUTHENTICATED, "missing or wrong service token");
-    } else if (!in || !(req = unpack(m->request, in))) {
+    } else if (!s->payload || !(req = unpack(m->request, s->payload))) {
         rpc_fail(&ctx, RPC_INVALID_ARGUMENT, "cannot decode %s", m->request->name);
     } else {
         /* The handler's return is the status: a failure it recovered from (rpc_fail, then a
@@ -192,74 +262,73 @@ static void serve_call(rpc_server *srv, grpc_completion_queue *cq, grpc_call *ca
         if (code != RPC_OK)
             resp = NULL;
         else if (resp)
-            out = pack(resp);
+            s->out = pack(resp);
         else
             rpc_fail(&ctx, RPC_INTERNAL, "%s gave no reply", m->path);
         if (ctx.code == RPC_OK)
             ctx.message[0] = '\0';
     }
+    if (req)
+        protobuf_c_message_free_unpacked(req, NULL);
+    arena_free(&ctx);
 
+    s->kind = SLOT_REPLY;
+    s->status_details = grpc_slice_from_copied_string(ctx.message);
     grpc_op ops[4];
     memset(ops, 0, sizeof ops);
     size_t n = 0;
     ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (out) {
+    if (s->out) {
         ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n++].data.send_message.send_message = out;
+        ops[n++].data.send_message.send_message = s->out;
     }
-    grpc_slice details_slice = grpc_slice_from_copied_string(ctx.message);
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = (grpc_status_code)ctx.code;
-    ops[n++].data.send_status_from_server.status_details = &details_slice;
+    ops[n++].data.send_status_from_server.status_details = &s->status_details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[n++].data.recv_close_on_server.cancelled = &cancelled;
-    run_batch(call, cq, ops, n);
-    grpc_slice_unref(details_slice);
-
-out:
-    if (req)
-        protobuf_c_message_free_unpacked(req, NULL);
-    if (in)
-        grpc_byte_buffer_destroy(in);
-    if (out)
-        grpc_byte_buffer_destroy(out);
-    arena_free(&ctx);
+    ops[n++].data.recv_close_on_server.cancelled = &s->cancelled;
+    if (grpc_call_start_batch(s->call, ops, n, s, NULL) != GRPC_CALL_OK)
+        slot_free(srv, s);
 }
 
 static void *worker_main(void *p)
 {
-    worker_arg *wa = p;
-    rpc_server *srv = wa->srv;
-    grpc_completion_queue *cq = wa->cq;
-    free(wa);
-    void *state = srv->cfg.thread_init ? srv->cfg.thread_init(srv->cfg.arg) : NULL;
+    rpc_server *srv = p;
+    state_put(srv, srv->cfg.thread_init ? srv->cfg.thread_init(srv->cfg.arg) : NULL);
 
     for (;;) {
-        grpc_call *call = NULL;
-        grpc_call_details details;
-        grpc_metadata_array md;
-        grpc_call_details_init(&details);
-        grpc_metadata_array_init(&md);
-        static int tag;
-        int ok = grpc_server_request_call(srv->server, &call, &details, &md, cq, cq, &tag) ==
-                 GRPC_CALL_OK;
-        grpc_event ev = {.type = GRPC_QUEUE_SHUTDOWN};
-        if (ok)
-            ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-        if (ok && ev.type == GRPC_OP_COMPLETE && ev.success)
-            serve_call(srv, cq, call, &details, &md, state);
-        else
-            ok = 0;
-        if (call)
-            grpc_call_unref(call);
-        grpc_call_details_destroy(&details);
-        grpc_metadata_array_destroy(&md);
-        if (!ok)
-            break; /* the server is shutting down */
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        slot *s = ev.tag;
+        if (s->kind == SLOT_REPLY || !ev.success) {
+            slot_free(srv, s); /* a reply sent, or a request the shutdown failed */
+            continue;
+        }
+        /* Ask for the next call of this method first, so it is matched while this one runs. */
+        request(srv, s->method);
+        void *state = state_take(srv);
+        serve_call(srv, s, state);
+        state_put(srv, state);
     }
+    void *state = state_take(srv);
     if (srv->cfg.thread_fini)
         srv->cfg.thread_fini(state);
     return NULL;
+}
+
+static void server_free(rpc_server *srv)
+{
+    grpc_server_destroy(srv->server);
+    grpc_completion_queue_destroy(srv->cq);
+    grpc_completion_queue_destroy(srv->shutdown_cq);
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->idle);
+    free(srv->registered);
+    free(srv->states);
+    free(srv->threads);
+    free(srv);
 }
 
 rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t errlen)
@@ -267,46 +336,37 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
     rpc_server *srv = xcalloc(1, sizeof *srv);
     srv->cfg = *cfg;
     srv->n_threads = cfg->threads > 0 ? cfg->threads : 1;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->idle, NULL);
     srv->server = grpc_server_create(NULL, NULL);
-    srv->cqs = xcalloc((size_t)srv->n_threads, sizeof *srv->cqs);
-    for (int i = 0; i < srv->n_threads; i++) {
-        srv->cqs[i] = grpc_completion_queue_create_for_next(NULL);
-        grpc_server_register_completion_queue(srv->server, srv->cqs[i], NULL);
-    }
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
     srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
+    srv->registered = xcalloc(cfg->n_methods + 1, sizeof *srv->registered);
+    for (size_t i = 0; i < cfg->n_methods; i++)
+        srv->registered[i] = grpc_server_register_method(
+            srv->server, cfg->methods[i].path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
     int port = grpc_server_add_http2_port(srv->server, cfg->addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
         snprintf(err, errlen, "cannot listen on %s (address in use or invalid)", cfg->addr);
-        grpc_server_destroy(srv->server);
-        for (int i = 0; i < srv->n_threads; i++)
-            grpc_completion_queue_destroy(srv->cqs[i]);
-        grpc_completion_queue_destroy(srv->shutdown_cq);
-        free(srv->cqs);
-        free(srv);
+        server_free(srv);
         return NULL;
     }
     grpc_server_start(srv->server);
+    /* As many requests per method as workers: every worker may be serving one method. */
+    for (int k = 0; k < srv->n_threads; k++)
+        for (size_t i = 0; i < cfg->n_methods; i++)
+            request(srv, (int)i);
+    request(srv, -1);
+    srv->states = xcalloc((size_t)srv->n_threads, sizeof *srv->states);
     srv->threads = xcalloc((size_t)srv->n_threads, sizeof *srv->threads);
-    for (int i = 0; i < srv->n_threads; i++) {
-        worker_arg *wa = xmalloc(sizeof *wa);
-        wa->srv = srv;
-        wa->cq = srv->cqs[i];
-        pthread_create(&srv->threads[i], NULL, worker_main, wa);
-    }
+    for (int i = 0; i < srv->n_threads; i++)
+        pthread_create(&srv->threads[i], NULL, worker_main, srv);
     return srv;
-}
-
-static void drain_and_destroy(grpc_completion_queue *cq)
-{
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
 }
 
 void rpc_server_stop(rpc_server *srv)
@@ -314,18 +374,22 @@ void rpc_server_stop(rpc_server *srv)
     if (!srv)
         return;
     static int tag;
-    /* Pending request_call ops fail, so idle workers exit; busy ones finish their call first. */
+    /* Outstanding requests fail; calls in progress finish and send their replies. */
     grpc_server_shutdown_and_notify(srv->server, srv->shutdown_cq, &tag);
     grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    pthread_mutex_lock(&srv->mu);
+    while (srv->busy > 0)
+        pthread_cond_wait(&srv->idle, &srv->mu);
+    pthread_mutex_unlock(&srv->mu);
+    /* Nothing is outstanding: the workers drain the queue and exit. */
+    grpc_completion_queue_shutdown(srv->cq);
     for (int i = 0; i < srv->n_threads; i++)
         pthread_join(srv->threads[i], NULL);
-    grpc_server_destroy(srv->server);
-    for (int i = 0; i < srv->n_threads; i++)
-        drain_and_destroy(srv->cqs[i]);
-    drain_and_destroy(srv->shutdown_cq);
-    free(srv->cqs);
-    free(srv->threads);
-    free(srv);
+    grpc_completion_queue_shutdown(srv->shutdown_cq);
+    while (grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+               .type != GRPC_QUEUE_SHUTDOWN)
+        ;
+    server_free(srv);
 }
 
 /* ---- client ---- */

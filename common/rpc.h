@@ -1,8 +1,8 @@
 /*
  * rpc: a small wrapper over the gRPC C core for unary calls carrying protobuf-c messages.
  *
- * Server: a method table; N worker threads, each with its own completion queue and its own
- * per-thread state (e.g. a database connection), each serving one call at a time. A shared
+ * Server: a method table; N worker threads sharing one completion queue, each running one
+ * handler at a time with a state of its own for that call (e.g. a database connection). A shared
  * token must come in the "x-calc-token" metadata of every call.
  * Client: one channel per target, safe to use from many threads at once.
  */
@@ -53,7 +53,9 @@ typedef struct rpc_server_config {
     size_t n_methods;
     int threads;
     const char *token;
-    /* Per-thread state: init is called on each worker thread before it serves; may be NULL. */
+    /* Per-worker state (e.g. a database session): init is called on each worker thread before
+     * it serves; may be NULL. A handler gets one state no other handler holds meanwhile, the
+     * most recently used first; not always the one its own thread made. */
     void *(*thread_init)(void *arg);
     void (*thread_fini)(void *state);
     void *arg;
@@ -64,7 +66,7 @@ typedef struct rpc_server rpc_server;
 /* Memory that lives until the current call's reply is sent. Never NULL. */
 void *rpc_alloc(rpc_ctx *ctx, size_t n);
 char *rpc_strdup(rpc_ctx *ctx, const char *s);
-/* The per-thread state made by thread_init. */
+/* The state lent to this call (one made by thread_init), until the handler returns. */
 void *rpc_thread_state(rpc_ctx *ctx);
 /* Milliseconds left before the caller's deadline; -1 when the caller set none. */
 int64_t rpc_time_left_ms(rpc_ctx *ctx);
