@@ -239,9 +239,9 @@ static int token_ok(const rpc_server *srv, const grpc_metadata_array *md)
 }
 
 /* Runs the handler of the call in s and starts its reply; the reply's completion frees s. */
-static void serve_call(rpc_server *srv, slot *s, void *state)
+static void serve_call(rpc_server *srv, slot *s)
 {
-    rpc_ctx ctx = {.state = state, .code = RPC_OK};
+    rpc_ctx ctx = {.code = RPC_OK};
     ctx.deadline = s->method < 0 ? s->details.deadline : s->deadline;
     const rpc_method *m = s->method < 0 ? NULL : &srv->cfg.methods[s->method];
     ProtobufCMessage *req = NULL, *resp = NULL;
@@ -257,6 +257,7 @@ static void serve_call(rpc_server *srv, slot *s, void *state)
     } else {
         /* The handler's return is the status: a failure it recovered from (rpc_fail, then a
          * retry that worked) must not leak into the reply. */
+        ctx.state = state_take(srv);
         int code = m->handler(&ctx, req, &resp);
         ctx.code = code;
         if (code != RPC_OK)
@@ -265,6 +266,8 @@ static void serve_call(rpc_server *srv, slot *s, void *state)
             s->out = pack(resp);
         else
             rpc_fail(&ctx, RPC_INTERNAL, "%s gave no reply", m->path);
+        /* Back before the reply leaves: the caller's next call finds this state on top. */
+        state_put(srv, ctx.state);
         if (ctx.code == RPC_OK)
             ctx.message[0] = '\0';
     }
@@ -308,9 +311,7 @@ static void *worker_main(void *p)
         }
         /* Ask for the next call of this method first, so it is matched while this one runs. */
         request(srv, s->method);
-        void *state = state_take(srv);
-        serve_call(srv, s, state);
-        state_put(srv, state);
+        serve_call(srv, s);
     }
     void *state = state_take(srv);
     if (srv->cfg.thread_fini)

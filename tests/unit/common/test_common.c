@@ -1,11 +1,14 @@
 /* Unit tests of common/: the capped buffer, the configuration table, the gRPC wrapper. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -91,9 +94,60 @@ static int echo_handler(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
     return RPC_OK;
 }
 
+/* States are numbered 0..MAX_STATES-1; busy[i] is set while a handler holds state i. */
+#define MAX_STATES 8
+static atomic_int n_states, n_states_freed, busy[MAX_STATES];
+
+static void *state_init(void *arg)
+{
+    (void)arg;
+    int *id = malloc(sizeof *id);
+    *id = atomic_fetch_add(&n_states, 1);
+    return id;
+}
+
+static void state_fini(void *state)
+{
+    free(state);
+    atomic_fetch_add(&n_states_freed, 1);
+}
+
+/* Answers with the number of the state it was lent; fails if another handler holds it. */
+static int state_handler(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    (void)m;
+    int id = *(int *)rpc_thread_state(ctx);
+    if (atomic_exchange(&busy[id], 1))
+        return rpc_fail(ctx, RPC_INTERNAL, "state %d lent twice", id);
+    struct timespec ts = {.tv_nsec = 200 * 1000}; /* hold it a while, so calls overlap */
+    nanosleep(&ts, NULL);
+    atomic_store(&busy[id], 0);
+    Calc__V1__ClaimNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__claim_node_reply__init(rep);
+    rep->expression_id = id;
+    rep->op = "";
+    *resp = &rep->base;
+    return RPC_OK;
+}
+
 static const rpc_method methods[] = {
     {"/calc.v1.DbAgent/ClaimNode", &calc__v1__claim_node_request__descriptor, echo_handler},
+    {"/calc.v1.DbAgent/CompleteNode", &calc__v1__claim_node_request__descriptor, state_handler},
 };
+
+/* Port 0 is not reported back by the wrapper: use a fixed high port, retrying on clash. */
+static rpc_server *start_server(rpc_server_config *sc, char *addr, size_t addrlen)
+{
+    char err[256];
+    rpc_server *srv = NULL;
+    for (int port = 47000 + (int)(getpid() % 1000); !srv && port < 49000; port += 7) {
+        snprintf(addr, addrlen, "127.0.0.1:%d", port);
+        sc->addr = addr;
+        srv = rpc_server_start(sc, err, sizeof err);
+    }
+    assert_non_null(srv);
+    return srv;
+}
 
 static int call(rpc_client *c, const char *path, int64_t node, Calc__V1__ClaimNodeReply **rep,
                 char *err)
@@ -111,17 +165,9 @@ static void rpc_round_trip_and_status_codes(void **state)
     (void)state;
     rpc_global_init();
     char err[256];
-    rpc_server_config sc = {
-        .addr = "127.0.0.1:0", .methods = methods, .n_methods = 1, .threads = 2, .token = TOKEN};
-    /* Port 0 is not reported back by the wrapper: use a fixed high port, retrying on clash. */
-    rpc_server *srv = NULL;
+    rpc_server_config sc = {.methods = methods, .n_methods = 1, .threads = 2, .token = TOKEN};
     char addr[32];
-    for (int port = 47000 + (int)(getpid() % 1000); !srv && port < 49000; port += 7) {
-        snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-        sc.addr = addr;
-        srv = rpc_server_start(&sc, err, sizeof err);
-    }
-    assert_non_null(srv);
+    rpc_server *srv = start_server(&sc, addr, sizeof addr);
 
     rpc_client *good = rpc_client_new(addr, TOKEN),
                *bad = rpc_client_new(addr, "wrong-token-000000");
@@ -137,7 +183,9 @@ static void rpc_round_trip_and_status_codes(void **state)
     assert_int_equal(call(good, "/calc.v1.DbAgent/ClaimNode", -1, &rep, err), RPC_NOT_FOUND);
     assert_string_equal(err, "no node -1");
     assert_null(rep);
-    assert_int_equal(call(good, "/calc.v1.DbAgent/Nope", 1, &rep, err), RPC_UNIMPLEMENTED);
+    /* Unknown methods are answered each time, not only the first. */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(call(good, "/calc.v1.DbAgent/Nope", 1, &rep, err), RPC_UNIMPLEMENTED);
     assert_int_equal(call(bad, "/calc.v1.DbAgent/ClaimNode", 1, &rep, err), RPC_UNAUTHENTICATED);
 
     rpc_client_free(good);
@@ -151,12 +199,81 @@ static void rpc_round_trip_and_status_codes(void **state)
     rpc_global_shutdown();
 }
 
+typedef struct caller {
+    rpc_client *client;
+    int failures;
+} caller;
+
+static void *call_many(void *p)
+{
+    caller *c = p;
+    char err[256];
+    for (int i = 0; i < 50; i++) {
+        Calc__V1__ClaimNodeReply *rep = NULL;
+        if (call(c->client, "/calc.v1.DbAgent/CompleteNode", 1, &rep, err) != RPC_OK) {
+            fprintf(stderr, "call %d: %s\n", i, err);
+            c->failures++;
+        }
+        if (rep)
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+    }
+    return NULL;
+}
+
+/* A handler's state is its own while it runs; a lone caller's calls reuse one warm state. */
+static void rpc_states_are_lent_one_call_at_a_time(void **state)
+{
+    (void)state;
+    rpc_global_init();
+    char err[256];
+    rpc_server_config sc = {.methods = methods,
+                            .n_methods = 2,
+                            .threads = 4,
+                            .token = TOKEN,
+                            .thread_init = state_init,
+                            .thread_fini = state_fini};
+    char addr[32];
+    rpc_server *srv = start_server(&sc, addr, sizeof addr);
+    rpc_client *one = rpc_client_new(addr, TOKEN);
+
+    int64_t first = -1;
+    for (int i = 0; i < 20; i++) {
+        Calc__V1__ClaimNodeReply *rep = NULL;
+        assert_int_equal(call(one, "/calc.v1.DbAgent/CompleteNode", 1, &rep, err), RPC_OK);
+        if (first < 0)
+            first = rep->expression_id;
+        assert_int_equal(rep->expression_id, first);
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    }
+
+    /* More callers than workers, each on its own connection, as agents are. */
+    enum { CALLERS = 8 };
+    caller callers[CALLERS];
+    pthread_t threads[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        callers[i] = (caller){.client = rpc_client_new(addr, TOKEN)};
+        pthread_create(&threads[i], NULL, call_many, &callers[i]);
+    }
+    for (int i = 0; i < CALLERS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(callers[i].failures, 0);
+        rpc_client_free(callers[i].client);
+    }
+
+    rpc_client_free(one);
+    rpc_server_stop(srv);
+    assert_int_equal(atomic_load(&n_states), 4);
+    assert_int_equal(atomic_load(&n_states_freed), 4);
+    rpc_global_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_respects_its_cap),
         cmocka_unit_test(config_validates_every_entry),
         cmocka_unit_test(rpc_round_trip_and_status_codes),
+        cmocka_unit_test(rpc_states_are_lent_one_call_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
