@@ -620,6 +620,34 @@ def test_deadline_is_the_statement_timeout(dba, path):
     harness.wait_for(lambda: dba.code_of("ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == SC.OK, 10, "the claim")
 
 
+def test_a_deadlock_is_aborted_and_changes_nothing(dba):
+    """PostgreSQL ends a deadlocked call's transaction (SQLSTATE 40P01): the caller gets ABORTED, a
+    status it may retry, and nothing of the call is kept; the retry then applies."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    (t, _) = take(dba, e.id, 2)
+    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    # The holder locks the node, waits (with a deadline) until dbagent's completion, holding the
+    # expression, waits for that node, then asks for the expression. Its own deadlock_timeout is
+    # long, so dbagent's backend (1 s) finds the cycle and is the one PostgreSQL ends.
+    wait_for_dbagent = ("DO $w$ BEGIN FOR i IN 1..3000 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity"
+                        " WHERE application_name = 'calc-dbagent' AND wait_event_type = 'Lock');"
+                        " PERFORM pg_sleep(0.01); END LOOP; END $w$")
+    holder = hold_lock(dba, f"SET LOCAL deadlock_timeout = '60s'; SELECT 1 FROM nodes WHERE id = {t.node_id} FOR UPDATE;"
+                            f" {wait_for_dbagent}; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE", 0)
+    try:
+        with pytest.raises(RpcError) as err:
+            dba.call("CompleteNode", timeout=20, node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=7)
+        assert err.value.code == SC.ABORTED, err.value
+        assert "deadlock" in str(err.value)
+        assert holder.wait(20) == 0  # the holder got the expression and committed
+    finally:
+        release(dba, holder)
+    assert dba.psql(f"SELECT state, result IS NULL FROM nodes WHERE id = {t.node_id}").strip() == "running|t"
+    assert dba.psql(f"SELECT nodes_done FROM expressions WHERE id = {e.id}").strip() == "0"
+    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=7).outcome == APPLIED
+
+
 # ---- calls that share a transaction -------------------------------------------------------------
 
 
