@@ -173,6 +173,8 @@ static void state_put(rpc_server *srv, void *st)
 {
     pthread_mutex_lock(&srv->mu);
     srv->states[srv->n_states++] = st;
+    if (srv->n_states == srv->n_threads)
+        pthread_cond_broadcast(&srv->idle); /* rpc_server_start waits for every worker's */
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -339,9 +341,18 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
     srv->n_threads = cfg->threads > 0 ? cfg->threads : 1;
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->idle, NULL);
-    srv->server = grpc_server_create(NULL, NULL);
+    /* Without SO_REUSEPORT a second server on a port in use fails to bind instead of sharing
+     * its connections with the first. */
+    grpc_arg no_reuse = {
+        .type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0};
+    grpc_channel_args args = {.num_args = 1, .args = &no_reuse};
+    srv->server = grpc_server_create(&args, NULL);
     srv->cq = grpc_completion_queue_create_for_next(NULL);
-    srv->shutdown_cq = grpc_completion_queue_create_for_next(NULL);
+    /* Only the stop reads it: connections must not be handed to its pollset. */
+    grpc_completion_queue_attributes quiet = {
+        .version = 1, .cq_completion_type = GRPC_CQ_NEXT, .cq_polling_type = GRPC_CQ_NON_LISTENING};
+    srv->shutdown_cq =
+        grpc_completion_queue_create(grpc_completion_queue_factory_lookup(&quiet), &quiet, NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
     grpc_server_register_completion_queue(srv->server, srv->shutdown_cq, NULL);
     srv->registered = xcalloc(cfg->n_methods + 1, sizeof *srv->registered);
@@ -365,8 +376,19 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
     request(srv, -1);
     srv->states = xcalloc((size_t)srv->n_threads, sizeof *srv->states);
     srv->threads = xcalloc((size_t)srv->n_threads, sizeof *srv->threads);
-    for (int i = 0; i < srv->n_threads; i++)
-        pthread_create(&srv->threads[i], NULL, worker_main, srv);
+    for (int i = 0; i < srv->n_threads; i++) {
+        int e = pthread_create(&srv->threads[i], NULL, worker_main, srv);
+        if (e) {
+            log_error("rpc: pthread_create: %s", strerror(e));
+            abort();
+        }
+    }
+    /* Every worker's state is made before serving: a state that came later, on top of the
+     * stack, would take a lone caller away from the warm one it had. */
+    pthread_mutex_lock(&srv->mu);
+    while (srv->n_states < srv->n_threads)
+        pthread_cond_wait(&srv->idle, &srv->mu);
+    pthread_mutex_unlock(&srv->mu);
     return srv;
 }
 

@@ -55,7 +55,8 @@ typedef struct rpc_server_config {
     const char *token;
     /* Per-worker state (e.g. a database session): init is called on each worker thread before
      * it serves; may be NULL. A handler gets one state no other handler holds meanwhile, the
-     * most recently used first; not always the one its own thread made. */
+     * most recently used first; not always the one its own thread made. fini is called once
+     * per state at stop, on some worker thread. Start returns once every state is made. */
     void *(*thread_init)(void *arg);
     void (*thread_fini)(void *state);
     void *arg;
