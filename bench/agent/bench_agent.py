@@ -23,12 +23,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "system"))
 import harness  # noqa: E402
 
 
-def start_servers():
-    servers = harness.Servers(harness.make_temp_root())
-    servers.start()
-    return servers
-
-
 def sql(cluster, query):
     return [line.split("|") for line in cluster.servers.psql(query, db=cluster.db).splitlines() if line]
 
@@ -132,12 +126,15 @@ def main():
     r.add_argument("--workers", type=int, default=32)
     r.add_argument("--seconds", type=float, default=5)
     args = p.parse_args()
-    servers = start_servers()
+    root = harness.make_temp_root()
+    servers = harness.Servers(root)
     try:
+        servers.start()
         return throughput(args, servers) if args.what == "throughput" else rss(args, servers)
     finally:
         servers.stop()
         harness.REGISTRY.kill_everything()
+        harness.remove_tree(root)  # the servers' data: some 200 MB a run
 
 
 if __name__ == "__main__":
