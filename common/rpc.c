@@ -152,7 +152,7 @@ struct rpc_server {
     /* Requests outstanding plus calls not yet done: 0 after the shutdown means no event can
      * come any more, so the queue may be shut down. */
     pthread_mutex_t mu;
-    pthread_cond_t idle;
+    pthread_cond_t changed; /* busy reached 0, or the last worker's state arrived */
     int busy;
     /* The workers' states (thread_init's), the last one put back on top: a handler takes the
      * most recently used, so at low load one warm database session serves call after call,
@@ -174,7 +174,7 @@ static void state_put(rpc_server *srv, void *st)
     pthread_mutex_lock(&srv->mu);
     srv->states[srv->n_states++] = st;
     if (srv->n_states == srv->n_threads)
-        pthread_cond_broadcast(&srv->idle); /* rpc_server_start waits for every worker's */
+        pthread_cond_broadcast(&srv->changed); /* rpc_server_start waits for all */
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -183,7 +183,7 @@ static void busy_add(rpc_server *srv, int d)
     pthread_mutex_lock(&srv->mu);
     srv->busy += d;
     if (srv->busy == 0)
-        pthread_cond_broadcast(&srv->idle);
+        pthread_cond_broadcast(&srv->changed);
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -327,7 +327,7 @@ static void server_free(rpc_server *srv)
     grpc_completion_queue_destroy(srv->cq);
     grpc_completion_queue_destroy(srv->shutdown_cq);
     pthread_mutex_destroy(&srv->mu);
-    pthread_cond_destroy(&srv->idle);
+    pthread_cond_destroy(&srv->changed);
     free(srv->registered);
     free(srv->states);
     free(srv->threads);
@@ -340,7 +340,7 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
     srv->cfg = *cfg;
     srv->n_threads = cfg->threads > 0 ? cfg->threads : 1;
     pthread_mutex_init(&srv->mu, NULL);
-    pthread_cond_init(&srv->idle, NULL);
+    pthread_cond_init(&srv->changed, NULL);
     /* Without SO_REUSEPORT a second server on a port in use fails to bind instead of sharing
      * its connections with the first. */
     grpc_arg no_reuse = {
@@ -369,11 +369,6 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
         return NULL;
     }
     grpc_server_start(srv->server);
-    /* As many requests per method as workers: every worker may be serving one method. */
-    for (int k = 0; k < srv->n_threads; k++)
-        for (size_t i = 0; i < cfg->n_methods; i++)
-            request(srv, (int)i);
-    request(srv, -1);
     srv->states = xcalloc((size_t)srv->n_threads, sizeof *srv->states);
     srv->threads = xcalloc((size_t)srv->n_threads, sizeof *srv->threads);
     for (int i = 0; i < srv->n_threads; i++) {
@@ -383,12 +378,18 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
             abort();
         }
     }
-    /* Every worker's state is made before serving: a state that came later, on top of the
-     * stack, would take a lone caller away from the warm one it had. */
+    /* Every worker's state is made before the first call is taken (calls that come meanwhile
+     * wait in the server): a state that came later, on top of the stack, would take a lone
+     * caller away from the warm one it had. */
     pthread_mutex_lock(&srv->mu);
     while (srv->n_states < srv->n_threads)
-        pthread_cond_wait(&srv->idle, &srv->mu);
+        pthread_cond_wait(&srv->changed, &srv->mu);
     pthread_mutex_unlock(&srv->mu);
+    /* As many requests per method as workers: every worker may be serving one method. */
+    for (int k = 0; k < srv->n_threads; k++)
+        for (size_t i = 0; i < cfg->n_methods; i++)
+            request(srv, (int)i);
+    request(srv, -1);
     return srv;
 }
 
@@ -402,7 +403,7 @@ void rpc_server_stop(rpc_server *srv)
     grpc_completion_queue_next(srv->shutdown_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     pthread_mutex_lock(&srv->mu);
     while (srv->busy > 0)
-        pthread_cond_wait(&srv->idle, &srv->mu);
+        pthread_cond_wait(&srv->changed, &srv->mu);
     pthread_mutex_unlock(&srv->mu);
     /* Nothing is outstanding: the workers drain the queue and exit. */
     grpc_completion_queue_shutdown(srv->cq);
