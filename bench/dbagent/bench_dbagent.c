@@ -58,8 +58,27 @@ static void die(const char *what, const char *err)
 
 /* CPU seconds used so far by the processes of this machine that are PostgreSQL, calc-dbagent and
  * this benchmark: the cost per pair, which the machine's other load disturbs less than the
- * throughput. Valid for a phase in which no process of theirs exits. */
-enum { CPU_PG, CPU_DBAGENT, CPU_BENCH, CPU_KINDS };
+ * throughput. Valid for a phase in which no process of theirs exits. Then the whole machine's. */
+enum { CPU_PG, CPU_DBAGENT, CPU_BENCH, CPU_BUSY, CPU_IDLE, CPU_STEAL, CPU_KINDS };
+
+/* The whole machine from /proc/stat, in seconds: busy (any process, ours included), idle (with
+ * I/O wait) and stolen by the hypervisor for other virtual machines. */
+static void machine_snapshot(double out[CPU_KINDS])
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return;
+    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                     &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (got != 8)
+        return;
+    double tick = (double)sysconf(_SC_CLK_TCK);
+    out[CPU_BUSY] = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) / tick;
+    out[CPU_IDLE] = (double)(v[3] + v[4]) / tick;
+    out[CPU_STEAL] = (double)v[7] / tick;
+}
 
 static void cpu_snapshot(double out[CPU_KINDS])
 {
@@ -93,6 +112,24 @@ static void cpu_snapshot(double out[CPU_KINDS])
             out[kind] += (double)(utime + stime) / (double)tick;
     }
     closedir(dir);
+    machine_snapshot(out);
+}
+
+/* Where the machine's time went between two snapshots, as shares of it. */
+static void print_machine(const double a[CPU_KINDS], const double b[CPU_KINDS])
+{
+    double ours = 0, all = 0;
+    for (int k = CPU_PG; k <= CPU_BENCH; k++)
+        ours += b[k] - a[k];
+    for (int k = CPU_BUSY; k <= CPU_STEAL; k++)
+        all += b[k] - a[k];
+    if (all <= 0)
+        return;
+    double others = b[CPU_BUSY] - a[CPU_BUSY] - ours;
+    printf("            machine: these processes %.0f%%, other processes %.0f%%, idle %.0f%%,"
+           " stolen %.0f%%\n",
+           100 * ours / all, 100 * (others > 0 ? others : 0) / all,
+           100 * (b[CPU_IDLE] - a[CPU_IDLE]) / all, 100 * (b[CPU_STEAL] - a[CPU_STEAL]) / all);
 }
 
 static int64_t make_user(rpc_client *c)
@@ -363,6 +400,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
                (cpu1[CPU_PG] - cpu0[CPU_PG]) * 1e3 / (double)n,
                (cpu1[CPU_DBAGENT] - cpu0[CPU_DBAGENT]) * 1e3 / (double)n,
                (cpu1[CPU_BENCH] - cpu0[CPU_BENCH]) * 1e3 / (double)n);
+    print_machine(cpu0, cpu1);
     if (tx1 > tx0)
         printf("            calls per PostgreSQL transaction: %.2f\n",
                (double)(calls1 - calls0) / (double)(tx1 - tx0));
