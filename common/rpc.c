@@ -248,12 +248,13 @@ static void serve_call(rpc_server *srv, slot *s)
     const rpc_method *m = s->method < 0 ? NULL : &srv->cfg.methods[s->method];
     ProtobufCMessage *req = NULL, *resp = NULL;
 
-    if (!m) {
+    /* The token first: without it, a caller learns nothing, not even which methods exist. */
+    if (!token_ok(srv, &s->md)) {
+        rpc_fail(&ctx, RPC_UNAUTHENTICATED, "missing or wrong service token");
+    } else if (!m) {
         char *p = grpc_slice_to_c_string(s->details.method);
         rpc_fail(&ctx, RPC_UNIMPLEMENTED, "unknown method %s", p);
         gpr_free(p);
-    } else if (!token_ok(srv, &s->md)) {
-        rpc_fail(&ctx, RPC_UNAUTHENTICATED, "missing or wrong service token");
     } else if (!s->payload || !(req = unpack(m->request, s->payload))) {
         rpc_fail(&ctx, RPC_INVALID_ARGUMENT, "cannot decode %s", m->request->name);
     } else {

@@ -191,6 +191,8 @@ static void rpc_round_trip_and_status_codes(void **state)
     for (int i = 0; i < 3; i++)
         assert_int_equal(call(good, "/calc.v1.DbAgent/Nope", 1, &rep, err), RPC_UNIMPLEMENTED);
     assert_int_equal(call(bad, "/calc.v1.DbAgent/ClaimNode", 1, &rep, err), RPC_UNAUTHENTICATED);
+    /* Without the token, an unknown method is refused as a known one is. */
+    assert_int_equal(call(bad, "/calc.v1.DbAgent/Nope", 1, &rep, err), RPC_UNAUTHENTICATED);
 
     rpc_client_free(good);
     rpc_client_free(bad);
