@@ -183,6 +183,8 @@ def test_create_expression_idempotent_and_errors(dba):
         [inner("+", 1, 1.0, parent=1), leaf("+", 1, 1, parent=-1)],  # child after parent
         [leaf("+", 1, 1, delay_ms=70000)],  # delay
         [leaf("+", float("inf"), 1)],  # non-finite literal
+        [leaf("+", 1, 2, parent=1), inner("*", 0, 0)],  # one child as both operands
+        [leaf("+", 1, 2, parent=2), leaf("+", 3, 4, parent=2), inner("*", 0, 5.0)],  # a child left out
     ]
     for nodes in bad_plans:
         assert dba.code_of("CreateExpression", user_id=u.id, req_uid=f"b{next(_seq)}", text="x", nodes=nodes) == SC.INVALID_ARGUMENT
@@ -630,9 +632,10 @@ def test_a_deadlock_is_aborted_and_changes_nothing(dba):
     # The holder locks the node, waits (with a deadline) until dbagent's completion, holding the
     # expression, waits for that node, then asks for the expression. Its own deadlock_timeout is
     # long, so dbagent's backend (1 s) finds the cycle and is the one PostgreSQL ends.
+    # (pg_stat_clear_snapshot: within a transaction, pg_stat_activity is otherwise read once.)
     wait_for_dbagent = ("DO $w$ BEGIN FOR i IN 1..3000 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity"
                         " WHERE application_name = 'calc-dbagent' AND wait_event_type = 'Lock');"
-                        " PERFORM pg_sleep(0.01); END LOOP; END $w$")
+                        " PERFORM pg_sleep(0.01); PERFORM pg_stat_clear_snapshot(); END LOOP; END $w$")
     holder = hold_lock(dba, f"SET LOCAL deadlock_timeout = '60s'; SELECT 1 FROM nodes WHERE id = {t.node_id} FOR UPDATE;"
                             f" {wait_for_dbagent}; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE", 0)
     try:
@@ -815,3 +818,56 @@ def test_hot_paths_use_indexes(dba):
         assert "Seq Scan on nodes" not in plan and "Seq Scan on events" not in plan, f"{name}:\n{plan}"
     for name, plan in plans.items():
         print(f"-- {name}\n{plan}")
+
+
+def test_a_batch_locks_an_expression_before_its_nodes(dba, dba_one_batch):
+    """Two claims of one started expression share a transaction: A's locks its node alone, B's is a
+    last attempt, which may fail the expression and so locks it. The batch takes the expression
+    first: a session that holds the expression and then wants A's node, as a cancel does, waits for
+    nothing the batch holds, and no deadlock ends either side."""
+    one = dba_one_batch
+    u, (b0, _), e, nodes, holder = blocked_expression(dba, one, 3)
+    a, b, c = sorted(nodes, key=lambda t: t.node_id)  # A's claim would come first in node order
+    assert dba.ClaimNode(node_id=c.node_id, epoch=c.epoch, agent="agent-c").outcome == CLAIMED  # started
+    dba.psql(f"UPDATE nodes SET attempts = {MAX_ATTEMPTS} WHERE id = {b.node_id}")
+    # The cancel's stand-in: holds the expression, waits (with a deadline) until the batch waits for
+    # a lock, then asks for A's node. Its own deadlock_timeout is long: were there a cycle, the
+    # batch's backend (1 s) would be the one ended, and the batch would fail as a whole.
+    # (pg_stat_clear_snapshot: within a transaction, pg_stat_activity is otherwise read once.)
+    wait_for_batch = ("DO $w$ BEGIN FOR i IN 1..3000 LOOP EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity"
+                      " WHERE application_name = 'calc-dbagent' AND wait_event_type = 'Lock'"
+                      " AND query LIKE '%calc_node_batch%'); PERFORM pg_sleep(0.01); PERFORM pg_stat_clear_snapshot(); END LOOP; END $w$")
+    canceller = None
+    try:
+        with cf.ThreadPoolExecutor(4) as ex:
+            first = stuck_completion(ex, dba, one, b0, 30)
+            claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in (a, b)]
+            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 2, 10, "the 2 claims to wait")
+            before, log_from = one.GetStats(), len(one.proc.log())  # the log file outlives the fixture
+            canceller = subprocess.Popen(
+                [harness.SERVERS_CLI, "psql", dba.cluster.servers.pg_dir, str(dba.cluster.servers.pg_port), "-d", dba.cluster.db,
+                 "-v", "ON_ERROR_STOP=1", "-c",
+                 f"BEGIN; SET LOCAL deadlock_timeout = '60s'; SELECT 1 FROM expressions WHERE id = {e.id} FOR NO KEY UPDATE;"
+                 f" {wait_for_batch}; SELECT 1 FROM nodes WHERE id = {a.node_id} FOR UPDATE; COMMIT;"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # In its waiting loop, so it holds the expression.
+            harness.wait_for(lambda: dba.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%wait_event_type%calc_node_batch%'"
+                                              " AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()").strip() != "0",
+                             10, "the canceller to hold the expression")
+            release(dba, holder)
+            assert first.result(30).outcome == APPLIED
+            assert canceller.wait(30) == 0
+            got_a, got_b = (f.result(30) for f in claims)
+    finally:
+        release(dba, holder)
+        if canceller and canceller.poll() is None:
+            canceller.kill()
+            canceller.wait()
+    # B's last attempt failed the expression, which cancelled A: the answers a lone B, then a lone
+    # A, would get, from one transaction that nobody ended.
+    assert (got_b.outcome, got_a.outcome) == (FAILED, CANCELLED), (got_b, got_a)
+    after = one.GetStats()
+    assert after.node_calls - before.node_calls == 3
+    assert after.node_transactions - before.node_transactions == 2, "the first call, then the claims together, not rerun alone"
+    assert "failed together" not in one.proc.log()[log_from:]
+    assert expr(dba, u.id, e.id).status == "error"
