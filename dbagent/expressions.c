@@ -65,12 +65,15 @@ static int valid_op(const char *op)
     return op && op[0] && !op[1] && strchr("+-*/", op[0]);
 }
 
-/* Checks the plan's shape: indices in range, children before parents, one parent each. */
+/* Checks the plan's shape: indices in range, children before parents, and a tree: every node
+ * but the root is an operand of exactly one node, the parent it names. (A node named as an
+ * operand twice, or by no one, would leave its parent waiting for ever or filled wrongly.) */
 static int check_plan(rpc_ctx *ctx, const Calc__V1__CreateExpressionRequest *req)
 {
     size_t n = req->n_nodes;
     if (n > 100000)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu", n);
+    size_t operands = 0; /* operands that are nodes: each names its own child (checked below) */
     for (size_t i = 0; i < n; i++) {
         const Calc__V1__PlanNode *pn = req->nodes[i];
         if (!valid_op(pn->op))
@@ -85,12 +88,34 @@ static int check_plan(rpc_ctx *ctx, const Calc__V1__CreateExpressionRequest *req
                 return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: bad child index", i);
             if (ops[s]->kind_case == CALC__V1__OPERAND__KIND_VALUE && !isfinite(ops[s]->value))
                 return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: non-finite literal", i);
+            operands += ops[s]->kind_case == CALC__V1__OPERAND__KIND_NODE;
         }
+        if (ops[0]->kind_case == CALC__V1__OPERAND__KIND_NODE &&
+            ops[1]->kind_case == CALC__V1__OPERAND__KIND_NODE && ops[0]->node == ops[1]->node)
+            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: both operands are node %d", i,
+                            ops[0]->node);
         if (pn->delay_ms < 0 || pn->delay_ms > 65535)
             return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: delay out of range", i);
         int root = i + 1 == n;
         if (root ? pn->parent != -1 : (pn->parent <= (int32_t)i || (size_t)pn->parent >= n))
             return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: bad parent index", i);
+    }
+    /* A child is named only by the parent it names, and at most once there: so every non-root
+     * node is an operand exactly when there are n - 1 node operands. Find the one left out. */
+    if (n > 0 && operands != n - 1) {
+        char *named = xcalloc(n, 1);
+        for (size_t i = 0; i < n; i++) {
+            const Calc__V1__Operand *ops[2] = {req->nodes[i]->left, req->nodes[i]->right};
+            for (int s = 0; s < 2; s++)
+                if (ops[s]->kind_case == CALC__V1__OPERAND__KIND_NODE)
+                    named[ops[s]->node] = 1;
+        }
+        size_t orphan = 0;
+        while (orphan + 1 < n && named[orphan])
+            orphan++;
+        free(named);
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: not an operand of its parent %d",
+                        orphan, req->nodes[orphan]->parent);
     }
     return RPC_OK;
 }
