@@ -207,3 +207,12 @@ def test_sigterm_finishes_running_calls_then_exits_0(bare_cluster):
     assert p.wait(15) == 0
     assert "stopped" in p.log()
     c.close()
+
+
+def test_sigterm_while_waiting_for_postgres_exits_0(bare_cluster):
+    cl = bare_cluster
+    p = cl.start_dbagent(wait=False, DB_PORT=str(harness.free_port()), DBAGENT_PORT=str(harness.free_port()))
+    harness.wait_for(lambda: "waiting for PostgreSQL" in p.log(), 15, "dbagent to wait for PostgreSQL")
+    p.terminate()
+    assert p.wait(10) == 0
+    assert "stopped before PostgreSQL could be reached" in p.log()
