@@ -169,7 +169,7 @@ static int run_migrate(int argc, char **argv, const char *conninfo)
         PQfinish(c);
         return 64;
     }
-    if (migrate_to(c, target, err, sizeof err) < 0) {
+    if (migrate_to(c, target, NULL, err, sizeof err) < 0) {
         log_error("migrate: %s", err);
         rc = 1;
     }
@@ -184,9 +184,9 @@ static int migrate_at_start(const char *conninfo)
     for (int attempt = 0; attempt < 60 && !stop_requested; attempt++) {
         PGconn *c = db_connect(conninfo, err, sizeof err);
         if (c) {
-            int rc = migrate_to(c, -1, err, sizeof err);
+            int rc = migrate_to(c, -1, &stop_requested, err, sizeof err);
             PQfinish(c);
-            if (rc < 0)
+            if (rc < 0 && !stop_requested)
                 log_error("migrations failed: %s", err);
             return rc;
         }
@@ -220,9 +220,10 @@ int main(int argc, char **argv)
 
     if (cfg.migrate && migrate_at_start(conninfo) < 0) {
         free(conninfo);
-        /* Told to stop while waiting for PostgreSQL: a clean stop, not a failure. */
+        /* Told to stop while waiting for PostgreSQL or for another dbagent's migrations: a
+         * clean stop, not a failure. */
         if (stop_requested)
-            log_info("stopped before PostgreSQL could be reached");
+            log_info("stopped before serving");
         return stop_requested ? 0 : 1;
     }
 

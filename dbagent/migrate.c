@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 
@@ -62,12 +63,41 @@ static int step(PGconn *conn, const migration *m, int up, char *err, size_t errl
     return 0;
 }
 
-int migrate_to(PGconn *conn, int target, char *err, size_t errlen)
+/* Takes the migration lock, waiting for it half a second at a time (lock_timeout) so that a stop
+ * request is seen while another dbagent migrates: a blocked libpq call would not return for a
+ * signal. */
+static int take_lock(PGconn *conn, const volatile sig_atomic_t *stop, char *err, size_t errlen)
+{
+    if (exec_ok(conn, "SET lock_timeout = 500", err, errlen) < 0)
+        return -1;
+    int rc = -1, waited = 0;
+    while (!(stop && *stop)) {
+        PGresult *r = PQexec(conn, "SELECT pg_advisory_lock(x'" MIGRATION_LOCK_KEY "'::bigint)");
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        int busy = state && !strcmp(state, "55P03"); /* lock_not_available: lock_timeout */
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            rc = 0;
+        else if (!busy)
+            snprintf(err, errlen, "%s", PQerrorMessage(conn));
+        PQclear(r);
+        if (!busy)
+            break;
+        if (!waited++)
+            log_info("waiting for another dbagent's migrations");
+    }
+    if (rc < 0 && stop && *stop)
+        snprintf(err, errlen, "stopped while waiting for the migration lock");
+    char ignored[64];
+    exec_ok(conn, "RESET lock_timeout", ignored, sizeof ignored);
+    return rc;
+}
+
+int migrate_to(PGconn *conn, int target, const volatile sig_atomic_t *stop, char *err,
+               size_t errlen)
 {
     if (target < 0)
         target = n_migrations ? migrations[n_migrations - 1].version : 0;
-    if (exec_ok(conn, "SELECT pg_advisory_lock(x'" MIGRATION_LOCK_KEY "'::bigint)", err, errlen) <
-        0)
+    if (take_lock(conn, stop, err, errlen) < 0)
         return -1;
     int rc = -1;
     int cur = migrate_current(conn, err, errlen);

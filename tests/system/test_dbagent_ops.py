@@ -215,4 +215,28 @@ def test_sigterm_while_waiting_for_postgres_exits_0(bare_cluster):
     harness.wait_for(lambda: "waiting for PostgreSQL" in p.log(), 15, "dbagent to wait for PostgreSQL")
     p.terminate()
     assert p.wait(10) == 0
-    assert "stopped before PostgreSQL could be reached" in p.log()
+    assert "stopped before serving" in p.log()
+
+
+def test_sigterm_while_waiting_for_the_migration_lock_exits_0(bare_cluster):
+    """Another dbagent migrating (a psql session holding the migration lock): a dbagent starting
+    meanwhile waits for it, and SIGTERM then stops it at once with exit 0."""
+    cl = bare_cluster
+    holder = subprocess.Popen(
+        [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db, "-c",
+         "SELECT pg_advisory_lock(x'7261746f7201'::bigint); SELECT pg_sleep(60);"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        harness.wait_for(lambda: cl.servers.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted", db=cl.db).strip() != "0",
+                         10, "the lock holder")
+        p = cl.start_dbagent(wait=False, DBAGENT_PORT=str(harness.free_port()))
+        harness.wait_for(lambda: "waiting for another dbagent's migrations" in p.log(), 15, "dbagent to wait for the lock")
+        assert holder.poll() is None, "the lock is still held"
+        t0 = time.monotonic()
+        p.terminate()
+        assert p.wait(10) == 0
+        assert time.monotonic() - t0 < 3, "stopped within the lock wait's half second, not when the lock came"
+        assert "stopped before serving" in p.log()
+    finally:
+        holder.kill()
+        holder.wait()
