@@ -125,11 +125,15 @@ static void print_machine(const double a[CPU_KINDS], const double b[CPU_KINDS])
         all += b[k] - a[k];
     if (all <= 0)
         return;
-    double others = b[CPU_BUSY] - a[CPU_BUSY] - ours;
+    /* Per-process and machine counters are read at slightly different moments: ours can come out
+     * above the machine's busy time, and the shares would then add up to more than 100 %. */
+    double busy = b[CPU_BUSY] - a[CPU_BUSY];
+    if (ours > busy)
+        ours = busy;
     printf("            machine: these processes %.0f%%, other processes %.0f%%, idle %.0f%%,"
            " stolen %.0f%%\n",
-           100 * ours / all, 100 * (others > 0 ? others : 0) / all,
-           100 * (b[CPU_IDLE] - a[CPU_IDLE]) / all, 100 * (b[CPU_STEAL] - a[CPU_STEAL]) / all);
+           100 * ours / all, 100 * (busy - ours) / all, 100 * (b[CPU_IDLE] - a[CPU_IDLE]) / all,
+           100 * (b[CPU_STEAL] - a[CPU_STEAL]) / all);
 }
 
 static int64_t make_user(rpc_client *c)
