@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,7 +140,7 @@ static void print_machine(const double a[CPU_KINDS], const double b[CPU_KINDS])
 static int64_t make_user(rpc_client *c)
 {
     char login[64], err[256];
-    snprintf(login, sizeof login, "bench-%ld-%d", (long)time(NULL), rand());
+    snprintf(login, sizeof login, "bench-%ld-%ld-%d", (long)time(NULL), (long)getpid(), rand());
     Calc__V1__CreateUserRequest req = CALC__V1__CREATE_USER_REQUEST__INIT;
     req.login = login;
     req.password_hash = "$argon2id$bench";
@@ -295,6 +296,14 @@ static void *grpc_only_thread(void *p)
 
 /* The transport alone: the median of n calls one after another, then 4n calls from `clients`
  * threads at once, with the CPU each side spends per call. */
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+}
+
 static void grpc_only(rpc_client *c, int n, int clients)
 {
     double *lat = xcalloc((size_t)n, sizeof *lat);
@@ -307,7 +316,7 @@ static void grpc_only(rpc_client *c, int n, int clients)
     grpc_job *jobs = xcalloc((size_t)clients, sizeof *jobs);
     double cpu0[CPU_KINDS], cpu1[CPU_KINDS];
     cpu_snapshot(cpu0);
-    double t0 = now_us();
+    double self0 = self_cpu_s(), t0 = now_us();
     for (int i = 0; i < clients; i++) {
         jobs[i].client = conns[i % n_conns];
         jobs[i].n = 4 * n / clients > 0 ? 4 * n / clients : 1;
@@ -315,17 +324,18 @@ static void grpc_only(rpc_client *c, int n, int clients)
     }
     for (int i = 0; i < clients; i++)
         pthread_join(th[i], NULL);
-    double secs = (now_us() - t0) / 1e6;
+    double secs = (now_us() - t0) / 1e6, self = self_cpu_s() - self0;
     cpu_snapshot(cpu1);
     double calls = (double)jobs[0].n * clients;
     free(jobs);
     free(th);
     printf("grpc only (a call answered without PostgreSQL): median=%.3f ms;"
            " %d clients: %.0f calls/s\n"
-           "            CPU per call: calc-dbagent %.3f ms, this client %.3f ms\n",
+           "            CPU per call: calc-dbagent %.3f ms, this client %.3f ms"
+           " (this process alone %.3f ms)\n",
            median / 1e3, clients, calls / secs,
            (cpu1[CPU_DBAGENT] - cpu0[CPU_DBAGENT]) * 1e3 / calls,
-           (cpu1[CPU_BENCH] - cpu0[CPU_BENCH]) * 1e3 / calls);
+           (cpu1[CPU_BENCH] - cpu0[CPU_BENCH]) * 1e3 / calls, self * 1e3 / calls);
 }
 
 static void *bench_thread(void *p)
@@ -417,7 +427,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
 
 int main(int argc, char **argv)
 {
-    int clients = 16, n_users = 1, shared = 0;
+    int clients = 16, n_users = 1, shared = 0, transport_calls = 0;
     size_t pairs = 8000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--clients") && i + 1 < argc)
@@ -428,9 +438,12 @@ int main(int argc, char **argv)
             pairs = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--shared-channel"))
             shared = 1;
+        else if (!strcmp(argv[i], "--grpc-only") && i + 1 < argc)
+            transport_calls = atoi(argv[++i]);
         else {
             fprintf(stderr,
-                    "usage: %s [--clients N] [--pairs N] [--users N] [--shared-channel]\n"
+                    "usage: %s [--clients N] [--pairs N] [--users N] [--shared-channel]"
+                    " [--grpc-only N]\n"
                     "env: DBAGENT_ADDR (127.0.0.1:50051), DBAGENT_TOKEN\n",
                     argv[0]);
             return 64;
@@ -455,12 +468,18 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_users; i++)
         users[i] = make_user(c);
     int seq = 0, rc = 0;
+    if (transport_calls > 0) {
+        /* The transport alone, long enough to compare two client builds run at once. */
+        grpc_only(c, transport_calls, clients);
+        goto out;
+    }
     /* Warm up the connections of the dbagent's threads, then one client, then many. */
     rc |= run(c, users, n_users, clients, (size_t)clients * 20, &seq);
     printf("(above: warm-up)\n");
     grpc_only(c, 2000, clients);
     rc |= run(c, users, 1, 1, pairs / 4 ? pairs / 4 : 1, &seq);
     rc |= run(c, users, n_users, clients, pairs, &seq);
+out:
     free(users);
     for (int i = 0; i < n_conns; i++)
         rpc_client_free(conns[i]);

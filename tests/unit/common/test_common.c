@@ -273,6 +273,60 @@ static void rpc_states_are_lent_one_call_at_a_time(void **state)
     rpc_global_shutdown();
 }
 
+typedef struct sharer {
+    rpc_client *client;
+    int first_node, failures;
+} sharer;
+
+/* Each call's answer must be its own: the echo handler answers node n with expression 2n. */
+static void *share_calls(void *p)
+{
+    sharer *s = p;
+    char err[256];
+    /* The same method under a string the client has not seen by address: found by its text. */
+    char *path = strdup("/calc.v1.DbAgent/ClaimNode");
+    for (int i = 0; i < 100; i++) {
+        int64_t node = s->first_node + i;
+        Calc__V1__ClaimNodeReply *rep = NULL;
+        int rc = call(s->client, i % 2 ? path : "/calc.v1.DbAgent/ClaimNode", node, &rep, err);
+        if (rc != RPC_OK || rep->expression_id != 2 * node)
+            s->failures++;
+        if (rep)
+            protobuf_c_message_free_unpacked(&rep->base, NULL);
+        /* A failed call gives its queue back clean as well. */
+        if (i % 10 == 0 &&
+            call(s->client, "/calc.v1.DbAgent/Nope", node, &rep, err) != RPC_UNIMPLEMENTED)
+            s->failures++;
+    }
+    free(path);
+    return NULL;
+}
+
+/* One client shared by several threads, as an agent's workers share theirs. */
+static void rpc_client_shared_by_threads(void **state)
+{
+    (void)state;
+    rpc_global_init();
+    rpc_server_config sc = {.methods = methods, .n_methods = 1, .threads = 2, .token = TOKEN};
+    char addr[32];
+    rpc_server *srv = start_server(&sc, addr, sizeof addr);
+    rpc_client *shared = rpc_client_new(addr, TOKEN);
+    enum { SHARERS = 8 };
+    sharer sharers[SHARERS];
+    pthread_t threads[SHARERS];
+    for (int i = 0; i < SHARERS; i++) {
+        sharers[i] = (sharer){.client = shared, .first_node = 1000 * (i + 1)};
+        pthread_create(&threads[i], NULL, share_calls, &sharers[i]);
+    }
+    for (int i = 0; i < SHARERS; i++) {
+        pthread_join(threads[i], NULL);
+        assert_int_equal(sharers[i].failures, 0);
+    }
+    rpc_client_free(shared);
+    rpc_server_stop(srv);
+    rpc_global_shutdown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -280,6 +334,7 @@ int main(void)
         cmocka_unit_test(config_validates_every_entry),
         cmocka_unit_test(rpc_round_trip_and_status_codes),
         cmocka_unit_test(rpc_states_are_lent_one_call_at_a_time),
+        cmocka_unit_test(rpc_client_shared_by_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
