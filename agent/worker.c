@@ -103,20 +103,6 @@ static int complete(agent_shared *s, const Calc__V1__CompleteNodeRequest *req,
     }
 }
 
-static const char *claim_outcome(Calc__V1__ClaimNodeReply__Outcome o)
-{
-    switch (o) {
-    case CALC__V1__CLAIM_NODE_REPLY__OUTCOME__STALE:
-        return "stale (another epoch, or not queued)";
-    case CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CANCELLED:
-        return "cancelled (its expression is cancelled or failed)";
-    case CALC__V1__CLAIM_NODE_REPLY__OUTCOME__FAILED:
-        return "failed: too many attempts; its expression failed";
-    default:
-        return "an unknown claim outcome";
-    }
-}
-
 /* Claims the node; returns 1 when claimed (*claim set), else 0 with *v the verdict. */
 static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivered,
                  Calc__V1__ClaimNodeReply **out, verdict *v)
@@ -134,10 +120,15 @@ static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivere
     if (rc == RPC_OK && (*out)->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED)
         return 1;
     if (rc == RPC_OK) {
-        log_info("node=%lld expression=%lld epoch=%d agent=%s: %s: message dropped",
-                 (long long)item->node_id, (long long)(*out)->expression_id, item->epoch, s->name,
-                 claim_outcome((*out)->outcome));
+        log_info("node=%lld expression=%lld epoch=%d agent=%s: failed: too many attempts; its "
+                 "expression failed: message dropped",
+                 (long long)item->node_id, (long long)(*out)->expression_id, item->epoch, s->name);
         protobuf_c_message_free_unpacked(&(*out)->base, NULL);
+        *v = VERDICT_ACK;
+    } else if (rc == RPC_FAILED_PRECONDITION) {
+        /* A definite answer (stale, cancelled): another epoch owns the node, or nobody will. */
+        log_info("node=%lld epoch=%d agent=%s: %s: message dropped", (long long)item->node_id,
+                 item->epoch, s->name, err);
         *v = VERDICT_ACK;
     } else if (!passing(rc)) {
         log_warn("node=%lld epoch=%d agent=%s: ClaimNode: %s (code %d): message dropped",
@@ -198,10 +189,11 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     const char *outcome;
     char why[320];
     if (rc == RPC_OK) {
-        outcome = done->outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__APPLIED
-                      ? "applied"
-                      : "stale: not applied (another epoch owns the node)";
+        outcome = "applied";
         protobuf_c_message_free_unpacked(&done->base, NULL);
+        v = VERDICT_ACK;
+    } else if (rc == RPC_FAILED_PRECONDITION) {
+        outcome = "stale: not applied (another epoch owns the node)";
         v = VERDICT_ACK;
     } else {
         snprintf(why, sizeof why, "not reported: CompleteNode: %s (code %d): to the retry queue",

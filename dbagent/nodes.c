@@ -126,20 +126,31 @@ int h_claim_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
-    int outcome = c.outcome;
+    switch (c.outcome) {
+    case CLAIM_NO_NODE:
+        return rpc_fail(ctx, RPC_NOT_FOUND, "ClaimNode node=%lld: no such node",
+                        (long long)req->node_id);
+    case CLAIM_STALE:
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION,
+                        "stale: ClaimNode node=%lld epoch=%d: the node is not queued at this epoch",
+                        (long long)req->node_id, req->epoch);
+    case CLAIM_CANCELLED:
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION,
+                        "cancelled: ClaimNode node=%lld epoch=%d: expression %lld is cancelled or "
+                        "failed",
+                        (long long)req->node_id, req->epoch, (long long)c.expression_id);
+    }
     Calc__V1__ClaimNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__claim_node_reply__init(rep);
-    rep->outcome = (Calc__V1__ClaimNodeReply__Outcome)outcome;
+    rep->outcome = c.outcome == CLAIM_FAILED ? CALC__V1__CLAIM_NODE_REPLY__OUTCOME__FAILED
+                                             : CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED;
     rep->op = rpc_strdup(ctx, c.op);
     rep->left = c.left;
     rep->right = c.right;
     rep->delay_ms = c.delay_ms;
     rep->expression_id = c.expression_id;
     rep->attempt = c.attempt;
-    if (outcome < 0)
-        return rpc_fail(ctx, RPC_NOT_FOUND, "ClaimNode node=%lld: no such node",
-                        (long long)req->node_id);
-    if (outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__FAILED)
+    if (c.outcome == CLAIM_FAILED)
         log_warn("ClaimNode node=%lld epoch=%d agent=%s expression=%lld: attempt %d exceeds "
                  "MAX_ATTEMPTS=%d: the node and its expression failed",
                  (long long)req->node_id, req->epoch, req->agent, (long long)rep->expression_id,
@@ -173,19 +184,22 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
-    int outcome = c.outcome;
-    Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
-    calc__v1__complete_node_reply__init(rep);
-    rep->outcome = (Calc__V1__CompleteNodeReply__Outcome)outcome;
-    rep->expression_finished = c.finished;
     if (c.parent_ready)
         ready_signal();
-    if (outcome < 0)
+    if (c.outcome == COMPLETE_NO_NODE)
         return rpc_fail(ctx, RPC_NOT_FOUND, "CompleteNode node=%lld: no such node",
                         (long long)req->node_id);
-    if (outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__STALE)
+    if (c.outcome == COMPLETE_STALE) {
         log_info("CompleteNode node=%lld epoch=%d agent=%s: stale, not applied",
                  (long long)req->node_id, req->epoch, req->agent);
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION,
+                        "stale: CompleteNode node=%lld epoch=%d agent=%s: the node is not running "
+                        "at this epoch under this agent; nothing changed",
+                        (long long)req->node_id, req->epoch, req->agent);
+    }
+    Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__complete_node_reply__init(rep);
+    rep->expression_finished = c.finished;
     *resp = &rep->base;
     return RPC_OK;
 }

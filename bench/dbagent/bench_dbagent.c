@@ -255,9 +255,8 @@ static int pair(rpc_client *c, const Calc__V1__TakenNode *t)
         fprintf(stderr, "CompleteNode node=%lld: %s\n", (long long)t->node_id, err);
         return -1;
     }
-    int applied = done->outcome == CALC__V1__COMPLETE_NODE_REPLY__OUTCOME__APPLIED;
     protobuf_c_message_free_unpacked(&done->base, NULL);
-    return applied ? 0 : -1;
+    return 0;
 }
 
 static int cmp_double(const void *a, const void *b)

@@ -222,6 +222,31 @@ def test_sigterm_mid_node_finishes_it_exits_0_and_loses_nothing(cluster):
     assert done[second]["status"] == "Ok" and done[second]["result"] == 6
 
 
+# --- a node cancelled in an agent's hands ---------------------------------------------------------
+@pytest.mark.cluster(agents=1, env={"AGENT_MAX_PROCESSES": "1"})
+def test_a_node_cancelled_in_hand_is_refused_as_stale_and_its_message_dropped(cluster):
+    """dbagent refuses the completion (FAILED_PRECONDITION, "stale: ..."), which changes nothing;
+    the agent acks the message instead of sending it to the retry queue."""
+    set_durations(cluster, times=1500)
+    wait_consuming(cluster)
+    api = user(cluster)
+    eid = submit(api, "6*7")
+    node, holder, _ = cluster.wait_for(lambda: running_node(cluster), 30, "the node to run")
+    assert api.delete(f"/expression/{eid}").status_code == 200
+    agent = proc_named(cluster, holder)
+
+    def refused():
+        return [l for l in agent.log().splitlines() if f"node={node} " in l and "stale: not applied" in l]
+    cluster.wait_for(refused, 30, "the completion to be refused")
+    assert sql(cluster, f"SELECT state, result IS NULL FROM nodes WHERE id = {node}") == [["cancelled", "t"]]
+    assert expression(api, eid)["status"] == "Cancelled"
+    # The worker is free and the message gone: the next expression runs, and the node never returns.
+    second = submit(api, "2*3")
+    assert wait_done(cluster, api, [second], 30)[second]["result"] == 6
+    assert "retry queue" not in agent.log()
+    assert sum(f"node={node} " in l for l in agent.log().splitlines()) == 1
+
+
 # --- a node that keeps failing ---------------------------------------------------------------------
 @pytest.mark.cluster(agents=1, env={"MAX_ATTEMPTS": "2"})
 def test_a_node_that_keeps_failing_fails_after_max_attempts_not_a_loop(cluster):

@@ -18,8 +18,7 @@ import harness
 from dba_client import DbaClient, RpcError, inner, leaf, pb, plan_2_plus_2_times_2, plan_wide
 
 SC = grpc.StatusCode
-CLAIMED, STALE, CANCELLED, FAILED = 0, 1, 2, 3
-APPLIED = 0
+CLAIMED, FAILED = pb.ClaimNodeReply.CLAIMED, pb.ClaimNodeReply.FAILED
 MAX_ATTEMPTS = 3
 _seq = itertools.count(1)
 
@@ -76,13 +75,32 @@ def events(c, uid, after=0):
     return list(c.ListEvents(user_id=uid, after_seq=after, limit=1000).events)
 
 
+def answer(c, method, **fields):
+    """What ClaimNode or CompleteNode says: "claimed", "failed" or "applied" (OK), or "stale" or
+    "cancelled" (FAILED_PRECONDITION, whose message starts with that word)."""
+    try:
+        rep = c.call(method, **fields)
+    except RpcError as e:
+        return refusal(e)
+    if method == "CompleteNode":
+        return "applied"
+    return {CLAIMED: "claimed", FAILED: "failed"}[rep.outcome]
+
+
+def refusal(e):
+    """The word a FAILED_PRECONDITION from ClaimNode or CompleteNode starts with."""
+    assert isinstance(e, RpcError) and e.code == SC.FAILED_PRECONDITION, e
+    word = e.details.split(":", 1)[0]
+    assert word in ("stale", "cancelled"), e
+    return word
+
+
 def run_node(c, t, agent="agent-a", value=None):
     """Claim and complete a taken node with its true value; returns the claim reply."""
     cl = c.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent=agent)
     assert cl.outcome == CLAIMED, cl
     v = {"+": cl.left + cl.right, "-": cl.left - cl.right, "*": cl.left * cl.right, "/": cl.left / cl.right}[cl.op]
-    done = c.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent=agent, value=v if value is None else value)
-    assert done.outcome == APPLIED
+    c.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent=agent, value=v if value is None else value)
     return cl
 
 
@@ -225,8 +243,8 @@ def test_cancel_expression(dba):
     assert states == ["cancelled"]
     assert dba.code_of("CancelExpression", user_id=u.id, id=e.id) == SC.FAILED_PRECONDITION
     # The messages still on their way are answered "cancelled"; the running node cannot complete.
-    assert dba.ClaimNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a").outcome == CANCELLED
-    assert dba.CompleteNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a", value=1).outcome == STALE
+    assert answer(dba, "ClaimNode", node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a") == "cancelled"
+    assert answer(dba, "CompleteNode", node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a", value=1) == "stale"
     assert [x.kind for x in events(dba, u.id)][-1] == "cancelled"
 
 
@@ -260,7 +278,7 @@ def test_full_run_longest_path_first_and_events(dba):
     cl = dba.ClaimNode(node_id=root.node_id, epoch=root.epoch, agent="agent-b")
     assert (cl.op, cl.left, cl.right, cl.attempt) == ("-", 21.0, 5.0, 1)
     done = dba.CompleteNode(node_id=root.node_id, epoch=root.epoch, agent="agent-b", value=16)
-    assert done.outcome == APPLIED and done.expression_finished
+    assert done.expression_finished
     final = expr(dba, u.id, e.id)
     assert (final.status, final.result, final.nodes_done) == ("ok", 16.0, 4)
     assert final.started_at_ms > 0 and final.finished_at_ms >= final.started_at_ms
@@ -279,13 +297,13 @@ def test_error_fails_expression_and_cancels_the_rest(dba):
     dba.ClaimNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a")
     dba.ClaimNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a")
     done = dba.CompleteNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a", error="division by zero")
-    assert done.outcome == APPLIED and done.expression_finished
+    assert done.expression_finished
     f = expr(dba, u.id, e.id)
     assert f.status == "error" and "division by zero" in f.error
     states = dba.psql(f"SELECT state, count(*) FROM nodes WHERE expression_id = {e.id} GROUP BY 1 ORDER BY 1").split()
     assert states == ["cancelled|4", "failed|1"]
-    assert dba.CompleteNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a", value=1).outcome == STALE
-    assert dba.ClaimNode(node_id=t[2].node_id, epoch=t[2].epoch, agent="agent-a").outcome == CANCELLED
+    assert answer(dba, "CompleteNode", node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a", value=1) == "stale"
+    assert answer(dba, "ClaimNode", node_id=t[2].node_id, epoch=t[2].epoch, agent="agent-a") == "cancelled"
     assert events(dba, u.id)[-1].kind == "failed"
     # A non-finite value is an error too.
     e2 = create(dba, u.id, [leaf("*", 1e308, 10)]).expression
@@ -314,29 +332,29 @@ def test_fencing_rejects_and_changes_nothing(dba):
     (t,) = take(dba, e.id)
     # A stale epoch cannot claim.
     before = snapshot(dba, u.id, e.id)
-    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a").outcome == STALE
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a") == "stale"
     assert snapshot(dba, u.id, e.id) == before
-    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
     # A second claim of the same message (another agent got a duplicate) is stale.
     before = snapshot(dba, u.id, e.id)
-    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-b").outcome == STALE
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b") == "stale"
     # Another agent's completion, and a completion at another epoch, are stale.
-    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=99).outcome == STALE
-    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a", value=99).outcome == STALE
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=99) == "stale"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a", value=99) == "stale"
     assert snapshot(dba, u.id, e.id) == before
-    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4).outcome == APPLIED
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4) == "applied"
     # A second completion (the node ran twice) is stale and changes nothing.
     before = snapshot(dba, u.id, e.id)
-    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=5).outcome == STALE
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=5) == "stale"
     assert snapshot(dba, u.id, e.id) == before
     # A completion after a requeue: agent-a goes silent while holding the root; RequeueStale gives the
     # root a new epoch; agent-a's late completion is rejected; the new holder's is applied.
     (root,) = take(dba, e.id)
-    assert dba.ClaimNode(node_id=root.node_id, epoch=root.epoch, agent="agent-a").outcome == CLAIMED
+    assert answer(dba, "ClaimNode", node_id=root.node_id, epoch=root.epoch, agent="agent-a") == "claimed"
     harness.wait_for(lambda: dba.RequeueStale(heartbeat_timeout_ms=1, queued_timeout_ms=3600_000).requeued >= 1, 10, "requeue")
     before = snapshot(dba, u.id, e.id)
-    assert dba.CompleteNode(node_id=root.node_id, epoch=root.epoch, agent="agent-a", value=6).outcome == STALE
-    assert dba.ClaimNode(node_id=root.node_id, epoch=root.epoch, agent="agent-a").outcome == STALE
+    assert answer(dba, "CompleteNode", node_id=root.node_id, epoch=root.epoch, agent="agent-a", value=6) == "stale"
+    assert answer(dba, "ClaimNode", node_id=root.node_id, epoch=root.epoch, agent="agent-a") == "stale"
     assert snapshot(dba, u.id, e.id) == before
     (again,) = take(dba, e.id)
     assert again.node_id == root.node_id and again.epoch == root.epoch + 2  # requeue, then take
@@ -362,7 +380,7 @@ def test_max_attempts_fails_node_and_expression(dba):
     assert cl.outcome == FAILED
     f = expr(dba, u.id, e.id)
     assert f.status == "error" and f"after {MAX_ATTEMPTS} attempts" in f.error
-    assert dba.ClaimNode(node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a").outcome == CANCELLED
+    assert answer(dba, "ClaimNode", node_id=t[1].node_id, epoch=t[1].epoch, agent="agent-a") == "cancelled"
 
 
 def test_requeue_stale_queued_and_mark_queued(dba):
@@ -383,7 +401,7 @@ def test_requeue_stale_queued_and_mark_queued(dba):
     harness.wait_for(all_ready, 10, "the queued nodes to be requeued")
     again = take(dba, e.id, 3)
     assert {x.node_id for x in again} == {t[0].node_id, t[1].node_id, t[2].node_id}
-    assert dba.ClaimNode(node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a").outcome == STALE
+    assert answer(dba, "ClaimNode", node_id=t[0].node_id, epoch=t[0].epoch, agent="agent-a") == "stale"
 
 
 def test_requeue_orphan_of_a_live_agent(dba):
@@ -399,13 +417,13 @@ def test_requeue_orphan_of_a_live_agent(dba):
     grace = 300
     hb = dict(heartbeat_timeout_ms=60_000, queued_timeout_ms=3600_000, orphan_grace_ms=grace)
     for x in t:
-        assert dba.ClaimNode(node_id=x.node_id, epoch=x.epoch, agent="agent-o").outcome == CLAIMED
+        assert answer(dba, "ClaimNode", node_id=x.node_id, epoch=x.epoch, agent="agent-o") == "claimed"
     # A heartbeat whose snapshot was taken just before the claims lists neither: within the grace
     # this must not requeue anything.
     dba.Heartbeat(agent="agent-o", workers=2, busy=0, nodes=[])
     dba.RequeueStale(**hb)
     assert node_state(dba, lost.node_id) == ("running", lost.epoch)
-    assert dba.ClaimNode(node_id=lost.node_id, epoch=lost.epoch, agent="agent-o").outcome == STALE  # the stuck retry
+    assert answer(dba, "ClaimNode", node_id=lost.node_id, epoch=lost.epoch, agent="agent-o") == "stale"  # the stuck retry
 
     def requeued():
         dba.Heartbeat(agent="agent-o", workers=2, busy=1, nodes=[held.node_id])
@@ -418,12 +436,12 @@ def test_requeue_orphan_of_a_live_agent(dba):
     assert time.monotonic() - t0 < 5
     (back,) = take(dba, e.id)
     assert back.node_id == lost.node_id and back.epoch == lost.epoch + 2  # requeue, then take
-    assert dba.CompleteNode(node_id=lost.node_id, epoch=lost.epoch, agent="agent-o", value=1).outcome == STALE
+    assert answer(dba, "CompleteNode", node_id=lost.node_id, epoch=lost.epoch, agent="agent-o", value=1) == "stale"
     run_node(dba, back, agent="agent-p")
     # The node the agent still holds stays its own.
     dba.RequeueStale(**hb)
     assert node_state(dba, held.node_id) == ("running", held.epoch)
-    assert dba.CompleteNode(node_id=held.node_id, epoch=held.epoch, agent="agent-o", value=1).outcome == APPLIED
+    assert answer(dba, "CompleteNode", node_id=held.node_id, epoch=held.epoch, agent="agent-o", value=1) == "applied"
 
 
 # ---- agents and durations ----------------------------------------------------------------------
@@ -459,8 +477,8 @@ def test_concurrent_claims_have_one_winner(dba):
     e = create(dba, u.id, plan_wide(4)).expression
     for t in take(dba, e.id, 4):
         with cf.ThreadPoolExecutor(16) as ex:
-            outs = list(ex.map(lambda i: dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent=f"agent-{i}").outcome, range(16)))
-        assert outs.count(CLAIMED) == 1 and outs.count(STALE) == 15
+            outs = list(ex.map(lambda i: answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent=f"agent-{i}"), range(16)))
+        assert outs.count("claimed") == 1 and outs.count("stale") == 15
     assert dba.psql(f"SELECT max(attempts) FROM nodes WHERE expression_id = {e.id}").strip() == "1"
 
 
@@ -628,7 +646,7 @@ def test_a_deadlock_is_aborted_and_changes_nothing(dba):
     u = new_user(dba)
     e = create(dba, u.id, plan_wide(2)).expression
     (t, _) = take(dba, e.id, 2)
-    assert dba.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
     # The holder locks the node, waits (with a deadline) until dbagent's completion, holding the
     # expression, waits for that node, then asks for the expression. Its own deadlock_timeout is
     # long, so dbagent's backend (1 s) finds the cycle and is the one PostgreSQL ends.
@@ -648,7 +666,7 @@ def test_a_deadlock_is_aborted_and_changes_nothing(dba):
         release(dba, holder)
     assert dba.psql(f"SELECT state, result IS NULL FROM nodes WHERE id = {t.node_id}").strip() == "running|t"
     assert dba.psql(f"SELECT nodes_done FROM expressions WHERE id = {e.id}").strip() == "0"
-    assert dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=7).outcome == APPLIED
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=7) == "applied"
 
 
 # ---- calls that share a transaction -------------------------------------------------------------
@@ -693,7 +711,7 @@ def blocked_expression(dba, one, n):
     blocker = create(dba, u.id, plan_wide(2)).expression
     running = take(dba, blocker.id, 2)
     for t in running:
-        assert one.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+        assert answer(one, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
     e = create(dba, u.id, plan_wide(n)).expression
     nodes = take(dba, e.id, n)
     holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {blocker.id} FOR UPDATE", 60)
@@ -719,7 +737,7 @@ def claims_behind_a_stuck_call(dba, one, n):
             claims = [call_later(ex, one, "ClaimNode", 30, node_id=t.node_id, epoch=t.epoch, agent="agent-b") for t in nodes]
             harness.wait_for(lambda: one.GetStats().node_calls_waiting == n, 10, f"the {n} claims to wait")
             release(dba, holder)
-            assert first.result(30).outcome == APPLIED
+            assert isinstance(first.result(30), pb.CompleteNodeReply)
             outs = [f.result(30) for f in claims]
     finally:
         release(dba, holder)
@@ -828,7 +846,7 @@ def test_a_batch_locks_an_expression_before_its_nodes(dba, dba_one_batch):
     one = dba_one_batch
     u, (b0, _), e, nodes, holder = blocked_expression(dba, one, 3)
     a, b, c = sorted(nodes, key=lambda t: t.node_id)  # A's claim would come first in node order
-    assert dba.ClaimNode(node_id=c.node_id, epoch=c.epoch, agent="agent-c").outcome == CLAIMED  # started
+    assert answer(dba, "ClaimNode", node_id=c.node_id, epoch=c.epoch, agent="agent-c") == "claimed"  # started
     dba.psql(f"UPDATE nodes SET attempts = {MAX_ATTEMPTS} WHERE id = {b.node_id}")
     # The cancel's stand-in: holds the expression, waits (with a deadline) until the batch waits for
     # a lock, then asks for A's node. Its own deadlock_timeout is long: were there a cycle, the
@@ -855,7 +873,7 @@ def test_a_batch_locks_an_expression_before_its_nodes(dba, dba_one_batch):
                                               " AND wait_event = 'PgSleep' AND pid <> pg_backend_pid()").strip() != "0",
                              10, "the canceller to hold the expression")
             release(dba, holder)
-            assert first.result(30).outcome == APPLIED
+            assert isinstance(first.result(30), pb.CompleteNodeReply)
             assert canceller.wait(30) == 0
             got_a, got_b = (f.result(30) for f in claims)
     finally:
@@ -865,7 +883,7 @@ def test_a_batch_locks_an_expression_before_its_nodes(dba, dba_one_batch):
             canceller.wait()
     # B's last attempt failed the expression, which cancelled A: the answers a lone B, then a lone
     # A, would get, from one transaction that nobody ended.
-    assert (got_b.outcome, got_a.outcome) == (FAILED, CANCELLED), (got_b, got_a)
+    assert got_b.outcome == FAILED and refusal(got_a) == "cancelled", (got_b, got_a)
     after = one.GetStats()
     assert after.node_calls - before.node_calls == 3
     assert after.node_transactions - before.node_transactions == 2, "the first call, then the claims together, not rerun alone"
