@@ -75,6 +75,8 @@ static int code_for(db *d, const PGresult *r)
         return RPC_DEADLINE_EXCEEDED; /* statement timeout: the caller's deadline */
     if (!strcmp(state, "23505"))
         return RPC_ALREADY_EXISTS;
+    if (!strcmp(state, "23503"))
+        return RPC_NOT_FOUND; /* a row a foreign key names is missing: no such user */
     if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P03"))
         return RPC_UNAVAILABLE;
     if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))

@@ -126,6 +126,8 @@ int h_rotate_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMes
 {
     const Calc__V1__RotateRefreshTokenRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
+    if (!req->old_hash[0] || !req->new_hash[0])
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "old_hash and new_hash are required");
     Calc__V1__RotateRefreshTokenReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__rotate_refresh_token_reply__init(rep);
     *resp = &rep->base;

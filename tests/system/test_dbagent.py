@@ -7,6 +7,7 @@ and a test that needs the ready set to itself drains it first (drain()).
 
 import concurrent.futures as cf
 import itertools
+import os
 import subprocess
 import threading
 import time
@@ -155,7 +156,7 @@ def test_refresh_tokens_rotate_and_reuse_revokes_family(dba):
     assert fam == "t1"
     assert dba.code_of("StoreRefreshToken", user_id=u.id, token_hash="", expires_at_ms=far) == SC.INVALID_ARGUMENT
     assert dba.code_of("StoreRefreshToken", user_id=u.id, token_hash="t1", expires_at_ms=far) == SC.ALREADY_EXISTS
-    assert dba.code_of("StoreRefreshToken", user_id=10**12, token_hash="tx", expires_at_ms=far) == SC.INVALID_ARGUMENT
+    assert dba.code_of("StoreRefreshToken", user_id=10**12, token_hash="tx", expires_at_ms=far) == SC.NOT_FOUND
     r = dba.RotateRefreshToken(old_hash="t1", new_hash="t2", expires_at_ms=far)
     assert r.outcome == pb.RotateRefreshTokenReply.ROTATED and r.user_id == u.id
     r = dba.RotateRefreshToken(old_hash="t2", new_hash="t3", expires_at_ms=far)
@@ -321,6 +322,46 @@ def test_claim_and_complete_argument_errors(dba):
     assert dba.code_of("CompleteNode", node_id=1, epoch=1, agent="a") == SC.INVALID_ARGUMENT  # no outcome
     assert dba.code_of("CompleteNode", node_id=1, epoch=1, agent="", value=1) == SC.INVALID_ARGUMENT
     assert dba.code_of("CompleteNode", node_id=1, epoch=1, agent="a", error="") == SC.INVALID_ARGUMENT
+
+
+def test_more_bad_arguments_are_refused_and_change_nothing(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    (t, _) = take(dba, e.id, 2)
+    long_agent = "a" * 129
+    assert dba.code_of("ClaimNode", node_id=t.node_id, epoch=0, agent="a") == SC.INVALID_ARGUMENT
+    assert dba.code_of("ClaimNode", node_id=t.node_id, epoch=t.epoch, agent=long_agent) == SC.INVALID_ARGUMENT
+    assert dba.code_of("CompleteNode", node_id=t.node_id, epoch=t.epoch, agent=long_agent, value=1) == SC.INVALID_ARGUMENT
+    assert node_state(dba, t.node_id) == ("queued", t.epoch)
+    assert dba.code_of("MarkQueued", failed=[pb.TakenNode(node_id=t.node_id, epoch=t.epoch)] * 10001) == SC.INVALID_ARGUMENT
+    assert node_state(dba, t.node_id) == ("queued", t.epoch)
+    assert dba.code_of("RequeueStale", heartbeat_timeout_ms=1, queued_timeout_ms=1, orphan_grace_ms=-1) == SC.INVALID_ARGUMENT
+    assert node_state(dba, t.node_id) == ("queued", t.epoch)
+    # CreateExpression: no text, a negative delay, more nodes than a plan may have.
+    assert dba.code_of("CreateExpression", user_id=u.id, req_uid="bad1", text="", nodes=[leaf("+", 1, 1)]) == SC.INVALID_ARGUMENT
+    assert dba.code_of("CreateExpression", user_id=u.id, req_uid="bad2", text="1+1", nodes=[leaf("+", 1, 1, delay_ms=-1)]) == SC.INVALID_ARGUMENT
+    assert dba.code_of("CreateExpression", user_id=u.id, req_uid="bad3", text="big", nodes=[leaf("+", 1, 1)] * 100001) == SC.INVALID_ARGUMENT
+    assert [x.id for x in dba.ListExpressions(user_id=u.id, limit=10).expressions] == [e.id]
+    # Users and tokens.
+    assert dba.code_of("EnsureAdmin", login="boss", password_hash="") == SC.INVALID_ARGUMENT
+    assert dba.code_of("FindUser", login="boss") == SC.NOT_FOUND
+    far = int(time.time() * 1000) + 3600_000
+    dba.StoreRefreshToken(user_id=u.id, token_hash=f"rt-{u.id}", expires_at_ms=far)
+    dba.StoreRefreshToken(user_id=u.id, token_hash=f"taken-{u.id}", expires_at_ms=far)
+    assert dba.code_of("RotateRefreshToken", old_hash=f"rt-{u.id}", new_hash="", expires_at_ms=far) == SC.INVALID_ARGUMENT
+    assert dba.code_of("RotateRefreshToken", old_hash=f"rt-{u.id}", new_hash=f"taken-{u.id}", expires_at_ms=far) == SC.ALREADY_EXISTS
+    # Neither marked the old token replaced: it still rotates once.
+    r = dba.RotateRefreshToken(old_hash=f"rt-{u.id}", new_hash=f"rt2-{u.id}", expires_at_ms=far)
+    assert r.outcome == pb.RotateRefreshTokenReply.ROTATED and r.user_id == u.id
+    # SetDurations on behalf of a user that does not exist changes no duration.
+    before = dba.GetDurations()
+    assert dba.code_of("SetDurations", user_id=10**12, durations=[pb.Duration(op="+", ms=4321)]) == SC.NOT_FOUND
+    assert dba.GetDurations() == before
+    # A request that is not the method's message at all.
+    raw = dba.channel.unary_unary("/calc.v1.DbAgent/ClaimNode")
+    with pytest.raises(grpc.RpcError) as err:
+        raw(b"\xff\xff\xff", timeout=5, metadata=[("x-calc-token", dba.token)])
+    assert err.value.code() == SC.INVALID_ARGUMENT
 
 
 # ---- fencing -----------------------------------------------------------------------------------
@@ -618,13 +659,12 @@ def test_deadline_is_the_statement_timeout(dba, path):
     u = new_user(dba)
     e = create(dba, u.id, plan_wide(2)).expression
     (t, _) = take(dba, e.id, 2)
-    sql = f"SELECT 1 FROM users WHERE id = {u.id} FOR UPDATE" if path == "transaction" else f"SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE"
-    holder = hold_lock(dba, sql, 20)
+    holder = hold_lock(dba, f"SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE", 20)
     try:
         t0 = time.monotonic()
         with pytest.raises(RpcError) as err:
             if path == "transaction":  # db_begin: SET LOCAL statement_timeout
-                dba.call("CreateExpression", timeout=0.5, user_id=u.id, req_uid="dl", text="1+1", nodes=[leaf("+", 1, 1)])
+                dba.call("CancelExpression", timeout=0.5, user_id=u.id, id=e.id)
             else:  # db_call: set_config in the same round trip
                 dba.call("ClaimNode", timeout=0.5, node_id=t.node_id, epoch=t.epoch, agent="agent-a")
         assert err.value.code == SC.DEADLINE_EXCEEDED
@@ -636,8 +676,10 @@ def test_deadline_is_the_statement_timeout(dba, path):
         dba.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%'")
         holder.kill()
         holder.wait()
-    # Once the lock is gone the same call succeeds (the thread and its connection are fine).
+    # Once the lock is gone a claim succeeds (the thread and its connection are fine, and the
+    # cancel that timed out left nothing behind).
     harness.wait_for(lambda: dba.code_of("ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == SC.OK, 10, "the claim")
+    assert expr(dba, u.id, e.id).status == "in_progress"
 
 
 def test_a_deadlock_is_aborted_and_changes_nothing(dba):
@@ -769,6 +811,41 @@ def test_calls_that_wait_go_in_one_transaction(dba, dba_one_batch):
     assert got.result == sum(t.node_id for t in nodes) + 0.0
 
 
+def test_stale_calls_in_a_shared_transaction_are_refused_alone(dba, dba_one_batch):
+    """Stale calls that share a transaction with good ones get their own FAILED_PRECONDITION and
+    change nothing, while the transaction commits the others."""
+    one = dba_one_batch
+    u, (b0, _), e, nodes, holder = blocked_expression(dba, one, 4)
+    for t in nodes[2:]:
+        assert answer(one, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b") == "claimed"
+    try:
+        with cf.ThreadPoolExecutor(6) as ex:
+            first = stuck_completion(ex, dba, one, b0, 30)
+            before = one.GetStats()
+            calls = [
+                call_later(ex, one, "ClaimNode", 30, node_id=nodes[0].node_id, epoch=nodes[0].epoch, agent="agent-b"),
+                call_later(ex, one, "ClaimNode", 30, node_id=nodes[1].node_id, epoch=nodes[1].epoch + 1, agent="agent-b"),
+                call_later(ex, one, "CompleteNode", 30, node_id=nodes[2].node_id, epoch=nodes[2].epoch, agent="agent-c", value=9),
+                call_later(ex, one, "CompleteNode", 30, node_id=nodes[3].node_id, epoch=nodes[3].epoch, agent="agent-b", value=3),
+            ]
+            harness.wait_for(lambda: one.GetStats().node_calls_waiting == 4, 10, "the 4 calls to wait")
+            release(dba, holder)
+            assert isinstance(first.result(30), pb.CompleteNodeReply)
+            claimed, stale_claim, stale_completion, applied = (f.result(30) for f in calls)
+    finally:
+        release(dba, holder)
+    assert claimed.outcome == CLAIMED
+    assert refusal(stale_claim) == "stale" and refusal(stale_completion) == "stale"
+    assert isinstance(applied, pb.CompleteNodeReply)
+    after = one.GetStats()
+    assert after.node_transactions - before.node_transactions == 2, "the first call, then the 4 together"
+    rows = [dba.psql(f"SELECT state, epoch, attempts, coalesce(agent, ''), coalesce(result::text, '') FROM nodes"
+                     f" WHERE id = {t.node_id}").strip() for t in nodes]
+    assert rows == [f"running|{nodes[0].epoch}|1|agent-b|", f"queued|{nodes[1].epoch}|0||",
+                    f"running|{nodes[2].epoch}|1|agent-b|", f"done|{nodes[3].epoch}|1|agent-b|3"], rows
+    assert expr(dba, u.id, e.id).nodes_done == 1
+
+
 def test_a_transaction_carries_at_most_64_calls(dba, dba_one_batch):
     """66 calls wait behind a held-up transaction: the next carries the oldest 64, then 2 go."""
     one = dba_one_batch
@@ -836,6 +913,56 @@ def test_hot_paths_use_indexes(dba):
         assert "Seq Scan on nodes" not in plan and "Seq Scan on events" not in plan, f"{name}:\n{plan}"
     for name, plan in plans.items():
         print(f"-- {name}\n{plan}")
+    statements_dbagent_runs_use_indexes(dba)
+
+
+def statements_dbagent_runs_use_indexes(dba):
+    """The statements dbagent itself runs, functions' statements included, logged with their plans
+    by auto_explain in a dbagent started for it: none scans nodes or events sequentially."""
+    cl = dba.cluster
+    log_path = os.path.join(cl.servers.pg_dir, "postgres.log")
+    dba.psql(f"ALTER DATABASE {cl.db} SET session_preload_libraries = 'auto_explain';"
+             f" ALTER DATABASE {cl.db} SET auto_explain.log_min_duration = 0;"
+             f" ALTER DATABASE {cl.db} SET auto_explain.log_nested_statements = on")
+    p = None
+    try:
+        log_from = os.path.getsize(log_path)
+        p = cl.start_dbagent(name="dbagent-explained", DBAGENT_PORT=str(harness.free_port()), DBAGENT_THREADS="4",
+                             MAX_ATTEMPTS=str(MAX_ATTEMPTS))
+        x = DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"])
+        try:
+            u = new_user(x)
+            e = create(x, u.id, plan_2_plus_2_times_2()).expression
+            while expr(x, u.id, e.id).status != "ok":
+                for t in take(x, e.id):
+                    run_node(x, t)
+            events(x, u.id)
+            x.ListExpressions(user_id=u.id, limit=10)
+            x.GetExpressions(user_ids=[u.id], ids=[e.id])
+            # Calls sent together (calc_node_batch), a cancel, a requeue and a failed publish.
+            e2 = create(x, u.id, plan_wide(8)).expression
+            got = take(x, e2.id, 8)
+            with cf.ThreadPoolExecutor(8) as ex:
+                list(ex.map(lambda t: x.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-e"), got[:6]))
+            x.MarkQueued(failed=[got[6]])
+            x.RequeueStale(heartbeat_timeout_ms=60000, queued_timeout_ms=1)
+            x.Heartbeat(agent="agent-e", workers=1)
+            x.CancelExpression(user_id=u.id, id=e2.id)
+            events(x, u.id)
+        finally:
+            x.close()
+    finally:
+        dba.psql(f"ALTER DATABASE {cl.db} RESET ALL")
+        if p:
+            cl.stop(p)
+    with open(log_path, errors="replace") as f:
+        f.seek(log_from)
+        logged = f.read()
+    assert logged.count("Query Text:") >= 30, "auto_explain logged the statements"
+    for called in ("calc_claim", "calc_complete", "calc_create_expression", "calc_number_events", "UPDATE nodes"):
+        assert called in logged, called
+    for bad in ("Seq Scan on nodes", "Seq Scan on events"):
+        assert bad not in logged, logged[max(0, logged.index(bad) - 3000):logged.index(bad) + 200]
 
 
 def test_a_batch_locks_an_expression_before_its_nodes(dba, dba_one_batch):

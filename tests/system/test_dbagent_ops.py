@@ -1,5 +1,6 @@
 """calc-dbagent as a process: migrations (every up, every down, every up again; several dbagents
-starting at once), PostgreSQL restarted under a running dbagent, and a clean stop on SIGTERM."""
+starting at once), PostgreSQL restarted or killed under a running dbagent, and a clean stop on
+SIGTERM."""
 
 import concurrent.futures as cf
 import os
@@ -10,7 +11,7 @@ import grpc
 import pytest
 
 import harness
-from dba_client import DbaClient, RpcError, leaf, plan_wide
+from dba_client import DbaClient, RpcError, leaf, pb, plan_wide
 
 SC = grpc.StatusCode
 CLAIMED = 0
@@ -126,11 +127,16 @@ def test_postgres_restart_unavailable_meanwhile_then_works(bare_cluster):
     c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
     uid = c.CreateUser(login="before", password_hash="h").user.id
     calls = [
-        ("GetDurations", {}),  # a transaction (BEGIN ... COMMIT)
+        ("GetDurations", {}),
         ("ClaimNode", dict(node_id=1, epoch=1, agent="agent-a")),  # one round trip (pipeline)
         ("TakeReady", dict(max=10, wait_ms=1000)),  # the long poll
         ("CreateUser", dict(login="during", password_hash="h")),
         ("ListEvents", dict(user_id=uid)),
+        # Transactions (BEGIN; SET LOCAL statement_timeout ... COMMIT):
+        ("CancelExpression", dict(user_id=uid, id=1)),
+        ("SetDurations", dict(user_id=uid, durations=[pb.Duration(op="+", ms=1)])),
+        ("GetStats", {}),
+        ("RotateRefreshToken", dict(old_hash="a", new_hash="b", expires_at_ms=1)),
     ]
     cl.servers.stop_postgres()
     try:
@@ -162,6 +168,49 @@ def test_postgres_restart_unavailable_meanwhile_then_works(bare_cluster):
                         " NOTIFY calc_ready", db=cl.db)
         assert [n.node_id for n in fut.result(15).nodes] == [t.node_id]
         assert time.monotonic() - t0 < 1.0, "woken by the NOTIFY, not by the end of the wait"
+    assert p.alive()
+    c.close()
+
+
+def test_postgres_crash_under_a_waiting_call_fails_it_fast_and_loses_nothing(bare_cluster):
+    """PostgreSQL killed (SIGKILL, as a crash) while a claim waits inside it for a lock: the claim
+    fails fast with UNAVAILABLE, nothing of it was kept, and after the restart it succeeds and the
+    expression finishes."""
+    cl = bare_cluster
+    p = cl.start_dbagent(DBAGENT_THREADS="4")
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login="crash", password_hash="h").user.id
+    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
+    (t,) = c.TakeReady(max=10).nodes
+    mark = "/* test lock holder */"
+    holder = subprocess.Popen(
+        [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db, "-c",
+         f"{mark} BEGIN; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE; SELECT pg_sleep(60); COMMIT;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        harness.wait_for(
+            lambda: cl.servers.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{mark}%' AND state = 'active'", db=cl.db).strip() != "0",
+            10, "the lock holder")
+        with cf.ThreadPoolExecutor(1) as ex:
+            claim = ex.submit(c.code_of, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", timeout=30)
+            harness.wait_for(
+                lambda: cl.servers.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                        " AND application_name = 'calc-dbagent' AND wait_event_type = 'Lock'", db=cl.db).strip() != "0",
+                10, "the claim to wait for the lock")
+            t0 = time.monotonic()
+            cl.servers.kill_postgres()
+            assert claim.result(10) == SC.UNAVAILABLE
+            assert time.monotonic() - t0 < 5, "the claim must not wait out its deadline"
+    finally:
+        holder.kill()
+        holder.wait()
+    cl.servers.start_postgres()
+    harness.wait_for(lambda: c.code_of("GetDurations") == SC.OK, 30, "dbagent to reconnect")
+    state, epoch, attempts = cl.servers.psql(f"SELECT state, epoch, attempts FROM nodes WHERE id = {t.node_id}", db=cl.db).strip().split("|")
+    assert (state, int(epoch), int(attempts)) == ("queued", t.epoch, 0), "the lost claim kept nothing"
+    assert c.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+    assert c.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=2).expression_finished
+    assert c.GetExpression(user_id=uid, id=e.id).expression.status == "ok"
     assert p.alive()
     c.close()
 
