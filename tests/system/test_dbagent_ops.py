@@ -172,31 +172,44 @@ def test_postgres_restart_unavailable_meanwhile_then_works(bare_cluster):
     c.close()
 
 
+LOCK_MARK = "/* test lock holder */"
+
+
+def a_taken_node_behind_a_lock(cl, login, seconds):
+    """A dbagent, its client, a user, an expression of one leaf taken (queued) and a psql session
+    that holds the expression's row for `seconds`, so that claiming the leaf waits."""
+    p = cl.start_dbagent(DBAGENT_THREADS="4")
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login=login, password_hash="h").user.id
+    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
+    (t,) = c.TakeReady(max=10).nodes
+    holder = subprocess.Popen(
+        [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db, "-c",
+         f"{LOCK_MARK} BEGIN; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE; SELECT pg_sleep({seconds}); COMMIT;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    harness.wait_for(
+        lambda: cl.servers.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{LOCK_MARK}%' AND state = 'active'", db=cl.db).strip() != "0",
+        10, "the lock holder")
+    return p, c, uid, e, t, holder
+
+
+def wait_claim_waits(cl):
+    harness.wait_for(
+        lambda: cl.servers.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                " AND application_name = 'calc-dbagent' AND wait_event_type = 'Lock'", db=cl.db).strip() != "0",
+        10, "the claim to wait for the lock")
+
+
 def test_postgres_crash_under_a_waiting_call_fails_it_fast_and_loses_nothing(bare_cluster):
     """PostgreSQL killed (SIGKILL, as a crash) while a claim waits inside it for a lock: the claim
     fails fast with UNAVAILABLE, nothing of it was kept, and after the restart it succeeds and the
     expression finishes."""
     cl = bare_cluster
-    p = cl.start_dbagent(DBAGENT_THREADS="4")
-    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
-    uid = c.CreateUser(login="crash", password_hash="h").user.id
-    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
-    (t,) = c.TakeReady(max=10).nodes
-    mark = "/* test lock holder */"
-    holder = subprocess.Popen(
-        [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db, "-c",
-         f"{mark} BEGIN; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE; SELECT pg_sleep(60); COMMIT;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p, c, uid, e, t, holder = a_taken_node_behind_a_lock(cl, "crash", 60)
     try:
-        harness.wait_for(
-            lambda: cl.servers.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{mark}%' AND state = 'active'", db=cl.db).strip() != "0",
-            10, "the lock holder")
         with cf.ThreadPoolExecutor(1) as ex:
             claim = ex.submit(c.code_of, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", timeout=30)
-            harness.wait_for(
-                lambda: cl.servers.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                        " AND application_name = 'calc-dbagent' AND wait_event_type = 'Lock'", db=cl.db).strip() != "0",
-                10, "the claim to wait for the lock")
+            wait_claim_waits(cl)
             t0 = time.monotonic()
             cl.servers.kill_postgres()
             assert claim.result(10) == SC.UNAVAILABLE
@@ -217,28 +230,13 @@ def test_postgres_crash_under_a_waiting_call_fails_it_fast_and_loses_nothing(bar
 
 def test_sigterm_finishes_running_calls_then_exits_0(bare_cluster):
     cl = bare_cluster
-    p = cl.start_dbagent(DBAGENT_THREADS="4")
-    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
-    uid = c.CreateUser(login="stopper", password_hash="h").user.id
-    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
-    (t,) = c.TakeReady(max=10).nodes
     # A claim that has to wait: a psql session holds the expression's row for 2 s.
-    mark = "/* test lock holder */"
-    holder = subprocess.Popen(
-        [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db, "-c",
-         f"{mark} BEGIN; SELECT 1 FROM expressions WHERE id = {e.id} FOR UPDATE; SELECT pg_sleep(2); COMMIT;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p, c, uid, e, t, holder = a_taken_node_behind_a_lock(cl, "stopper", 2)
     try:
-        harness.wait_for(
-            lambda: cl.servers.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{mark}%' AND state = 'active'", db=cl.db).strip() != "0",
-            10, "the lock holder")
         with cf.ThreadPoolExecutor(2) as ex:
             claim = ex.submit(c.ClaimNode, node_id=t.node_id, epoch=t.epoch, agent="agent-a", timeout=15)
             poll = ex.submit(c.TakeReady, max=10, wait_ms=30000, timeout=40)
-            harness.wait_for(
-                lambda: cl.servers.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                                        " AND application_name = 'calc-dbagent' AND wait_event_type = 'Lock'", db=cl.db).strip() != "0",
-                10, "the claim to wait for the lock")
+            wait_claim_waits(cl)
             harness.wait_for(lambda: c.GetStats().long_polls_waiting > 0, 10, "the long poll to wait")
             p.terminate()
             # No new call is accepted once the stop began...
