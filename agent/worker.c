@@ -201,7 +201,7 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
         outcome = why;
         v = VERDICT_NACK;
     }
-    log_msg(rc == RPC_OK ? LOG_INFO : LOG_WARN,
+    log_msg(rc == RPC_OK || rc == RPC_FAILED_PRECONDITION ? LOG_INFO : LOG_WARN,
             "node=%lld expression=%lld epoch=%d agent=%s attempt=%d op=%s delay=%dms left=%s "
             "right=%s result=%s%s%s%s %s in %lldms%s",
             (long long)item->node_id, (long long)c->expression_id, item->epoch, s->name, c->attempt,

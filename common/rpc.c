@@ -431,8 +431,7 @@ struct rpc_client {
     grpc_completion_queue *spare[CLIENT_SPARE_QUEUES]; /* idle queues, any thread may take one */
     int n_spare;
     struct {
-        const char *path; /* the caller's string: compared by address first, then by text */
-        char *path_copy;
+        char *path;
         void *handle;
     } methods[CLIENT_METHODS];
     int n_methods;
@@ -478,7 +477,7 @@ void rpc_client_free(rpc_client *c)
     for (int i = 0; i < c->n_spare; i++)
         queue_destroy(c->spare[i]);
     for (int i = 0; i < c->n_methods; i++)
-        free(c->methods[i].path_copy);
+        free(c->methods[i].path);
     grpc_channel_destroy(c->channel);
     grpc_slice_unref(c->token);
     pthread_mutex_destroy(&c->mu);
@@ -489,13 +488,12 @@ void rpc_client_free(rpc_client *c)
 static void *method_handle(rpc_client *c, const char *path)
 {
     for (int i = 0; i < c->n_methods; i++)
-        if (c->methods[i].path == path || !strcmp(c->methods[i].path_copy, path))
+        if (!strcmp(c->methods[i].path, path))
             return c->methods[i].handle;
     if (c->n_methods == CLIENT_METHODS)
         return NULL;
     int i = c->n_methods++;
-    c->methods[i].path_copy = xstrdup(path);
-    c->methods[i].path = path;
+    c->methods[i].path = xstrdup(path);
     c->methods[i].handle = grpc_channel_register_call(c->channel, path, NULL, NULL);
     return c->methods[i].handle;
 }

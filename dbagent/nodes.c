@@ -127,6 +127,9 @@ int h_claim_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
     if (rc)
         return rc;
     switch (c.outcome) {
+    case CLAIM_OK:
+    case CLAIM_FAILED:
+        break;
     case CLAIM_NO_NODE:
         return rpc_fail(ctx, RPC_NOT_FOUND, "ClaimNode node=%lld: no such node",
                         (long long)req->node_id);
@@ -139,6 +142,9 @@ int h_claim_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
                         "cancelled: ClaimNode node=%lld epoch=%d: expression %lld is cancelled or "
                         "failed",
                         (long long)req->node_id, req->epoch, (long long)c.expression_id);
+    default:
+        return rpc_fail(ctx, RPC_INTERNAL, "ClaimNode node=%lld: unknown outcome %d",
+                        (long long)req->node_id, c.outcome);
     }
     Calc__V1__ClaimNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__claim_node_reply__init(rep);
@@ -197,6 +203,9 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
                         "at this epoch under this agent; nothing changed",
                         (long long)req->node_id, req->epoch, req->agent);
     }
+    if (c.outcome != COMPLETE_APPLIED)
+        return rpc_fail(ctx, RPC_INTERNAL, "CompleteNode node=%lld: unknown outcome %d",
+                        (long long)req->node_id, c.outcome);
     Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__complete_node_reply__init(rep);
     rep->expression_finished = c.finished;

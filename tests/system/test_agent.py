@@ -227,7 +227,7 @@ def test_sigterm_mid_node_finishes_it_exits_0_and_loses_nothing(cluster):
 def test_a_node_cancelled_in_hand_is_refused_as_stale_and_its_message_dropped(cluster):
     """dbagent refuses the completion (FAILED_PRECONDITION, "stale: ..."), which changes nothing;
     the agent acks the message instead of sending it to the retry queue."""
-    set_durations(cluster, times=1500)
+    set_durations(cluster, times=5000)  # the node is still in hand when the cancel comes
     wait_consuming(cluster)
     api = user(cluster)
     eid = submit(api, "6*7")

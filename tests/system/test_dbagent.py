@@ -340,7 +340,9 @@ def test_more_bad_arguments_are_refused_and_change_nothing(dba):
     # CreateExpression: no text, a negative delay, more nodes than a plan may have.
     assert dba.code_of("CreateExpression", user_id=u.id, req_uid="bad1", text="", nodes=[leaf("+", 1, 1)]) == SC.INVALID_ARGUMENT
     assert dba.code_of("CreateExpression", user_id=u.id, req_uid="bad2", text="1+1", nodes=[leaf("+", 1, 1, delay_ms=-1)]) == SC.INVALID_ARGUMENT
-    assert dba.code_of("CreateExpression", user_id=u.id, req_uid="bad3", text="big", nodes=[leaf("+", 1, 1)] * 100001) == SC.INVALID_ARGUMENT
+    with pytest.raises(RpcError) as err:
+        dba.CreateExpression(user_id=u.id, req_uid="bad3", text="big", nodes=[leaf("+", 1, 1)] * 100001)
+    assert err.value.code == SC.INVALID_ARGUMENT and "too many nodes" in err.value.details
     assert [x.id for x in dba.ListExpressions(user_id=u.id, limit=10).expressions] == [e.id]
     # Users and tokens.
     assert dba.code_of("EnsureAdmin", login="boss", password_hash="") == SC.INVALID_ARGUMENT
@@ -921,14 +923,18 @@ def statements_dbagent_runs_use_indexes(dba):
     by auto_explain in a dbagent started for it: none scans nodes or events sequentially."""
     cl = dba.cluster
     log_path = os.path.join(cl.servers.pg_dir, "postgres.log")
-    dba.psql(f"ALTER DATABASE {cl.db} SET session_preload_libraries = 'auto_explain';"
-             f" ALTER DATABASE {cl.db} SET auto_explain.log_min_duration = 0;"
-             f" ALTER DATABASE {cl.db} SET auto_explain.log_nested_statements = on")
+    settings = {"session_preload_libraries": "'auto_explain'", "auto_explain.log_min_duration": "0",
+                "auto_explain.log_nested_statements": "on"}
+    # From another database: were the library not to load, no session of this one could reset it.
+    in_postgres = lambda sql: cl.servers.psql(sql, db="postgres")  # noqa: E731
     p = None
     try:
+        in_postgres("; ".join(f"ALTER DATABASE {cl.db} SET {k} = {v}" for k, v in settings.items()))
         log_from = os.path.getsize(log_path)
-        p = cl.start_dbagent(name="dbagent-explained", DBAGENT_PORT=str(harness.free_port()), DBAGENT_THREADS="4",
-                             MAX_ATTEMPTS=str(MAX_ATTEMPTS))
+        # One transaction of node calls at a time, so that claims sent behind a held-up one share
+        # the next (calc_node_batch).
+        p = cl.start_dbagent(name="dbagent-explained", DBAGENT_PORT=str(harness.free_port()), DBAGENT_THREADS="16",
+                             DBAGENT_NODE_BATCHES="1", MAX_ATTEMPTS=str(MAX_ATTEMPTS))
         x = DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"])
         try:
             u = new_user(x)
@@ -939,27 +945,27 @@ def statements_dbagent_runs_use_indexes(dba):
             events(x, u.id)
             x.ListExpressions(user_id=u.id, limit=10)
             x.GetExpressions(user_ids=[u.id], ids=[e.id])
-            # Calls sent together (calc_node_batch), a cancel, a requeue and a failed publish.
-            e2 = create(x, u.id, plan_wide(8)).expression
-            got = take(x, e2.id, 8)
-            with cf.ThreadPoolExecutor(8) as ex:
-                list(ex.map(lambda t: x.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-e"), got[:6]))
-            x.MarkQueued(failed=[got[6]])
+            # Calls sent together, a failed publish, a requeue, a heartbeat and a cancel.
+            _, before, _, e2, u2 = claims_behind_a_stuck_call(dba, x, 4)
+            assert x.GetStats().node_transactions - before.node_transactions == 2, "the 4 claims went together"
+            e3 = create(x, u2.id, plan_wide(2)).expression
+            x.MarkQueued(failed=take(x, e3.id, 2)[:1])
             x.RequeueStale(heartbeat_timeout_ms=60000, queued_timeout_ms=1)
             x.Heartbeat(agent="agent-e", workers=1)
-            x.CancelExpression(user_id=u.id, id=e2.id)
-            events(x, u.id)
+            x.CancelExpression(user_id=u2.id, id=e2.id)
+            events(x, u2.id)
         finally:
             x.close()
     finally:
-        dba.psql(f"ALTER DATABASE {cl.db} RESET ALL")
+        in_postgres("; ".join(f"ALTER DATABASE {cl.db} RESET {k}" for k in settings))
         if p:
             cl.stop(p)
     with open(log_path, errors="replace") as f:
         f.seek(log_from)
         logged = f.read()
     assert logged.count("Query Text:") >= 30, "auto_explain logged the statements"
-    for called in ("calc_claim", "calc_complete", "calc_create_expression", "calc_number_events", "UPDATE nodes"):
+    for called in ("calc_claim", "calc_complete", "calc_node_batch", "calc_create_expression", "calc_number_events",
+                   "UPDATE nodes"):
         assert called in logged, called
     for bad in ("Seq Scan on nodes", "Seq Scan on events"):
         assert bad not in logged, logged[max(0, logged.index(bad) - 3000):logged.index(bad) + 200]

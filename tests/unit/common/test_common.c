@@ -283,7 +283,7 @@ static void *share_calls(void *p)
 {
     sharer *s = p;
     char err[256];
-    /* The same method under a string the client has not seen by address: found by its text. */
+    /* The same method under another string: found by its text. */
     char *path = strdup("/calc.v1.DbAgent/ClaimNode");
     for (int i = 0; i < 100; i++) {
         int64_t node = s->first_node + i;
