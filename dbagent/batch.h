@@ -48,8 +48,7 @@ typedef struct node_call {
     struct node_call *next;
 } node_call;
 
-/* node_call.outcome, as calc_claim and calc_complete answer it (schema/004_lean_hot_path.up.sql).
- */
+/* node_call.outcome, as calc_claim and calc_complete answer it (schema/004). */
 enum { CLAIM_NO_NODE = -1, CLAIM_OK = 0, CLAIM_STALE = 1, CLAIM_CANCELLED = 2, CLAIM_FAILED = 3 };
 enum { COMPLETE_NO_NODE = -1, COMPLETE_APPLIED = 0, COMPLETE_STALE = 1 };
 

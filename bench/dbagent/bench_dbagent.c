@@ -293,8 +293,7 @@ static void *grpc_only_thread(void *p)
     return NULL;
 }
 
-/* The transport alone: the median of n calls one after another, then 4n calls from `clients`
- * threads at once, with the CPU each side spends per call. */
+/* This process's CPU time so far, in seconds: its own figure when two benches share a machine. */
 static double self_cpu_s(void)
 {
     struct rusage ru;
@@ -303,6 +302,8 @@ static double self_cpu_s(void)
            ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
 }
 
+/* The transport alone: the median of n calls one after another, then 4n calls from `clients`
+ * threads at once, with the CPU each side spends per call. */
 static void grpc_only(rpc_client *c, int n, int clients)
 {
     double *lat = xcalloc((size_t)n, sizeof *lat);
