@@ -259,12 +259,12 @@ int h_requeue_stale(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     calc__v1__requeue_stale_reply__init(rep);
     rep->requeued = (int32_t)db_i64(r, 0, 0);
     PQclear(r);
-    if (rep->requeued)
+    if (rep->requeued) {
         ready_signal();
-    if (rep->requeued)
         log_info(
             "RequeueStale: %d nodes back to ready (heartbeat_timeout=%dms queued_timeout=%dms)",
             rep->requeued, req->heartbeat_timeout_ms, req->queued_timeout_ms);
+    }
     *resp = &rep->base;
     return RPC_OK;
 }

@@ -265,8 +265,8 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* A call dbagent answers without touching PostgreSQL (INVALID_ARGUMENT): the gRPC cost alone. */
-/* A call dbagent answers without PostgreSQL (a ClaimNode it rejects as invalid). */
+/* A call dbagent answers without PostgreSQL (a ClaimNode it rejects as invalid): the gRPC cost
+ * alone. */
 static double grpc_only_call(rpc_client *c)
 {
     char err[256];
