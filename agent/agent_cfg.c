@@ -34,6 +34,10 @@ size_t agent_cfg_table(agent_cfg *c, cfg_entry *t)
         {"AMQP_RECONNECT_MAX_MS", CFG_INT, "5000", 100, 600000,
          "cap of the exponential backoff between RabbitMQ connection attempts",
          &c->reconnect_max_ms},
+        {"AGENT_HEALTH_FILE", CFG_STR, "", 0, 4096,
+         "file whose time is set at each heartbeat dbagent answered while the agent consumes"
+         " from RabbitMQ: a container healthcheck reads its age (none when empty)",
+         &c->health_file},
     };
     memcpy(t, table, sizeof table);
     return AGENT_CFG_ENTRIES;

@@ -12,7 +12,7 @@
 
 #define AGENT_NAME_MAX 128
 
-#define AGENT_CFG_ENTRIES 11
+#define AGENT_CFG_ENTRIES 12
 
 typedef struct agent_cfg {
     char name[AGENT_NAME_MAX + 1]; /* AGENT_NAME, or host-pid when unset */
@@ -28,6 +28,7 @@ typedef struct agent_cfg {
         complete_retry_ms;    /* COMPLETE_RETRY_MS: a computed result waits this long for dbagent */
     int64_t call_timeout_ms;  /* DBAGENT_TIMEOUT_MS: deadline of one ClaimNode/CompleteNode */
     int64_t reconnect_max_ms; /* AMQP_RECONNECT_MAX_MS: cap of the reconnection backoff */
+    const char *health_file;  /* AGENT_HEALTH_FILE: touched while healthy; "" for none */
 } agent_cfg;
 
 /* Fills t (AGENT_CFG_ENTRIES entries) with the table bound to c's fields; returns its length. */

@@ -29,6 +29,7 @@ static void drop_link(consumer *c, const char *why)
         c->s->name, why, c->outstanding);
     mq_close(c->link);
     c->link = NULL;
+    atomic_store(&c->s->consuming, 0);
     /* Deliveries no worker started yet: the broker requeues them with the connection. */
     job *j;
     while ((j = jobq_try_pop(c->s->todo))) {
@@ -69,6 +70,7 @@ static int connect_link(consumer *c)
     }
     c->generation++;
     c->backoff_ms = BACKOFF_FIRST_MS;
+    atomic_store(&c->s->consuming, 1);
     log_info("agent=%s: consuming %s with %lld workers (prefetch %lld, connection %llu)",
              c->s->name, MQ_WORK_QUEUE, (long long)c->cfg->workers, (long long)c->cfg->workers,
              (unsigned long long)c->generation);
@@ -184,5 +186,6 @@ void consumer_drain(consumer *c)
     if (c->link) {
         mq_close(c->link);
         c->link = NULL;
+        atomic_store(&s->consuming, 0);
     }
 }

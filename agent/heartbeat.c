@@ -1,12 +1,33 @@
 #include "heartbeat.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "calc.pb-c.h"
 #include "log.h"
 #include "mem.h"
 #include "methods.h"
 #include "timeutil.h"
+
+/* Sets the health file's time to now (creating it), so its age says how long ago the agent was
+ * last healthy. A failure is logged once per change, like the heartbeat's own. */
+static void touch_health_file(heartbeat *hb)
+{
+    const char *path = hb->s->health_file;
+    if (!path || !path[0])
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && futimens(fd, NULL) == 0, e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (!ok && !hb->health_failing)
+        log_warn("agent=%s: AGENT_HEALTH_FILE %s: %s", hb->s->name, path, strerror(e));
+    hb->health_failing = !ok;
+}
 
 static void beat(heartbeat *hb, int64_t *nodes)
 {
@@ -29,6 +50,8 @@ static void beat(heartbeat *hb, int64_t *nodes)
         if (hb->failing)
             log_info("Heartbeat agent=%s: dbagent answers again", s->name);
         hb->failing = 0;
+        if (atomic_load(&s->consuming))
+            touch_health_file(hb);
     } else if (!hb->failing) {
         log_warn("Heartbeat agent=%s busy=%d: %s (code %d)", s->name, req.busy, err, rc);
         hb->failing = 1;
@@ -59,6 +82,7 @@ int heartbeat_start(heartbeat *hb, agent_shared *s, int64_t interval_ms)
     hb->interval_ms = interval_ms;
     hb->stop = 0;
     hb->failing = 0;
+    hb->health_failing = 0;
     return pthread_create(&hb->thread, NULL, heartbeat_main, hb);
 }
 

@@ -16,7 +16,8 @@ typedef struct heartbeat {
     int64_t interval_ms;
     pthread_t thread;
     volatile int stop;
-    int failing; /* the last call failed: log only the changes */
+    int failing;        /* the last call failed: log only the changes */
+    int health_failing; /* the health file could not be updated last time */
 } heartbeat;
 
 /* Starts the thread; returns 0, or an errno value. */

@@ -80,7 +80,8 @@ int main(int argc, char **argv)
                       .verdicts = &verdicts,
                       .hand = &in_hand,
                       .complete_retry_ms = cfg.complete_retry_ms,
-                      .call_timeout_ms = (int)cfg.call_timeout_ms};
+                      .call_timeout_ms = (int)cfg.call_timeout_ms,
+                      .health_file = cfg.health_file};
     pthread_t *threads = xcalloc((size_t)workers, sizeof *threads);
     worker_arg *args = xcalloc((size_t)workers, sizeof *args);
     heartbeat hb;

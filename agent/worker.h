@@ -28,6 +28,8 @@ typedef struct agent_shared {
     volatile int hard_stop;    /* the grace period is over: interrupt delays and retries */
     int64_t complete_retry_ms; /* how long a computed result may wait for dbagent */
     int call_timeout_ms;       /* deadline of one ClaimNode or CompleteNode */
+    atomic_int consuming;      /* the consumer holds a RabbitMQ connection and consumes */
+    const char *health_file;   /* touched by the heartbeat while healthy; "" for none */
     worker_stats stats;
 } agent_shared;
 

@@ -12,20 +12,27 @@ CALC_PACKAGES=(
     curl procps util-linux
 )
 
-# missing_packages: print the packages from CALC_PACKAGES that are not installed.
+# What the compose test (tests/compose) needs besides: podman with runc, its netavark network
+# stack (which drives iptables) and podman-compose, and debootstrap for the local base image.
+CALC_CONTAINER_PACKAGES=(
+    podman podman-compose runc netavark aardvark-dns iptables debootstrap
+)
+
+# missing_packages [PKG...]: print the packages of CALC_PACKAGES and PKG... that are not installed.
 missing_packages() {
-    local installed pkg
+    local installed pkg all=("${CALC_PACKAGES[@]}" "$@")
     # One dpkg-query for the whole list; packages it does not know are simply absent from its output.
-    installed=" $(dpkg-query -W -f='${Package}:${db:Status-Status} ' "${CALC_PACKAGES[@]}" 2>/dev/null || true)"
-    for pkg in "${CALC_PACKAGES[@]}"; do
+    installed=" $(dpkg-query -W -f='${Package}:${db:Status-Status} ' "${all[@]}" 2>/dev/null || true)"
+    for pkg in "${all[@]}"; do
         [[ $installed == *" $pkg:installed "* ]] || echo "$pkg"
     done
 }
 
-# ensure_deps: install what is missing; a fast no-op (dpkg-query only) when all is present.
+# ensure_deps [PKG...]: install what is missing of CALC_PACKAGES and PKG...; a fast no-op
+# (dpkg-query only) when all is present.
 ensure_deps() {
     local missing
-    mapfile -t missing < <(missing_packages)
+    mapfile -t missing < <(missing_packages "$@")
     ((${#missing[@]} == 0)) && return 0
     [[ $(id -u) == 0 ]] || die "missing packages (${missing[*]}); run as root so they can be installed"
     log "installing missing packages: ${missing[*]}"

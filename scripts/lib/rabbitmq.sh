@@ -9,6 +9,7 @@
 #   rmq_running DIR                                          the node recorded in DIR is alive
 #   rmq_ctl DIR ARGS...                                      rabbitmqctl against the node
 #   rmq_add_vhost DIR VHOST USER                             a vhost with full rights for USER
+#   rmq_definitions USER PASSWORD                            a definitions file with USER in it
 
 RMQ_USER=${RMQ_USER:-rabbitmq}
 RMQ_SCRIPTS=${RMQ_SCRIPTS:-/usr/lib/rabbitmq/bin}
@@ -72,6 +73,18 @@ rmq_password_hash() {
     { hex2bin "$salt"; hex2bin "$hash"; } | base64 -w0
 }
 
+# rmq_definitions USER PASSWORD: a definitions file (JSON) with vhost / and USER, an administrator
+# with every right on it. The password is stored only as its hash.
+rmq_definitions() {
+    local user=$1 hash
+    hash=$(rmq_password_hash "$2")
+    cat <<JSON
+{"vhosts":[{"name":"/"}],
+ "users":[{"name":"$user","password_hash":"$hash","hashing_algorithm":"rabbit_password_hashing_sha256","tags":["administrator"]}],
+ "permissions":[{"user":"$user","vhost":"/","configure":".*","write":".*","read":".*"}]}
+JSON
+}
+
 rmq_port_free() {
     local port=$1 var=$2 what=$3
     port_listening "$port" && die "port $port ($what) is already in use by another program; choose another port ($var)"
@@ -112,13 +125,7 @@ rmq_start() {
     chmod 400 "$dir/home/.erlang.cookie"
     # The user comes from a definitions file imported at every boot: no slow rabbitmqctl calls,
     # and the password always matches the one we hold. The default guest user is never created.
-    local hash
-    hash=$(rmq_password_hash "$password")
-    cat >"$dir/definitions.json" <<JSON
-{"vhosts":[{"name":"/"}],
- "users":[{"name":"$user","password_hash":"$hash","hashing_algorithm":"rabbit_password_hashing_sha256","tags":["administrator"]}],
- "permissions":[{"user":"$user","vhost":"/","configure":".*","write":".*","read":".*"}]}
-JSON
+    rmq_definitions "$user" "$password" >"$dir/definitions.json"
     chmod 600 "$dir/definitions.json"
     cat >"$dir/rabbitmq.conf" <<CONF
 listeners.tcp.1 = 127.0.0.1:$port

@@ -198,6 +198,43 @@ def test_dbagent_away_longer_than_retry_ttl_messages_pass_through_the_retry_queu
                      "both queues to be empty")
 
 
+# --- the health file of a container healthcheck -----------------------------------------------------
+@pytest.mark.cluster(agents=0)
+def test_health_file_is_fresh_only_while_dbagent_answers_and_the_queue_is_consumed(cluster):
+    def health(name):
+        return os.path.join(cluster.log_dir, f"{name}.health")
+
+    def mtime(path):
+        return os.stat(path).st_mtime_ns if os.path.exists(path) else 0
+
+    good = cluster.start_agent("agent-good", AGENT_HEALTH_FILE=health("good"), HEARTBEAT_INTERVAL_MS="100")
+    first = cluster.wait_for(lambda: mtime(health("good")), 30, "the healthy agent's health file")
+    cluster.wait_for(lambda: mtime(health("good")) > first, 10, "the health file to be touched again")
+
+    # Heartbeats answered, but no RabbitMQ: alive for the cluster, not healthy as a worker.
+    no_broker = cluster.start_agent("agent-nobroker", AGENT_HEALTH_FILE=health("nobroker"),
+                                    HEARTBEAT_INTERVAL_MS="100",
+                                    AMQP_URL=f"amqp://calc:calc@127.0.0.1:{harness.free_port()}/%2f")
+    admin = cluster.admin_client()
+
+    def listed_alive():
+        return any(a["agent_unique_name"] == "agent-nobroker" and a["alive"]
+                   for a in admin.get("/agent").json()["agents"])
+
+    cluster.wait_for(listed_alive, 30, "agent-nobroker's heartbeats")
+    cluster.wait_for(lambda: "next attempt" in no_broker.log(), 30, "agent-nobroker's failed connection")
+    assert not os.path.exists(health("nobroker"))
+
+    # Consuming, but dbagent refuses the heartbeats (a wrong token).
+    refused = cluster.start_agent("agent-refused", AGENT_HEALTH_FILE=health("refused"),
+                                  HEARTBEAT_INTERVAL_MS="100", DBAGENT_TOKEN="not-the-token-of-this-cluster")
+    refused.expect_clean_exit = False
+    wait_consuming(cluster, [refused])
+    cluster.wait_for(lambda: "Heartbeat agent=agent-refused" in refused.log(), 30, "a refused heartbeat")
+    assert not os.path.exists(health("refused"))
+    assert good.alive()
+
+
 # --- a clean stop ----------------------------------------------------------------------------------
 @pytest.mark.cluster(agents=1, env={"AGENT_MAX_PROCESSES": "1"})
 def test_sigterm_mid_node_finishes_it_exits_0_and_loses_nothing(cluster):

@@ -24,6 +24,7 @@ static const char *const vars[] = {
     "AGENT_GRACE_MS",
     "COMPLETE_RETRY_MS",
     "AMQP_RECONNECT_MAX_MS",
+    "AGENT_HEALTH_FILE",
 };
 
 static int setup(void **state)
@@ -46,6 +47,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.retry_ttl_ms, 20000);
     assert_int_equal(c.grace_ms, 30000);
     assert_string_equal(c.dba_addr, "127.0.0.1:50051");
+    assert_string_equal(c.health_file, "");
     /* No AGENT_NAME: host-pid, which is unique per machine. */
     char suffix[32];
     snprintf(suffix, sizeof suffix, "-%d", (int)getpid());
