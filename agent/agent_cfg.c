@@ -18,7 +18,10 @@ size_t agent_cfg_table(agent_cfg *c, cfg_entry *t)
          "RabbitMQ URL (amqp://user:pass@host:port/vhost)", &c->amqp_url},
         {"DBAGENT_ADDR", CFG_STR, "127.0.0.1:50051", 1, 255, "dbagent address (host:port)",
          &c->dba_addr},
-        {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token for dbagent", &c->dba_token},
+        {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256,
+         "token for dbagent: its DBAGENT_AGENT_TOKEN (or, without one, its DBAGENT_TOKEN)",
+         &c->dba_token},
+        RPC_TLS_CLIENT_CONFIG("DBAGENT_TLS", &c->dba_tls),
         {"DBAGENT_TIMEOUT_MS", CFG_INT, "5000", 100, 600000,
          "deadline of one ClaimNode or CompleteNode call", &c->call_timeout_ms},
         {"HEARTBEAT_INTERVAL_MS", CFG_INT, "1000", 50, 600000,
@@ -80,5 +83,5 @@ int agent_cfg_load(agent_cfg *c, char *err, size_t errlen)
         snprintf(err, errlen, "AMQP_URL is not a valid amqp://user:pass@host:port/vhost URL");
         return -1;
     }
-    return 0;
+    return rpc_tls_check(&c->dba_tls, 0, "DBAGENT_TLS", err, errlen);
 }

@@ -9,10 +9,11 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "rpc_tls.h"
 
 #define AGENT_NAME_MAX 128
 
-#define AGENT_CFG_ENTRIES 12
+#define AGENT_CFG_ENTRIES 16
 
 typedef struct agent_cfg {
     char name[AGENT_NAME_MAX + 1]; /* AGENT_NAME, or host-pid when unset */
@@ -20,6 +21,7 @@ typedef struct agent_cfg {
     const char *amqp_url;          /* points into the environment (or the table's default) */
     const char *dba_addr;
     const char *dba_token;
+    rpc_tls dba_tls;      /* DBAGENT_TLS_*: TLS to dbagent when its CA is set */
     int64_t workers;      /* AGENT_MAX_PROCESSES: nodes computed at once, and the prefetch */
     int64_t heartbeat_ms; /* HEARTBEAT_INTERVAL_MS */
     int64_t retry_ttl_ms; /* RETRY_TTL_MS, declared on the retry queue */

@@ -77,11 +77,17 @@ static int connect_link(consumer *c)
     return 0;
 }
 
+/* Told to stop, or refused by dbagent: either way no new delivery is taken. */
+static int stopping(const consumer *c, volatile sig_atomic_t *stop)
+{
+    return *stop || atomic_load(&c->s->refused);
+}
+
 /* Waits up to ms for a verdict or a stop, sending verdicts as they come. */
 static void pause_ms(consumer *c, int64_t ms, volatile sig_atomic_t *stop)
 {
     int64_t end = time_monotonic_ms() + ms;
-    for (int64_t left = ms; left > 0 && !*stop; left = end - time_monotonic_ms()) {
+    for (int64_t left = ms; left > 0 && !stopping(c, stop); left = end - time_monotonic_ms()) {
         struct pollfd pfd = {.fd = c->s->verdicts->wake_fd[0], .events = POLLIN};
         poll(&pfd, 1, (int)left);
         send_verdicts(c);
@@ -138,7 +144,7 @@ static void turn(consumer *c, int wait_ms, int hand_back)
 
 void consumer_run(consumer *c, volatile sig_atomic_t *stop)
 {
-    while (!*stop) {
+    while (!stopping(c, stop)) {
         send_verdicts(c);
         if (!c->link && connect_link(c) < 0) {
             pause_ms(c, c->backoff_ms, stop);

@@ -29,31 +29,54 @@ static void touch_health_file(heartbeat *hb)
     hb->health_failing = !ok;
 }
 
-static void beat(heartbeat *hb, int64_t *nodes)
+/* One Heartbeat call with the nodes in hand (nodes: room for one per worker); returns its code,
+ * with err set on a failure. */
+static int send_beat(agent_shared *s, int64_t *nodes, int64_t interval_ms, int *busy, char *err,
+                     size_t errlen)
 {
-    agent_shared *s = hb->s;
     Calc__V1__HeartbeatRequest req = CALC__V1__HEARTBEAT_REQUEST__INIT;
     req.n_nodes = hand_snapshot(s->hand, nodes);
     req.nodes = nodes;
     req.agent = (char *)s->name;
     req.workers = s->hand->workers;
     req.busy = (int32_t)req.n_nodes;
+    *busy = req.busy;
     Calc__V1__Empty *rep = NULL;
-    char err[256];
-    int64_t timeout = hb->interval_ms + 1000;
-    int rc = rpc_call(s->dba, DBA_HEARTBEAT, &req.base, &calc__v1__empty__descriptor,
-                      (ProtobufCMessage **)&rep, (int)(timeout > 10000 ? 10000 : timeout), err,
-                      sizeof err);
+    int64_t timeout = interval_ms + 1000;
+    int rc =
+        rpc_call(s->dba, DBA_HEARTBEAT, &req.base, &calc__v1__empty__descriptor,
+                 (ProtobufCMessage **)&rep, (int)(timeout > 10000 ? 10000 : timeout), err, errlen);
     hand_snapshot_done(s->hand);
-    if (rc == RPC_OK) {
+    if (rc == RPC_OK)
         protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return rc;
+}
+
+int heartbeat_check(agent_shared *s, int64_t interval_ms, char *err, size_t errlen)
+{
+    int64_t *nodes = xcalloc((size_t)s->hand->workers, sizeof *nodes);
+    int busy;
+    int rc = send_beat(s, nodes, interval_ms, &busy, err, errlen);
+    free(nodes);
+    return rc;
+}
+
+static void beat(heartbeat *hb, int64_t *nodes)
+{
+    agent_shared *s = hb->s;
+    char err[256];
+    int busy;
+    int rc = send_beat(s, nodes, hb->interval_ms, &busy, err, sizeof err);
+    if (worker_refused(rc, err))
+        worker_note_refusal(s, "Heartbeat", rc, err);
+    if (rc == RPC_OK) {
         if (hb->failing)
             log_info("Heartbeat agent=%s: dbagent answers again", s->name);
         hb->failing = 0;
         if (atomic_load(&s->consuming))
             touch_health_file(hb);
     } else if (!hb->failing) {
-        log_warn("Heartbeat agent=%s busy=%d: %s (code %d)", s->name, req.busy, err, rc);
+        log_warn("Heartbeat agent=%s busy=%d: %s (code %d)", s->name, busy, err, rc);
         hb->failing = 1;
     }
 }

@@ -20,6 +20,9 @@ typedef struct heartbeat {
     int health_failing; /* the health file could not be updated last time */
 } heartbeat;
 
+/* One heartbeat with nothing in hand, before the agent consumes: returns the call's code, with
+ * err set on a failure. */
+int heartbeat_check(agent_shared *s, int64_t interval_ms, char *err, size_t errlen);
 /* Starts the thread; returns 0, or an errno value. */
 int heartbeat_start(heartbeat *hb, agent_shared *s, int64_t interval_ms);
 /* Stops the thread, then sends one last heartbeat with the nodes still in hand (normally none). */

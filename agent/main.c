@@ -18,6 +18,10 @@
 #include "rpc.h"
 #include "worker.h"
 
+/* dbagent refuses this agent's token or certificate (sysexits.h's EX_NOPERM): a restart with
+ * the same settings would not help. */
+#define EXIT_REFUSED 77
+
 /* Workers only wait and make calls: a small stack keeps many of them cheap. */
 #define WORKER_STACK (256 * 1024)
 
@@ -74,21 +78,39 @@ int main(int argc, char **argv)
     jobq_init(&verdicts, 1);
     hand in_hand;
     hand_init(&in_hand, workers);
-    agent_shared s = {.name = cfg.name,
-                      .dba = rpc_client_new(cfg.dba_addr, cfg.dba_token),
-                      .todo = &todo,
-                      .verdicts = &verdicts,
-                      .hand = &in_hand,
-                      .complete_retry_ms = cfg.complete_retry_ms,
-                      .call_timeout_ms = (int)cfg.call_timeout_ms,
-                      .health_file = cfg.health_file};
+    agent_shared s = {
+        .name = cfg.name,
+        .dba = rpc_client_open(cfg.dba_addr, cfg.dba_token, &cfg.dba_tls, err, sizeof err),
+        .todo = &todo,
+        .verdicts = &verdicts,
+        .hand = &in_hand,
+        .complete_retry_ms = cfg.complete_retry_ms,
+        .call_timeout_ms = (int)cfg.call_timeout_ms,
+        .health_file = cfg.health_file};
     pthread_t *threads = xcalloc((size_t)workers, sizeof *threads);
     worker_arg *args = xcalloc((size_t)workers, sizeof *args);
     heartbeat hb;
     consumer c;
+    int e;
     consumer_init(&c, &s, &cfg);
+    if (!s.dba) {
+        log_error("agent=%s: dbagent %s: %s", cfg.name, cfg.dba_addr, err);
+        goto out;
+    }
 
-    int e = heartbeat_start(&hb, &s, cfg.heartbeat_ms);
+    /* Before a single message: an agent dbagent refuses would only hand every message back. */
+    e = heartbeat_check(&s, cfg.heartbeat_ms, err, sizeof err);
+    if (worker_refused(e, err)) {
+        worker_note_refusal(&s, "Heartbeat", e, err);
+        rc = EXIT_REFUSED;
+        goto out;
+    }
+    if (e != RPC_OK)
+        log_warn(
+            "agent=%s: dbagent %s does not answer yet (%s); consuming anyway: claims that fail "
+            "meanwhile wait in the retry queue",
+            cfg.name, cfg.dba_addr, err);
+    e = heartbeat_start(&hb, &s, cfg.heartbeat_ms);
     if (e) {
         log_error("agent=%s: pthread_create heartbeat: %s", cfg.name, strerror(e));
         goto out;
@@ -102,7 +124,7 @@ int main(int argc, char **argv)
 
     consumer_run(&c, &stop_requested);
     consumer_drain(&c);
-    rc = 0;
+    rc = atomic_load(&s.refused) ? EXIT_REFUSED : 0;
 out:
     s.draining = 1;
     s.hard_stop = 1;

@@ -67,6 +67,22 @@ char *worker_format_number(char *buf, size_t len, double v)
     return buf;
 }
 
+int worker_refused(int rc, const char *err)
+{
+    return rc == RPC_UNAUTHENTICATED || rc == RPC_PERMISSION_DENIED ||
+           (rc == RPC_UNAVAILABLE && err && strstr(err, "andshake failed"));
+}
+
+void worker_note_refusal(agent_shared *s, const char *call, int rc, const char *err)
+{
+    if (atomic_exchange(&s->refused, 1))
+        return;
+    log_error(
+        "agent=%s: %s: dbagent refuses this agent: %s (code %d): stopping; check DBAGENT_TOKEN"
+        " (dbagent's DBAGENT_AGENT_TOKEN) and the DBAGENT_TLS_* settings",
+        s->name, call, err, rc);
+}
+
 /* A failure that may pass (dbagent or PostgreSQL restarting, a timeout): worth retrying. */
 static int passing(int rc)
 {
@@ -92,7 +108,8 @@ static int complete(agent_shared *s, const Calc__V1__CompleteNodeRequest *req,
         s->stats.completions++;
         if (rc == RPC_OK)
             return rc;
-        if (!passing(rc) || s->hard_stop || time_monotonic_ms() + backoff > give_up)
+        if (!passing(rc) || worker_refused(rc, err) || s->hard_stop ||
+            time_monotonic_ms() + backoff > give_up)
             return rc;
         if (*tries == 1)
             log_warn("CompleteNode node=%lld epoch=%d agent=%s: %s: retrying for up to %lldms",
@@ -125,6 +142,12 @@ static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivere
                  (long long)item->node_id, (long long)(*out)->expression_id, item->epoch, s->name);
         protobuf_c_message_free_unpacked(&(*out)->base, NULL);
         *v = VERDICT_ACK;
+    } else if (worker_refused(rc, err)) {
+        /* Our credentials, not the node: the message goes back for an agent dbagent accepts. */
+        worker_note_refusal(s, "ClaimNode", rc, err);
+        log_warn("node=%lld epoch=%d agent=%s: ClaimNode refused: message handed back",
+                 (long long)item->node_id, item->epoch, s->name);
+        *v = VERDICT_REQUEUE;
     } else if (rc == RPC_FAILED_PRECONDITION) {
         /* A definite answer (stale, cancelled): another epoch owns the node, or nobody will. */
         log_info("node=%lld epoch=%d agent=%s: %s: message dropped", (long long)item->node_id,
@@ -195,6 +218,12 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     } else if (rc == RPC_FAILED_PRECONDITION) {
         outcome = "stale: not applied (another epoch owns the node)";
         v = VERDICT_ACK;
+    } else if (worker_refused(rc, err)) {
+        /* The node stays running under our name until the monitor takes it back; its message
+         * goes back now, and is dropped as stale by whoever takes it before that. */
+        worker_note_refusal(s, "CompleteNode", rc, err);
+        outcome = "not reported: CompleteNode refused: message handed back";
+        v = VERDICT_REQUEUE;
     } else {
         snprintf(why, sizeof why, "not reported: CompleteNode: %s (code %d): to the retry queue",
                  err, rc);
@@ -223,7 +252,7 @@ void *worker_main(void *p)
             log_warn("agent=%s: dropping a message that is not a WorkItem (%zu bytes)", s->name,
                      j->len);
             j->verdict = VERDICT_ACK;
-        } else if (s->draining) {
+        } else if (s->draining || atomic_load(&s->refused)) {
             j->verdict = VERDICT_REQUEUE;
         } else {
             /* In hand from before the claim until the verdict on its message (see hand.h). */

@@ -29,6 +29,7 @@ typedef struct agent_shared {
     int64_t complete_retry_ms; /* how long a computed result may wait for dbagent */
     int call_timeout_ms;       /* deadline of one ClaimNode or CompleteNode */
     atomic_int consuming;      /* the consumer holds a RabbitMQ connection and consumes */
+    atomic_int refused;        /* dbagent refused our token or certificate: stop consuming */
     const char *health_file;   /* touched by the heartbeat while healthy; "" for none */
     worker_stats stats;
 } agent_shared;
@@ -37,6 +38,15 @@ typedef struct worker_arg {
     agent_shared *shared;
     int index;
 } worker_arg;
+
+/*
+ * True when a failed call means dbagent refuses this agent itself (its token, or its TLS
+ * certificate or CA), which no retry mends: UNAUTHENTICATED, PERMISSION_DENIED, or a TLS
+ * handshake that failed.
+ */
+int worker_refused(int rc, const char *err);
+/* Records a refusal (once per agent, logged as an error): the consumer stops consuming. */
+void worker_note_refusal(agent_shared *s, const char *call, int rc, const char *err);
 
 /* Thread body; arg is a worker_arg owned by the caller. Returns when todo is closed. */
 void *worker_main(void *arg);

@@ -5,8 +5,10 @@
 #include <stdint.h>
 
 #include "http.h"
+#include "rpc_tls.h"
 
 typedef struct api_config {
+    rpc_tls dba_tls;
     const char *host, *dba_addr, *dba_token, *amqp_url, *secret, *pepper, *admin_login,
         *admin_password;
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,

@@ -6,9 +6,10 @@
 
 rpc_client *dba;
 
-void dba_open(const char *addr, const char *token)
+int dba_open(const char *addr, const char *token, const rpc_tls *tls, char *err, size_t errlen)
 {
-    dba = rpc_client_new(addr, token);
+    dba = rpc_client_open(addr, token, tls, err, errlen);
+    return dba ? 0 : -1;
 }
 
 void dba_close(void)

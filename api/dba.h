@@ -8,7 +8,9 @@
 
 extern rpc_client *dba;
 
-void dba_open(const char *addr, const char *token);
+/* Opens the client (over TLS when tls turns it on); -1 with err set when its files cannot be
+ * read. */
+int dba_open(const char *addr, const char *token, const rpc_tls *tls, char *err, size_t errlen);
 void dba_close(void);
 
 /*

@@ -27,7 +27,9 @@ static const cfg_entry config_table[] = {
     {"API_THREADS", CFG_INT, "16", 1, 256, "HTTP worker threads", &api_cfg.threads},
     {"DBAGENT_ADDR", CFG_STR, "127.0.0.1:50051", 1, 255, "dbagent address (host:port)",
      &api_cfg.dba_addr},
-    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token for dbagent", &api_cfg.dba_token},
+    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "token for dbagent (its DBAGENT_TOKEN)",
+     &api_cfg.dba_token},
+    RPC_TLS_CLIENT_CONFIG("DBAGENT_TLS", &api_cfg.dba_tls),
     {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 1024,
      "RabbitMQ URL (amqp://user:pass@host:port/vhost)", &api_cfg.amqp_url},
     {"AUTH_SECRET", CFG_SECRET, NULL, 32, 1024, "HS256 key for access tokens", &api_cfg.secret},
@@ -137,12 +139,19 @@ int main(int argc, char **argv)
         return 1;
     }
     http_authenticate = auth_verify_access;
+    char err[512];
+    if (rpc_tls_check(&api_cfg.dba_tls, 0, "DBAGENT_TLS", err, sizeof err) < 0) {
+        fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
+        return 64;
+    }
     rpc_global_init();
-    dba_open(api_cfg.dba_addr, api_cfg.dba_token);
     int rc = 1;
+    if (dba_open(api_cfg.dba_addr, api_cfg.dba_token, &api_cfg.dba_tls, err, sizeof err) < 0) {
+        log_error("dbagent %s: %s", api_cfg.dba_addr, err);
+        goto out;
+    }
     if (ensure_admin() < 0)
         goto out;
-    char err[256];
     if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, routes,
                    sizeof routes / sizeof routes[0], err, sizeof err) < 0) {
         log_error("%s", err);

@@ -6,6 +6,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -228,16 +229,24 @@ static void slot_free(rpc_server *srv, slot *s)
     busy_add(srv, -1);
 }
 
-static int token_ok(const rpc_server *srv, const grpc_metadata_array *md)
+enum { TOKEN_NONE, TOKEN_FULL, TOKEN_LIMITED };
+
+/* Which of the server's tokens the call carries. Both are compared, so the time taken does not
+ * tell which one a guess came close to. */
+static int token_kind(const rpc_server *srv, const grpc_metadata_array *md)
 {
     for (size_t i = 0; i < md->count; i++) {
         if (grpc_slice_str_cmp(md->metadata[i].key, RPC_TOKEN_KEY) != 0)
             continue;
         grpc_slice v = md->metadata[i].value;
-        return const_time_eq((const char *)GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v),
-                             srv->cfg.token, strlen(srv->cfg.token));
+        const char *s = (const char *)GRPC_SLICE_START_PTR(v);
+        size_t n = GRPC_SLICE_LENGTH(v);
+        const char *lim = srv->cfg.limited_token ? srv->cfg.limited_token : "";
+        int full = const_time_eq(s, n, srv->cfg.token, strlen(srv->cfg.token));
+        int limited = lim[0] && const_time_eq(s, n, lim, strlen(lim));
+        return full ? TOKEN_FULL : limited ? TOKEN_LIMITED : TOKEN_NONE;
     }
-    return 0;
+    return TOKEN_NONE;
 }
 
 /* Runs the handler of the call in s and starts its reply; the reply's completion frees s. */
@@ -248,9 +257,15 @@ static void serve_call(rpc_server *srv, slot *s)
     const rpc_method *m = s->method < 0 ? NULL : &srv->cfg.methods[s->method];
     ProtobufCMessage *req = NULL, *resp = NULL;
 
-    /* The token first: without it, a caller learns nothing, not even which methods exist. */
-    if (!token_ok(srv, &s->md)) {
+    /* The token first: without it, a caller learns nothing, not even which methods exist; with
+     * the limited one, nothing beyond the methods it may call. */
+    int kind = token_kind(srv, &s->md);
+    if (kind == TOKEN_NONE) {
         rpc_fail(&ctx, RPC_UNAUTHENTICATED, "missing or wrong service token");
+    } else if (kind == TOKEN_LIMITED && (!m || !m->limited)) {
+        char *p = m ? NULL : grpc_slice_to_c_string(s->details.method);
+        rpc_fail(&ctx, RPC_PERMISSION_DENIED, "this token may not call %s", m ? m->path : p);
+        gpr_free(p);
     } else if (!m) {
         char *p = grpc_slice_to_c_string(s->details.method);
         rpc_fail(&ctx, RPC_UNIMPLEMENTED, "unknown method %s", p);
@@ -361,7 +376,11 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
         srv->registered[i] = grpc_server_register_method(
             srv->server, cfg->methods[i].path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = rpc_tls_credentials(cfg->tls, 1, err, errlen);
+    if (!creds) {
+        server_free(srv);
+        return NULL;
+    }
     int port = grpc_server_add_http2_port(srv->server, cfg->addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -439,10 +458,22 @@ struct rpc_client {
 
 rpc_client *rpc_client_new(const char *target, const char *token)
 {
+    char err[64];
+    rpc_client *c = rpc_client_open(target, token, NULL, err, sizeof err);
+    assert(c); /* plaintext needs no file */
+    return c;
+}
+
+rpc_client *rpc_client_open(const char *target, const char *token, const rpc_tls *tls, char *err,
+                            size_t errlen)
+{
+    grpc_channel_credentials *creds = rpc_tls_credentials(tls, 0, err, errlen);
+    if (!creds)
+        return NULL;
     rpc_client *c = xcalloc(1, sizeof *c);
     /* Reconnect quickly after the server comes back, instead of gRPC's 1 s .. 120 s backoff.
      * gRPC also uses the minimum backoff as the connect timeout: keep that one generous. */
-    grpc_arg args[4] = {
+    grpc_arg args[5] = {
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
          .value.integer = 100},
@@ -453,9 +484,13 @@ rpc_client *rpc_client_new(const char *target, const char *token)
         {.type = GRPC_ARG_INTEGER,
          .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
          .value.integer = 256 * 1024 * 1024},
+        /* The name the server's certificate must carry, when it is not the target's host. */
+        {.type = GRPC_ARG_STRING,
+         .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+         .value.string = tls && tls->server_name ? (char *)tls->server_name : NULL},
     };
-    grpc_channel_args ch_args = {.num_args = 4, .args = args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    int with_name = rpc_tls_enabled(tls, 0) && tls->server_name && tls->server_name[0];
+    grpc_channel_args ch_args = {.num_args = with_name ? 5 : 4, .args = args};
     c->channel = grpc_channel_create(target, creds, &ch_args);
     grpc_channel_credentials_release(creds);
     c->token = grpc_slice_from_copied_string(token);

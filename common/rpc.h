@@ -2,8 +2,10 @@
  * rpc: a small wrapper over the gRPC C core for unary calls carrying protobuf-c messages.
  *
  * Server: a method table; N worker threads sharing one completion queue, each running one
- * handler at a time with a state of its own for that call (e.g. a database connection). A shared
- * token must come in the "x-calc-token" metadata of every call.
+ * handler at a time with a state of its own for that call (e.g. a database connection). A token
+ * must come in the "x-calc-token" metadata of every call: the server's token allows every
+ * method, its limited token (if any) only the methods marked limited. TLS when configured
+ * (rpc_tls.h).
  * Client: one channel per target, safe to use from many threads at once.
  */
 #ifndef CALC_RPC_H
@@ -12,6 +14,8 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "rpc_tls.h"
 
 /* The subset of grpc_status_code the project uses, with the same values. */
 enum {
@@ -45,6 +49,7 @@ typedef struct rpc_method {
     const char *path; /* "/calc.v1.DbAgent/ClaimNode" */
     const ProtobufCMessageDescriptor *request;
     rpc_handler handler;
+    int limited; /* the limited token may call it too */
 } rpc_method;
 
 typedef struct rpc_server_config {
@@ -52,7 +57,9 @@ typedef struct rpc_server_config {
     const rpc_method *methods;
     size_t n_methods;
     int threads;
-    const char *token;
+    const char *token;         /* every method */
+    const char *limited_token; /* the methods marked limited only; NULL or "" for none */
+    const rpc_tls *tls;        /* NULL, or without a certificate: plaintext */
     /* Per-worker state (e.g. a database session): init is called on each worker thread before
      * it serves; may be NULL. A handler gets one state no other handler holds meanwhile, the
      * most recently used first; not always the one its own thread made. fini is called once
@@ -74,15 +81,20 @@ int64_t rpc_time_left_ms(rpc_ctx *ctx);
 /* Records the status message sent with code; returns code. */
 int rpc_fail(rpc_ctx *ctx, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Binds and starts serving; NULL with err set when the address cannot be bound. */
+/* Binds and starts serving; NULL with err set when the address cannot be bound or the TLS
+ * files cannot be read. */
 rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t errlen);
 /* Stops accepting calls, lets running calls finish, joins the threads and frees the server. */
 void rpc_server_stop(rpc_server *srv);
 
 typedef struct rpc_client rpc_client;
 
-/* target: "host:port". token is copied. */
+/* target: "host:port". token is copied. Plaintext. */
 rpc_client *rpc_client_new(const char *target, const char *token);
+/* The same over TLS when tls turns it on (rpc_tls.h); NULL with err set when its files cannot
+ * be read. */
+rpc_client *rpc_client_open(const char *target, const char *token, const rpc_tls *tls, char *err,
+                            size_t errlen);
 void rpc_client_free(rpc_client *c);
 
 /*

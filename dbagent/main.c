@@ -21,20 +21,43 @@
 #include "rpc.h"
 
 static struct {
-    const char *db_host, *db_user, *db_password, *db_name, *db_sslmode, *host, *token;
-    int64_t db_port, port, threads, batches, max_attempts, migrate;
+    const char *db_host, *db_port, *db_user, *db_password, *db_name, *db_sslmode, *db_session;
+    const char *host, *token, *agent_token;
+    rpc_tls tls;
+    int64_t port, threads, batches, max_attempts, migrate;
 } cfg;
 
 static const cfg_entry config_table[] = {
-    {"DB_HOST", CFG_STR, "127.0.0.1", 1, 255, "PostgreSQL host", &cfg.db_host},
-    {"DB_PORT", CFG_INT, "5432", 1, 65535, "PostgreSQL port", &cfg.db_port},
+    {"DB_HOST", CFG_STR, "127.0.0.1", 1, 1024,
+     "PostgreSQL host, or several separated by commas (tried in turn; see DB_TARGET_SESSION_ATTRS)",
+     &cfg.db_host},
+    {"DB_PORT", CFG_STR, "5432", 1, 1024,
+     "PostgreSQL port, or one per host of DB_HOST separated by commas", &cfg.db_port},
     {"DB_USERNAME", CFG_STR, "postgres", 1, 63, "PostgreSQL user", &cfg.db_user},
     {"DB_PASSWORD", CFG_SECRET, "", 0, 255, "PostgreSQL password", &cfg.db_password},
     {"DB_NAME", CFG_STR, "calculator_db", 1, 63, "PostgreSQL database", &cfg.db_name},
     {"DB_SSLMODE", CFG_STR, "disable", 1, 32, "libpq sslmode", &cfg.db_sslmode},
-    {"DBAGENT_HOST", CFG_STR, "0.0.0.0", 1, 255, "address to serve gRPC on", &cfg.host},
+    {"DB_TARGET_SESSION_ATTRS", CFG_STR, "read-write", 1, 32,
+     "libpq target_session_attrs: read-write connects only to a writable server, so of several"
+     " hosts the primary is used",
+     &cfg.db_session},
+    {"DBAGENT_HOST", CFG_STR, "127.0.0.1", 1, 255,
+     "address to serve gRPC on (0.0.0.0: every interface, for callers on other machines)",
+     &cfg.host},
     {"DBAGENT_PORT", CFG_INT, "50051", 1, 65535, "port to serve gRPC on", &cfg.port},
-    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "shared token callers must present", &cfg.token},
+    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "token that may call every method (the API's)",
+     &cfg.token},
+    {"DBAGENT_AGENT_TOKEN", CFG_SECRET, "", 0, 256,
+     "token that may call only what an agent needs: ClaimNode, CompleteNode, Heartbeat"
+     " (none when empty; 16+ characters otherwise)",
+     &cfg.agent_token},
+    {"DBAGENT_TLS_CERT", CFG_STR, "", 0, 4096,
+     "PEM certificate (chain) to serve gRPC over TLS with; plaintext is then refused",
+     &cfg.tls.cert},
+    {"DBAGENT_TLS_KEY", CFG_STR, "", 0, 4096, "PEM private key of DBAGENT_TLS_CERT", &cfg.tls.key},
+    {"DBAGENT_TLS_CLIENT_CA", CFG_STR, "", 0, 4096,
+     "PEM CA: callers must present a certificate it signed (mutual TLS; needs DBAGENT_TLS_CERT)",
+     &cfg.tls.ca},
     {"DBAGENT_THREADS", CFG_INT, "16", 1, 256,
      "gRPC worker threads, one PostgreSQL connection each", &cfg.threads},
     {"DBAGENT_NODE_BATCHES", CFG_INT, "2", 1, 256,
@@ -48,9 +71,14 @@ static const cfg_entry config_table[] = {
 };
 #define N_CONFIG (sizeof config_table / sizeof config_table[0])
 
+/* L: an agent's method, which DBAGENT_AGENT_TOKEN may call too. */
 #define M(path, name, req)                                                                         \
     {                                                                                              \
-        path, &calc__v1__##req##__descriptor, h_##name                                             \
+        path, &calc__v1__##req##__descriptor, h_##name, 0                                          \
+    }
+#define L(path, name, req)                                                                         \
+    {                                                                                              \
+        path, &calc__v1__##req##__descriptor, h_##name, 1                                          \
     }
 static const rpc_method methods[] = {
     M(DBA_CREATE_USER, create_user, create_user_request),
@@ -66,10 +94,10 @@ static const rpc_method methods[] = {
     M(DBA_CANCEL_EXPRESSION, cancel_expression, get_expression_request),
     M(DBA_TAKE_READY, take_ready, take_ready_request),
     M(DBA_MARK_QUEUED, mark_queued, mark_queued_request),
-    M(DBA_CLAIM_NODE, claim_node, claim_node_request),
-    M(DBA_COMPLETE_NODE, complete_node, complete_node_request),
+    L(DBA_CLAIM_NODE, claim_node, claim_node_request),
+    L(DBA_COMPLETE_NODE, complete_node, complete_node_request),
     M(DBA_REQUEUE_STALE, requeue_stale, requeue_stale_request),
-    M(DBA_HEARTBEAT, heartbeat, heartbeat_request),
+    L(DBA_HEARTBEAT, heartbeat, heartbeat_request),
     M(DBA_LIST_AGENTS, list_agents, list_agents_request),
     M(DBA_GET_DURATIONS, get_durations, empty),
     M(DBA_GET_STATS, get_stats, empty),
@@ -77,6 +105,51 @@ static const rpc_method methods[] = {
     M(DBA_LIST_EVENTS, list_events, list_events_request),
 };
 #undef M
+#undef L
+
+/* Number of comma-separated items of s. */
+static int list_len(const char *s)
+{
+    int n = 1;
+    for (; *s; s++)
+        n += *s == ',';
+    return n;
+}
+
+/* What the table's bounds cannot say: returns 0, or -1 with err set. */
+static int check_config(char *err, size_t errlen)
+{
+    int hosts = list_len(cfg.db_host), ports = list_len(cfg.db_port);
+    for (const char *p = cfg.db_port; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 65535 || (*end && *end != ',')) {
+            snprintf(err, errlen, "DB_PORT '%s' is not a port or a comma-separated list of ports",
+                     cfg.db_port);
+            return -1;
+        }
+        p = *end ? end + 1 : end;
+    }
+    if (ports != 1 && ports != hosts) {
+        snprintf(err, errlen,
+                 "DB_PORT has %d ports for the %d hosts of DB_HOST: give one for all, "
+                 "or one per host",
+                 ports, hosts);
+        return -1;
+    }
+    size_t n = strlen(cfg.agent_token);
+    if (n && n < 16) {
+        snprintf(err, errlen, "DBAGENT_AGENT_TOKEN must have 16 or more characters");
+        return -1;
+    }
+    if (n && !strcmp(cfg.agent_token, cfg.token)) {
+        snprintf(err, errlen,
+                 "DBAGENT_AGENT_TOKEN must differ from DBAGENT_TOKEN, or an agent "
+                 "could call every method");
+        return -1;
+    }
+    return rpc_tls_check(&cfg.tls, 1, "DBAGENT_TLS", err, errlen);
+}
 
 static volatile sig_atomic_t stop_requested;
 
@@ -104,27 +177,27 @@ static void conninfo_add(char *out, size_t cap, const char *key, const char *val
 
 static char *build_conninfo(void)
 {
-    char port[16], *ci = xcalloc(1, 2048);
-    snprintf(port, sizeof port, "%lld", (long long)cfg.db_port);
-    conninfo_add(ci, 2048, "host", cfg.db_host);
-    conninfo_add(ci, 2048, "port", port);
-    conninfo_add(ci, 2048, "user", cfg.db_user);
+    char *ci = xcalloc(1, 4096);
+    conninfo_add(ci, 4096, "host", cfg.db_host);
+    conninfo_add(ci, 4096, "port", cfg.db_port);
+    conninfo_add(ci, 4096, "user", cfg.db_user);
     if (cfg.db_password[0])
-        conninfo_add(ci, 2048, "password", cfg.db_password);
-    conninfo_add(ci, 2048, "dbname", cfg.db_name);
-    conninfo_add(ci, 2048, "sslmode", cfg.db_sslmode);
-    conninfo_add(ci, 2048, "connect_timeout", "3");
-    conninfo_add(ci, 2048, "application_name", "calc-dbagent");
+        conninfo_add(ci, 4096, "password", cfg.db_password);
+    conninfo_add(ci, 4096, "dbname", cfg.db_name);
+    conninfo_add(ci, 4096, "sslmode", cfg.db_sslmode);
+    conninfo_add(ci, 4096, "target_session_attrs", cfg.db_session);
+    conninfo_add(ci, 4096, "connect_timeout", "3");
+    conninfo_add(ci, 4096, "application_name", "calc-dbagent");
     /* A PostgreSQL host that vanishes (power, network) answers nothing, not even a reset: TCP
      * alone would hold a waiting call for many minutes. Unacknowledged data gives up after 5 s,
      * and a connection silent for 10 s is probed 3 times 2 s apart, so a call on a dead
      * connection fails UNAVAILABLE within about 16 s and the next one reconnects. */
-    conninfo_add(ci, 2048, "keepalives_idle", "10");
-    conninfo_add(ci, 2048, "keepalives_interval", "2");
-    conninfo_add(ci, 2048, "keepalives_count", "3");
-    conninfo_add(ci, 2048, "tcp_user_timeout", "5000");
+    conninfo_add(ci, 4096, "keepalives_idle", "10");
+    conninfo_add(ci, 4096, "keepalives_interval", "2");
+    conninfo_add(ci, 4096, "keepalives_count", "3");
+    conninfo_add(ci, 4096, "tcp_user_timeout", "5000");
     /* NOTICEs ("already exists, skipping") would go to stderr outside our log format. */
-    conninfo_add(ci, 2048, "options", "-c client_min_messages=warning");
+    conninfo_add(ci, 4096, "options", "-c client_min_messages=warning");
     return ci;
 }
 
@@ -204,6 +277,11 @@ int main(int argc, char **argv)
                      "calc-dbagent [migrate [up [VERSION] | down VERSION | status]]\n"
                      "Serves the DbAgent gRPC service over PostgreSQL.",
                      config_table, N_CONFIG);
+    char err[512];
+    if (check_config(err, sizeof err) < 0) {
+        fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
+        return 64;
+    }
     handler_cfg.max_attempts = (int)cfg.max_attempts;
     node_batch_configure((int)cfg.batches);
     char *conninfo = build_conninfo();
@@ -229,13 +307,15 @@ int main(int argc, char **argv)
 
     ready_start(conninfo);
     rpc_global_init();
-    char addr[300], err[256];
+    char addr[300];
     snprintf(addr, sizeof addr, "%s:%lld", cfg.host, (long long)cfg.port);
     rpc_server_config sc = {.addr = addr,
                             .methods = methods,
                             .n_methods = sizeof methods / sizeof methods[0],
                             .threads = (int)cfg.threads,
                             .token = cfg.token,
+                            .limited_token = cfg.agent_token,
+                            .tls = &cfg.tls,
                             .thread_init = db_thread_init,
                             .thread_fini = db_thread_fini,
                             .arg = conninfo};
@@ -247,7 +327,11 @@ int main(int argc, char **argv)
         free(conninfo);
         return 1;
     }
-    log_info("serving on %s with %lld threads", addr, (long long)cfg.threads);
+    log_info("serving on %s with %lld threads, %s%s", addr, (long long)cfg.threads,
+             !rpc_tls_enabled(&cfg.tls, 1) ? "plaintext"
+             : cfg.tls.ca[0]               ? "mutual TLS"
+                                           : "TLS",
+             cfg.agent_token[0] ? ", agent token for agents' methods" : "");
     while (!stop_requested) {
         struct timespec ts = {.tv_nsec = 100 * 1000000};
         nanosleep(&ts, NULL);

@@ -9,7 +9,7 @@ CALC_PACKAGES=(
     postgresql rabbitmq-server
     python3-pytest python3-requests python3-grpcio python3-protobuf protobuf-compiler
     python3-jsonschema wrk
-    curl procps util-linux
+    curl procps util-linux openssl
 )
 
 # What the compose test (tests/compose) needs besides: podman with runc, its netavark network

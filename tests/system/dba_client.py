@@ -49,11 +49,21 @@ class RpcError(AssertionError):
 class DbaClient:
     """One channel; every DbAgent method is an attribute: c.ClaimNode(node_id=1, epoch=1, agent="a")."""
 
-    def __init__(self, target, token, timeout=10.0):
+    def __init__(self, target, token, timeout=10.0, ca=None, cert=None, key=None, server_name=None):
+        """Plaintext, or TLS when ca (a PEM file) is given; cert and key: a client certificate."""
         self.target = target
         self.token = token
         self.timeout = timeout
-        self.channel = grpc.insecure_channel(target)
+        if ca is None:
+            self.channel = grpc.insecure_channel(target)
+        else:
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+
+            creds = grpc.ssl_channel_credentials(read(ca), read(key) if key else None, read(cert) if cert else None)
+            options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+            self.channel = grpc.secure_channel(target, creds, options=options)
         self._stubs = {}
 
     def close(self):

@@ -18,6 +18,10 @@ static const char *const vars[] = {
     "AMQP_URL",
     "DBAGENT_ADDR",
     "DBAGENT_TOKEN",
+    "DBAGENT_TLS_CA",
+    "DBAGENT_TLS_CLIENT_CERT",
+    "DBAGENT_TLS_CLIENT_KEY",
+    "DBAGENT_TLS_SERVER_NAME",
     "DBAGENT_TIMEOUT_MS",
     "HEARTBEAT_INTERVAL_MS",
     "RETRY_TTL_MS",
@@ -103,6 +107,9 @@ static void test_bad_values_are_refused(void **state)
     refused("AMQP_URL", "http://host", "not a valid");
     refused("DBAGENT_TOKEN", NULL, "required");
     refused("DBAGENT_TOKEN", "short", "length");
+    refused("DBAGENT_TLS_CA", "/nonexistent/ca.pem", "No such file");
+    refused("DBAGENT_TLS_CLIENT_CERT", "/etc/hostname", "go together");
+    refused("DBAGENT_TLS_SERVER_NAME", "db.example", "only over TLS");
     char long_name[AGENT_NAME_MAX + 2];
     memset(long_name, 'a', sizeof long_name - 1);
     long_name[sizeof long_name - 1] = '\0';

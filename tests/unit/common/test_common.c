@@ -131,8 +131,8 @@ static int state_handler(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessa
 }
 
 static const rpc_method methods[] = {
-    {"/calc.v1.DbAgent/ClaimNode", &calc__v1__claim_node_request__descriptor, echo_handler},
-    {"/calc.v1.DbAgent/CompleteNode", &calc__v1__claim_node_request__descriptor, state_handler},
+    {"/calc.v1.DbAgent/ClaimNode", &calc__v1__claim_node_request__descriptor, echo_handler, 1},
+    {"/calc.v1.DbAgent/CompleteNode", &calc__v1__claim_node_request__descriptor, state_handler, 0},
 };
 
 /* Port 0 is not reported back by the wrapper: use a fixed high port, retrying on clash. */
@@ -159,6 +159,8 @@ static int call(rpc_client *c, const char *path, int64_t node, Calc__V1__ClaimNo
     return rpc_call(c, path, &req.base, &calc__v1__claim_node_reply__descriptor,
                     (ProtobufCMessage **)rep, 5000, err, 256);
 }
+
+#define LIMITED_TOKEN "limited-token-0123456789"
 
 static void rpc_round_trip_and_status_codes(void **state)
 {
@@ -196,6 +198,24 @@ static void rpc_round_trip_and_status_codes(void **state)
 
     rpc_client_free(good);
     rpc_client_free(bad);
+    rpc_server_stop(srv);
+
+    /* A limited token: the methods marked limited, nothing else, not even the unknown ones. */
+    sc.n_methods = 2;
+    sc.limited_token = LIMITED_TOKEN;
+    srv = start_server(&sc, addr, sizeof addr);
+    rpc_client *full = rpc_client_new(addr, TOKEN), *limited = rpc_client_new(addr, LIMITED_TOKEN);
+    assert_int_equal(call(limited, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_OK);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    rep = NULL;
+    assert_int_equal(call(limited, "/calc.v1.DbAgent/CompleteNode", 1, &rep, err),
+                     RPC_PERMISSION_DENIED);
+    assert_string_equal(err, "this token may not call /calc.v1.DbAgent/CompleteNode");
+    assert_int_equal(call(limited, "/calc.v1.DbAgent/Nope", 1, &rep, err), RPC_PERMISSION_DENIED);
+    /* The full token passes where the limited one stopped (this handler needs no state). */
+    assert_int_equal(call(full, "/calc.v1.DbAgent/Nope", 1, &rep, err), RPC_UNIMPLEMENTED);
+    rpc_client_free(full);
+    rpc_client_free(limited);
     rpc_server_stop(srv);
 
     /* With the server gone, a call fails fast with UNAVAILABLE instead of hanging. */
@@ -327,6 +347,151 @@ static void rpc_client_shared_by_threads(void **state)
     rpc_global_shutdown();
 }
 
+/* Writes text to a new temporary file whose path goes to path (PATH_MAX). */
+static void temp_file(char *path, const char *text)
+{
+    strcpy(path, "/tmp/calc-test-tls-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+/* TLS settings are checked before anything starts, and err names the variable at fault. */
+static void rpc_tls_settings_are_checked(void **state)
+{
+    (void)state;
+    char err[256], pem[64], junk[64];
+    char keyf[64];
+    temp_file(pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    temp_file(keyf, "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
+    temp_file(junk, "not a certificate\n");
+    rpc_tls none = {0};
+    assert_int_equal(rpc_tls_check(&none, 1, "X", err, sizeof err), 0);
+    assert_int_equal(rpc_tls_check(&none, 0, "X", err, sizeof err), 0);
+    assert_false(rpc_tls_enabled(&none, 1) || rpc_tls_enabled(&none, 0));
+
+    rpc_tls server = {.cert = pem, .key = keyf, .ca = pem};
+    assert_int_equal(rpc_tls_check(&server, 1, "X", err, sizeof err), 0);
+    assert_true(rpc_tls_enabled(&server, 1));
+    rpc_tls client = {.ca = pem, .cert = pem, .key = keyf, .server_name = "db.example"};
+    assert_int_equal(rpc_tls_check(&client, 0, "X", err, sizeof err), 0);
+    assert_true(rpc_tls_enabled(&client, 0));
+
+    struct {
+        rpc_tls t;
+        int server;
+        const char *says;
+    } bad[] = {
+        {{.cert = pem}, 1, "X_CERT and X_KEY go together"},
+        {{.key = keyf}, 1, "X_CERT and X_KEY go together"},
+        {{.ca = pem}, 1, "X_CLIENT_CA asks clients for certificates, which needs TLS"},
+        {{.cert = pem, .key = keyf}, 0, "X_CLIENT_CERT is for TLS, which X_CA turns on"},
+        {{.server_name = "db"}, 0, "X_SERVER_NAME is checked only over TLS"},
+        {{.cert = "/nonexistent/cert.pem", .key = keyf},
+         1,
+         "X_CERT /nonexistent/cert.pem: No such"},
+        {{.cert = pem, .key = junk}, 1, "X_KEY " /* path */},
+        {{.cert = pem, .key = pem}, 1, "holds no PEM private key"},
+        {{.cert = keyf, .key = keyf}, 1, "X_CERT "},
+        {{.ca = junk}, 0, "holds no PEM certificate"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        assert_int_equal(rpc_tls_check(&bad[i].t, bad[i].server, "X", err, sizeof err), -1);
+        if (!strstr(err, bad[i].says))
+            fail_msg("case %zu: '%s' does not say '%s'", i, err, bad[i].says);
+    }
+    /* A client whose files vanished after the check fails to open, with the reason. */
+    rpc_global_init();
+    rpc_tls gone = {.ca = "/nonexistent/ca.pem"};
+    assert_null(rpc_client_open("127.0.0.1:1", TOKEN, &gone, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/ca.pem"));
+    rpc_global_shutdown();
+    unlink(pem);
+    unlink(keyf);
+    unlink(junk);
+}
+
+/* Runs scripts/tls-certs DIR NAME [names]; asserts it worked. */
+static void make_cert(const char *dir, const char *name, const char *names)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s/scripts/tls-certs' '%s' %s %s >/dev/null", CALC_SOURCE_DIR, dir,
+             name, names);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* gRPC over TLS: the right CA passes, plaintext and a stranger's CA do not; with a CA for
+ * clients, only a client with a certificate it signed gets in. */
+static void rpc_tls_round_trips(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/calc-test-rpc-tls-XXXXXX", other[] = "/tmp/calc-test-rpc-tls2-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    assert_non_null(mkdtemp(other));
+    make_cert(dir, "server", "localhost 127.0.0.1");
+    make_cert(dir, "client", "");
+    make_cert(other, "stranger", "localhost 127.0.0.1");
+    char ca[128], cert[128], key[128], ccert[128], ckey[128], stranger_ca[128], scert[128],
+        skey[128];
+    snprintf(ca, sizeof ca, "%s/ca.pem", dir);
+    snprintf(cert, sizeof cert, "%s/server.pem", dir);
+    snprintf(key, sizeof key, "%s/server.key", dir);
+    snprintf(ccert, sizeof ccert, "%s/client.pem", dir);
+    snprintf(ckey, sizeof ckey, "%s/client.key", dir);
+    snprintf(stranger_ca, sizeof stranger_ca, "%s/ca.pem", other);
+    snprintf(scert, sizeof scert, "%s/stranger.pem", other);
+    snprintf(skey, sizeof skey, "%s/stranger.key", other);
+
+    rpc_global_init();
+    char err[256], addr[32];
+    Calc__V1__ClaimNodeReply *rep = NULL;
+    rpc_tls server_tls = {.cert = cert, .key = key};
+    rpc_server_config sc = {
+        .methods = methods, .n_methods = 1, .threads = 2, .token = TOKEN, .tls = &server_tls};
+    rpc_server *srv = start_server(&sc, addr, sizeof addr);
+    rpc_tls good_tls = {.ca = ca}, stranger_tls = {.ca = stranger_ca};
+    rpc_client *good = rpc_client_open(addr, TOKEN, &good_tls, err, sizeof err),
+               *plain = rpc_client_new(addr, TOKEN),
+               *fooled = rpc_client_open(addr, TOKEN, &stranger_tls, err, sizeof err);
+    assert_non_null(good);
+    assert_non_null(fooled);
+    assert_int_equal(call(good, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_OK);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    rep = NULL;
+    assert_int_equal(call(plain, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_UNAVAILABLE);
+    assert_int_equal(call(fooled, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_UNAVAILABLE);
+    fprintf(stderr, "a stranger's CA: %s\n", err);
+    rpc_client_free(good);
+    rpc_client_free(plain);
+    rpc_client_free(fooled);
+    rpc_server_stop(srv);
+
+    /* Mutual TLS. */
+    server_tls.ca = ca;
+    srv = start_server(&sc, addr, sizeof addr);
+    rpc_tls with_cert = {.ca = ca, .cert = ccert, .key = ckey},
+            strangers_cert = {.ca = ca, .cert = scert, .key = skey};
+    rpc_client *member = rpc_client_open(addr, TOKEN, &with_cert, err, sizeof err),
+               *anonymous = rpc_client_open(addr, TOKEN, &good_tls, err, sizeof err),
+               *intruder = rpc_client_open(addr, TOKEN, &strangers_cert, err, sizeof err);
+    assert_int_equal(call(member, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_OK);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    rep = NULL;
+    assert_int_equal(call(anonymous, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_UNAVAILABLE);
+    fprintf(stderr, "no client certificate: %s\n", err);
+    assert_int_equal(call(intruder, "/calc.v1.DbAgent/ClaimNode", 21, &rep, err), RPC_UNAVAILABLE);
+    rpc_client_free(member);
+    rpc_client_free(anonymous);
+    rpc_client_free(intruder);
+    rpc_server_stop(srv);
+    rpc_global_shutdown();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, other);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +500,8 @@ int main(void)
         cmocka_unit_test(rpc_round_trip_and_status_codes),
         cmocka_unit_test(rpc_states_are_lent_one_call_at_a_time),
         cmocka_unit_test(rpc_client_shared_by_threads),
+        cmocka_unit_test(rpc_tls_settings_are_checked),
+        cmocka_unit_test(rpc_tls_round_trips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
