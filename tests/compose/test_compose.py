@@ -59,10 +59,10 @@ def test_compose_env_writes_private_secrets_once(workdir):
     env_file = os.path.join(src, ".env")
     assert os.stat(env_file).st_mode & 0o777 == 0o600
     first = read_env_file(env_file)
-    for k in ("CALC_DB_PASSWORD", "CALC_RABBITMQ_PASSWORD", "CALC_DBAGENT_TOKEN", "CALC_AUTH_SECRET",
-              "CALC_ADMIN_PASSWORD"):
+    for k in ("CALC_DB_PASSWORD", "CALC_RABBITMQ_PASSWORD", "CALC_DBAGENT_TOKEN", "CALC_DBAGENT_AGENT_TOKEN",
+              "CALC_AUTH_SECRET", "CALC_ADMIN_PASSWORD"):
         assert len(first[k]) >= 16 and all(c in "0123456789abcdef" for c in first[k]), k
-    assert first["CALC_AUTH_SECRET"] != first["CALC_DBAGENT_TOKEN"]
+    assert len({first["CALC_AUTH_SECRET"], first["CALC_DBAGENT_TOKEN"], first["CALC_DBAGENT_AGENT_TOKEN"]}) == 3
     assert f"admin password: {first['CALC_ADMIN_PASSWORD']}" in r.stdout
     # A second run keeps the file: the volumes' passwords must keep matching it.
     subprocess.run([script], capture_output=True, check=True)
