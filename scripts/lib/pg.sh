@@ -93,6 +93,8 @@ pg_start() {
     # stays on, or a killed postmaster would take the last commits with it.
     local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$sockdir'"
     opts+=" -c fsync=off -c full_page_writes=off -c max_connections=200"
+    # PG_EXTRA_OPTS: more settings, later ones winning (another listen address, TLS, ...).
+    opts+=" ${PG_EXTRA_OPTS:-}"
     as_user "$PG_USER" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "$opts" -w -t 60 -s start ||
         { tail -n 30 "$dir/postgres.log" >&2; die "PostgreSQL failed to start in $dir (port $port)"; }
     wait_until 30 "PostgreSQL on port $port" pg_ready "$dir" "$port" ||

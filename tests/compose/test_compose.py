@@ -231,6 +231,13 @@ def test_compose_cluster_survives_faults_and_restarts(workdir):
         check_results(submitted, listed)
         assert listed[first]["result"] == 6
 
+        # stop: every program gets its stop signal as PID 1 and exits 0 (the killed agent aside).
+        project.compose("stop")
+        killed = project.container("agent", 2)
+        codes = {n: engine.output("podman", "inspect", "-f", "{{.State.ExitCode}}", n).strip()
+                 for n in project.containers() if n != killed}
+        assert codes and set(codes.values()) == {"0"}, f"not a clean stop: {codes}"
+
         # down + up: containers and network go, the volumes stay, and so does everything in them.
         volumes = project.volumes()
         assert len(volumes) == 2, volumes
