@@ -120,22 +120,34 @@ static void mark_queued(Calc__V1__MarkQueuedRequest *mark)
     /* Not recorded: the monitor's queued timeout hands the failed ones back later. */
 }
 
+/* Closes a link that died; the next connection starts with the broker after its one. */
+static mq_link *drop_link(mq_link *link, size_t *broker, const char *why)
+{
+    log_warn("dispatcher: RabbitMQ connection lost to %s: %s", mq_broker(link), why);
+    mq_close(link);
+    atomic_store(&connected, 0);
+    *broker = mq_opts_next(&api_cfg.mq, *broker);
+    return NULL;
+}
+
 static void *dispatcher_main(void *arg)
 {
     (void)arg;
     mq_link *link = NULL;
     uint64_t seq = 0;
     int64_t backoff = 100;
+    size_t broker = 0; /* index in api_cfg.mq of the broker tried first */
     while (!stopping) {
-        char err[256];
+        char err[1024];
         if (!link) {
-            link = mq_connect(api_cfg.amqp_url, (int)api_cfg.retry_ttl_ms, err, sizeof err);
+            link = mq_connect_any(&api_cfg.mq, &broker, err, sizeof err);
             if (link && mq_confirm_mode(link, err, sizeof err) != MQ_OK) {
                 mq_close(link);
                 link = NULL;
             }
             if (!link) {
-                log_warn("dispatcher: RabbitMQ: %s", err);
+                log_warn("dispatcher: RabbitMQ: %s: next attempt in %lldms", err,
+                         (long long)backoff);
                 time_sleep_ms(backoff, &stopping);
                 backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
                 continue;
@@ -143,7 +155,9 @@ static void *dispatcher_main(void *arg)
             seq = 0;
             backoff = 100;
             atomic_store(&connected, 1);
-            log_info("dispatcher: connected to RabbitMQ");
+            log_info("dispatcher: connected to RabbitMQ %s (broker %zu of %zu, %s queues)",
+                     mq_broker(link), broker + 1, api_cfg.mq.n_urls,
+                     mq_queue_type_name(api_cfg.mq.queue_type));
         }
         /* Nodes are taken only while the broker is reachable: otherwise they wait as ready. */
         Calc__V1__TakeReadyRequest req = CALC__V1__TAKE_READY_REQUEST__INIT;
@@ -169,20 +183,13 @@ static void *dispatcher_main(void *arg)
                 mark_queued(&mark);
             free(mark.published);
             free(mark.failed);
-            if (prc != MQ_OK) {
-                mq_close(link);
-                link = NULL;
-                atomic_store(&connected, 0);
-            }
+            if (prc != MQ_OK)
+                link = drop_link(link, &broker, "publishing failed");
         } else if (link) {
             /* Idle: read what the broker sent (heartbeats, a close) to notice a dead link. */
             mq_delivery d;
-            if (mq_next(link, 0, &d, err, sizeof err) == MQ_ERR) {
-                log_warn("dispatcher: RabbitMQ: %s", err);
-                mq_close(link);
-                link = NULL;
-                atomic_store(&connected, 0);
-            }
+            if (mq_next(link, 0, &d, err, sizeof err) == MQ_ERR)
+                link = drop_link(link, &broker, err);
         }
         protobuf_c_message_free_unpacked(&taken->base, NULL);
     }
