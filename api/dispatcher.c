@@ -89,9 +89,14 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
     if (rc == MQ_OK)
         rc = mq_wait_confirms(link, first, acked, n, CONFIRM_MS, err, sizeof err);
     if (rc == MQ_ERR)
-        log_warn("dispatcher: publishing: %s", err);
+        log_warn("dispatcher: publishing to %s: %s", mq_broker(link), err);
+    else if (rc == MQ_TIMEOUT)
+        log_warn("dispatcher: publishing to %s: no confirm within %dms", mq_broker(link),
+                 CONFIRM_MS);
     int64_t now = time_now_ms();
+    size_t nacked = 0;
     for (size_t i = 0; i < n; i++) {
+        nacked += acked[i] == -1;
         if (acked[i] == 1) {
             mark->published[mark->n_published++] = taken->nodes[i];
             if (taken->nodes[i]->ready_at_ms)
@@ -100,6 +105,15 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
             mark->failed[mark->n_failed++] = taken->nodes[i];
     }
     free(acked);
+    /*
+     * A nack is the broker saying it could not take the message: a quorum queue whose enqueuer
+     * registration failed during a leader election keeps refusing this channel's publishes.
+     * Another connection (the next broker) starts afresh instead of spinning on refusals.
+     */
+    if (rc == MQ_OK && nacked) {
+        log_warn("dispatcher: %s refused (nacked) %zu of %zu messages", mq_broker(link), nacked, n);
+        rc = MQ_ERR;
+    }
     /* Unconfirmed messages may still arrive: their epochs are fenced by the requeue. */
     return rc == MQ_OK ? MQ_OK : MQ_ERR;
 }
@@ -153,7 +167,6 @@ static void *dispatcher_main(void *arg)
                 continue;
             }
             seq = 0;
-            backoff = 100;
             atomic_store(&connected, 1);
             log_info("dispatcher: connected to RabbitMQ %s (broker %zu of %zu, %s queues)",
                      mq_broker(link), broker + 1, api_cfg.mq.n_urls,
@@ -183,8 +196,14 @@ static void *dispatcher_main(void *arg)
                 mark_queued(&mark);
             free(mark.published);
             free(mark.failed);
-            if (prc != MQ_OK)
+            if (prc != MQ_OK) {
                 link = drop_link(link, &broker, "publishing failed");
+                /* The broker answered but refused: do not hammer the next one at once. */
+                time_sleep_ms(backoff, &stopping);
+                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            } else {
+                backoff = 100; /* a confirmed round: the link is healthy again */
+            }
         } else if (link) {
             /* Idle: read what the broker sent (heartbeats, a close) to notice a dead link. */
             mq_delivery d;
