@@ -130,3 +130,20 @@ def test_broker_of_the_dispatcher_killed_mid_run_quorum_queues_lose_nothing_and_
         assert fault_s <= 1.5 * clean_s, f"{fault_s:.1f}s with the fault > 1.5 x {clean_s:.1f}s without"
     finally:
         c.close()
+
+
+@pytest.mark.cluster(agents=0)
+def test_a_queue_type_that_differs_from_the_existing_queue_is_named_in_the_log(bare_cluster):
+    """On the session's single broker: the first agent creates classic queues; an agent configured
+    for quorum queues gets PRECONDITION_FAILED, says which queue and that the type differs, and
+    keeps retrying (an operator may delete the queue)."""
+    c = bare_cluster
+    c.start_dbagent()
+    classic = c.start_agent()
+    c.wait_for(lambda: "consuming calc.work" in classic.log(), 30, "the classic agent to consume")
+    quorum = c.start_agent("agent-quorum", AMQP_QUEUE_TYPE="quorum")
+    words = "queue calc.work exists with another queue type than AMQP_QUEUE_TYPE=quorum"
+    c.wait_for(lambda: quorum.log().count(words) >= 2, 30, "the quorum agent to name the clash twice")
+    assert "PRECONDITION_FAILED" in quorum.log() and "consuming" not in quorum.log()
+    types = c.servers.rabbitmqctl("list_queues", "-p", c.vhost, "--no-table-headers", "name", "type")
+    assert sorted(types.split()) == sorted(["calc.work", "classic", "calc.retry", "classic"]), types
