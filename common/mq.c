@@ -147,6 +147,21 @@ static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const mq_opts *o,
     return sock;
 }
 
+/* What a TLS failure most likely means, for the operator reading the log. */
+static const char *tls_hint(int rc)
+{
+    switch (rc) {
+    case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+        return " (the broker's certificate does not chain to AMQP_TLS_CA)";
+    case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+        return " (the broker's certificate does not name the host of the URL)";
+    case AMQP_STATUS_SSL_CONNECTION_FAILED:
+        return " (is it a TLS port? does the broker accept AMQP_TLS_CERT?)";
+    default:
+        return "";
+    }
+}
+
 mq_link *mq_connect(const mq_opts *o, size_t i, char *err, size_t errlen)
 {
     struct amqp_connection_info ci;
@@ -167,12 +182,8 @@ mq_link *mq_connect(const mq_opts *o, size_t i, char *err, size_t errlen)
     struct timeval tv = {.tv_sec = 5};
     int rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        /* For TLS the library's words say which check failed (peer or hostname verification). */
         snprintf(err, errlen, "%sconnect %s:%d: %s%s", ci.ssl ? "TLS " : "", ci.host, ci.port,
-                 amqp_error_string2(rc),
-                 ci.ssl ? " (is the broker's certificate signed by AMQP_TLS_CA and issued for "
-                          "this host name?)"
-                        : "");
+                 amqp_error_string2(rc), tls_hint(rc));
         goto fail;
     }
     /* A 30 s heartbeat: the owner calls into the library at least every few seconds. */
