@@ -4,8 +4,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mq.h"
-
 size_t agent_cfg_table(agent_cfg *c, cfg_entry *t)
 {
     const cfg_entry table[AGENT_CFG_ENTRIES] = {
@@ -14,8 +12,21 @@ size_t agent_cfg_table(agent_cfg *c, cfg_entry *t)
          &c->name_env},
         {"AGENT_MAX_PROCESSES", CFG_INT, "4", 1, 1024,
          "workers: nodes computed at once (also the RabbitMQ prefetch)", &c->workers},
-        {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 1024,
-         "RabbitMQ URL (amqp://user:pass@host:port/vhost)", &c->amqp_url},
+        {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 8192,
+         "RabbitMQ URL (amqp://user:pass@host:port/vhost, amqps:// for TLS), or several "
+         "separated by commas: the brokers of one cluster, tried in turn",
+         &c->amqp_url},
+        {"AMQP_QUEUE_TYPE", CFG_STR, "classic", 1, 16,
+         "classic, or quorum for a RabbitMQ cluster (must match every component)",
+         &c->amqp_queue_type},
+        {"AMQP_TLS_CA", CFG_STR, "", 0, 4096,
+         "CA file (PEM) that verifies the broker's certificate; required with amqps://",
+         &c->amqp_tls_ca},
+        {"AMQP_TLS_CERT", CFG_STR, "", 0, 4096,
+         "client certificate (PEM) shown to the broker over amqps:// (with AMQP_TLS_KEY)",
+         &c->amqp_tls_cert},
+        {"AMQP_TLS_KEY", CFG_STR, "", 0, 4096, "private key (PEM) of AMQP_TLS_CERT",
+         &c->amqp_tls_key},
         {"DBAGENT_ADDR", CFG_STR, "127.0.0.1:50051", 1, 255, "dbagent address (host:port)",
          &c->dba_addr},
         {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256,
@@ -59,6 +70,7 @@ int agent_cfg_load(agent_cfg *c, char *err, size_t errlen)
 {
     cfg_entry t[AGENT_CFG_ENTRIES];
     size_t n = agent_cfg_table(c, t);
+    memset(&c->mq, 0, sizeof c->mq); /* freeable whatever fails below */
     if (cfg_load(t, n, err, errlen) < 0)
         return -1;
     const char *name = c->name_env;
@@ -79,9 +91,13 @@ int agent_cfg_load(agent_cfg *c, char *err, size_t errlen)
         snprintf(c->name, sizeof c->name, "%s-%d", host, (int)getpid());
     }
     /* A typo here would otherwise show only as an endless reconnection loop. */
-    if (!mq_url_valid(c->amqp_url)) {
-        snprintf(err, errlen, "AMQP_URL is not a valid amqp://user:pass@host:port/vhost URL");
+    if (rpc_tls_check(&c->dba_tls, 0, "DBAGENT_TLS", err, errlen) < 0)
         return -1;
-    }
-    return rpc_tls_check(&c->dba_tls, 0, "DBAGENT_TLS", err, errlen);
+    mq_settings ms = {.url_list = c->amqp_url,
+                      .queue_type = c->amqp_queue_type,
+                      .tls_ca = c->amqp_tls_ca,
+                      .tls_cert = c->amqp_tls_cert,
+                      .tls_key = c->amqp_tls_key,
+                      .retry_ttl_ms = (int)c->retry_ttl_ms};
+    return mq_opts_init(&c->mq, &ms, err, errlen);
 }

@@ -17,6 +17,7 @@ void consumer_init(consumer *c, agent_shared *s, const agent_cfg *cfg)
     c->s = s;
     c->cfg = cfg;
     c->link = NULL;
+    c->broker = 0;
     c->generation = 0;
     c->outstanding = 0;
     c->backoff_ms = BACKOFF_FIRST_MS;
@@ -24,11 +25,13 @@ void consumer_init(consumer *c, agent_shared *s, const agent_cfg *cfg)
 
 static void drop_link(consumer *c, const char *why)
 {
-    log_warn(
-        "agent=%s: RabbitMQ connection lost: %s: the broker requeues our %d unanswered deliveries",
-        c->s->name, why, c->outstanding);
+    log_warn("agent=%s: RabbitMQ connection lost to %s: %s: the broker requeues our %d unanswered "
+             "deliveries",
+             c->s->name, mq_broker(c->link), why, c->outstanding);
     mq_close(c->link);
     c->link = NULL;
+    /* Its node may be gone for good: the next connection starts with the broker after it. */
+    c->broker = mq_opts_next(&c->cfg->mq, c->broker);
     atomic_store(&c->s->consuming, 0);
     /* Deliveries no worker started yet: the broker requeues them with the connection. */
     job *j;
@@ -57,8 +60,8 @@ static void send_verdicts(consumer *c)
 
 static int connect_link(consumer *c)
 {
-    char err[256];
-    c->link = mq_connect(c->cfg->amqp_url, (int)c->cfg->retry_ttl_ms, err, sizeof err);
+    char err[1024];
+    c->link = mq_connect_any(&c->cfg->mq, &c->broker, err, sizeof err);
     if (c->link && mq_consume(c->link, (int)c->cfg->workers, err, sizeof err) != MQ_OK) {
         mq_close(c->link);
         c->link = NULL;
@@ -71,8 +74,10 @@ static int connect_link(consumer *c)
     c->generation++;
     c->backoff_ms = BACKOFF_FIRST_MS;
     atomic_store(&c->s->consuming, 1);
-    log_info("agent=%s: consuming %s with %lld workers (prefetch %lld, connection %llu)",
-             c->s->name, MQ_WORK_QUEUE, (long long)c->cfg->workers, (long long)c->cfg->workers,
+    log_info("agent=%s: consuming %s on RabbitMQ %s (broker %zu of %zu) with %lld workers "
+             "(prefetch %lld, connection %llu)",
+             c->s->name, MQ_WORK_QUEUE, mq_broker(c->link), c->broker + 1, c->cfg->mq.n_urls,
+             (long long)c->cfg->workers, (long long)c->cfg->workers,
              (unsigned long long)c->generation);
     return 0;
 }

@@ -2,8 +2,9 @@
  * consumer: the one thread that owns the RabbitMQ connection (rabbitmq-c is not thread-safe and
  * services AMQP heartbeats only inside its calls). It consumes with prefetch = the worker count,
  * hands deliveries to the workers, sends their verdicts (ack, nack, requeue), and reconnects with
- * capped exponential backoff. Verdicts for deliveries of an older connection are dropped: the
- * broker has already requeued those messages.
+ * capped exponential backoff, to the next broker of AMQP_URL first when a connection dies. Verdicts
+ * for deliveries of an older connection are dropped: the broker has already requeued those
+ * messages.
  */
 #ifndef CALC_CONSUMER_H
 #define CALC_CONSUMER_H
@@ -19,6 +20,7 @@ typedef struct consumer {
     agent_shared *s;      /* kept, not owned */
     const agent_cfg *cfg; /* kept, not owned */
     mq_link *link;        /* NULL while disconnected */
+    size_t broker;        /* index in cfg->mq of the broker tried first at the next connection */
     uint64_t generation;  /* of the current connection */
     int outstanding;      /* jobs handed to the workers, any generation, without a verdict yet */
     int64_t backoff_ms;

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
     char err[512];
     if (agent_cfg_load(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
+        mq_opts_free(&cfg.mq);
         return 64;
     }
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: poll() returns at once */
@@ -119,8 +120,10 @@ int main(int argc, char **argv)
     started = start_workers(threads, args, &s, workers);
     if (started < workers)
         goto out;
-    log_info("agent=%s: started with %d workers, dbagent %s, heartbeat every %lldms", cfg.name,
-             workers, cfg.dba_addr, (long long)cfg.heartbeat_ms);
+    log_info("agent=%s: started with %d workers, dbagent %s, heartbeat every %lldms, %zu "
+             "RabbitMQ broker(s)%s, %s queues",
+             cfg.name, workers, cfg.dba_addr, (long long)cfg.heartbeat_ms, cfg.mq.n_urls,
+             cfg.mq.tls ? " over TLS" : "", mq_queue_type_name(cfg.mq.queue_type));
 
     consumer_run(&c, &stop_requested);
     consumer_drain(&c);
@@ -140,6 +143,7 @@ out:
     hand_destroy(&in_hand);
     free(threads);
     free(args);
+    mq_opts_free(&cfg.mq);
     unsigned long long nodes = s.stats.nodes, claims = s.stats.claims, done = s.stats.completions;
     log_info("agent=%s: stopped: %llu nodes computed; %llu ClaimNode calls, mean %.2fms; "
              "%llu CompleteNode calls, mean %.2fms",

@@ -6,14 +6,16 @@
 
 #include "http.h"
 #include "rpc_tls.h"
+#include "mq_opts.h"
 
 typedef struct api_config {
     rpc_tls dba_tls;
     const char *host, *dba_addr, *dba_token, *amqp_url, *secret, *pepper, *admin_login,
-        *admin_password;
+        *admin_password, *amqp_queue_type, *amqp_tls_ca, *amqp_tls_cert, *amqp_tls_key;
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
         queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
         max_unfinished;
+    mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 
 extern api_config api_cfg;

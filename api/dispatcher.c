@@ -89,9 +89,14 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
     if (rc == MQ_OK)
         rc = mq_wait_confirms(link, first, acked, n, CONFIRM_MS, err, sizeof err);
     if (rc == MQ_ERR)
-        log_warn("dispatcher: publishing: %s", err);
+        log_warn("dispatcher: publishing to %s: %s", mq_broker(link), err);
+    else if (rc == MQ_TIMEOUT)
+        log_warn("dispatcher: publishing to %s: no confirm within %dms", mq_broker(link),
+                 CONFIRM_MS);
     int64_t now = time_now_ms();
+    size_t nacked = 0;
     for (size_t i = 0; i < n; i++) {
+        nacked += acked[i] == -1;
         if (acked[i] == 1) {
             mark->published[mark->n_published++] = taken->nodes[i];
             if (taken->nodes[i]->ready_at_ms)
@@ -100,6 +105,15 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
             mark->failed[mark->n_failed++] = taken->nodes[i];
     }
     free(acked);
+    /*
+     * A nack is the broker saying it could not take the message: a quorum queue whose enqueuer
+     * registration failed during a leader election keeps refusing this channel's publishes.
+     * Another connection (the next broker) starts afresh instead of spinning on refusals.
+     */
+    if (rc == MQ_OK && nacked) {
+        log_warn("dispatcher: %s refused (nacked) %zu of %zu messages", mq_broker(link), nacked, n);
+        rc = MQ_ERR;
+    }
     /* Unconfirmed messages may still arrive: their epochs are fenced by the requeue. */
     return rc == MQ_OK ? MQ_OK : MQ_ERR;
 }
@@ -120,30 +134,43 @@ static void mark_queued(Calc__V1__MarkQueuedRequest *mark)
     /* Not recorded: the monitor's queued timeout hands the failed ones back later. */
 }
 
+/* Closes a link that died; the next connection starts with the broker after its one. */
+static mq_link *drop_link(mq_link *link, size_t *broker, const char *why)
+{
+    log_warn("dispatcher: RabbitMQ connection lost to %s: %s", mq_broker(link), why);
+    mq_close(link);
+    atomic_store(&connected, 0);
+    *broker = mq_opts_next(&api_cfg.mq, *broker);
+    return NULL;
+}
+
 static void *dispatcher_main(void *arg)
 {
     (void)arg;
     mq_link *link = NULL;
     uint64_t seq = 0;
     int64_t backoff = 100;
+    size_t broker = 0; /* index in api_cfg.mq of the broker tried first */
     while (!stopping) {
-        char err[256];
+        char err[1024];
         if (!link) {
-            link = mq_connect(api_cfg.amqp_url, (int)api_cfg.retry_ttl_ms, err, sizeof err);
+            link = mq_connect_any(&api_cfg.mq, &broker, err, sizeof err);
             if (link && mq_confirm_mode(link, err, sizeof err) != MQ_OK) {
                 mq_close(link);
                 link = NULL;
             }
             if (!link) {
-                log_warn("dispatcher: RabbitMQ: %s", err);
+                log_warn("dispatcher: RabbitMQ: %s: next attempt in %lldms", err,
+                         (long long)backoff);
                 time_sleep_ms(backoff, &stopping);
                 backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
                 continue;
             }
             seq = 0;
-            backoff = 100;
             atomic_store(&connected, 1);
-            log_info("dispatcher: connected to RabbitMQ");
+            log_info("dispatcher: connected to RabbitMQ %s (broker %zu of %zu, %s queues)",
+                     mq_broker(link), broker + 1, api_cfg.mq.n_urls,
+                     mq_queue_type_name(api_cfg.mq.queue_type));
         }
         /* Nodes are taken only while the broker is reachable: otherwise they wait as ready. */
         Calc__V1__TakeReadyRequest req = CALC__V1__TAKE_READY_REQUEST__INIT;
@@ -170,19 +197,18 @@ static void *dispatcher_main(void *arg)
             free(mark.published);
             free(mark.failed);
             if (prc != MQ_OK) {
-                mq_close(link);
-                link = NULL;
-                atomic_store(&connected, 0);
+                link = drop_link(link, &broker, "publishing failed");
+                /* The broker answered but refused: do not hammer the next one at once. */
+                time_sleep_ms(backoff, &stopping);
+                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+            } else {
+                backoff = 100; /* a confirmed round: the link is healthy again */
             }
         } else if (link) {
             /* Idle: read what the broker sent (heartbeats, a close) to notice a dead link. */
             mq_delivery d;
-            if (mq_next(link, 0, &d, err, sizeof err) == MQ_ERR) {
-                log_warn("dispatcher: RabbitMQ: %s", err);
-                mq_close(link);
-                link = NULL;
-                atomic_store(&connected, 0);
-            }
+            if (mq_next(link, 0, &d, err, sizeof err) == MQ_ERR)
+                link = drop_link(link, &broker, err);
         }
         protobuf_c_message_free_unpacked(&taken->base, NULL);
     }

@@ -30,8 +30,21 @@ static const cfg_entry config_table[] = {
     {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "token for dbagent (its DBAGENT_TOKEN)",
      &api_cfg.dba_token},
     RPC_TLS_CLIENT_CONFIG("DBAGENT_TLS", &api_cfg.dba_tls),
-    {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 1024,
-     "RabbitMQ URL (amqp://user:pass@host:port/vhost)", &api_cfg.amqp_url},
+    {"AMQP_URL", CFG_SECRET, "amqp://guest:guest@127.0.0.1:5672/%2f", 1, 8192,
+     "RabbitMQ URL (amqp://user:pass@host:port/vhost, amqps:// for TLS), or several separated "
+     "by commas: the brokers of one cluster, tried in turn",
+     &api_cfg.amqp_url},
+    {"AMQP_QUEUE_TYPE", CFG_STR, "classic", 1, 16,
+     "classic, or quorum for a RabbitMQ cluster (must match every component)",
+     &api_cfg.amqp_queue_type},
+    {"AMQP_TLS_CA", CFG_STR, "", 0, 4096,
+     "CA file (PEM) that verifies the broker's certificate; required with amqps://",
+     &api_cfg.amqp_tls_ca},
+    {"AMQP_TLS_CERT", CFG_STR, "", 0, 4096,
+     "client certificate (PEM) shown to the broker over amqps:// (with AMQP_TLS_KEY)",
+     &api_cfg.amqp_tls_cert},
+    {"AMQP_TLS_KEY", CFG_STR, "", 0, 4096, "private key (PEM) of AMQP_TLS_CERT",
+     &api_cfg.amqp_tls_key},
     {"AUTH_SECRET", CFG_SECRET, NULL, 32, 1024, "HS256 key for access tokens", &api_cfg.secret},
     {"AUTH_SALT", CFG_SECRET, "", 0, 1024, "pepper mixed into every password hash",
      &api_cfg.pepper},
@@ -129,6 +142,20 @@ int main(int argc, char **argv)
     log_init("api");
     cfg_init_or_exit(argc, argv, "calc-api\nThe HTTP API of the arithmetic cluster.", config_table,
                      N_CONFIG);
+    char err[512];
+    mq_settings ms = {.url_list = api_cfg.amqp_url,
+                      .queue_type = api_cfg.amqp_queue_type,
+                      .tls_ca = api_cfg.amqp_tls_ca,
+                      .tls_cert = api_cfg.amqp_tls_cert,
+                      .tls_key = api_cfg.amqp_tls_key,
+                      .retry_ttl_ms = (int)api_cfg.retry_ttl_ms};
+    /* Checked before anything starts: a setting we cannot honour must not wait for use. */
+    if (rpc_tls_check(&api_cfg.dba_tls, 0, "DBAGENT_TLS", err, sizeof err) < 0 ||
+        mq_opts_init(&api_cfg.mq, &ms, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
+        mq_opts_free(&api_cfg.mq);
+        return 64;
+    }
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
@@ -139,11 +166,6 @@ int main(int argc, char **argv)
         return 1;
     }
     http_authenticate = auth_verify_access;
-    char err[512];
-    if (rpc_tls_check(&api_cfg.dba_tls, 0, "DBAGENT_TLS", err, sizeof err) < 0) {
-        fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
-        return 64;
-    }
     rpc_global_init();
     int rc = 1;
     if (dba_open(api_cfg.dba_addr, api_cfg.dba_token, &api_cfg.dba_tls, err, sizeof err) < 0) {
@@ -170,6 +192,7 @@ int main(int argc, char **argv)
 out:
     dba_close();
     rpc_global_shutdown();
+    mq_opts_free(&api_cfg.mq);
     log_info("stopped");
     return rc;
 }

@@ -2,6 +2,7 @@
 
 #include <amqp.h>
 #include <amqp_framing.h>
+#include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 
 struct mq_link {
     amqp_connection_state_t conn;
+    const char *broker;     /* "host:port", borrowed from the mq_opts */
     char consumer_tag[256]; /* "" while not consuming */
 };
 
@@ -64,52 +66,124 @@ static amqp_table_entry_t entry_int(const char *key, int64_t value)
     return e;
 }
 
-static int declare(mq_link *l, const char *queue, amqp_table_t args, char *err, size_t errlen)
+/*
+ * A declare whose arguments disagree with the existing queue closes the channel with 406
+ * PRECONDITION_FAILED; the broker's text names the argument, ours says what to do about it.
+ */
+static void explain_mismatch(amqp_rpc_reply_t r, const char *queue, mq_queue_type type, char *err,
+                             size_t errlen)
 {
-    amqp_queue_declare(l->conn, MQ_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, args);
+    if (r.reply_type != AMQP_RESPONSE_SERVER_EXCEPTION || r.reply.id != AMQP_CHANNEL_CLOSE_METHOD)
+        return;
+    amqp_channel_close_t *m = r.reply.decoded;
+    if (m->reply_code != AMQP_PRECONDITION_FAILED)
+        return;
+    const char *text = m->reply_text.bytes;
+    int len = (int)m->reply_text.len;
+    if (memmem(text, (size_t)len, "x-queue-type", 12))
+        snprintf(err, errlen,
+                 "queue %s exists with another queue type than AMQP_QUEUE_TYPE=%s: set the type "
+                 "it was created with, or delete the queue (broker: %.*s)",
+                 queue, mq_queue_type_name(type), len, text);
+    else
+        snprintf(err, errlen,
+                 "queue %s exists with other arguments than ours (RETRY_TTL_MS or "
+                 "AMQP_QUEUE_TYPE differ from the component that created it; broker: %.*s)",
+                 queue, len, text);
+}
+
+/* args has room for one more entry than n, the queue type. */
+static int declare(mq_link *l, const char *queue, mq_queue_type type, amqp_table_entry_t *args,
+                   int n, char *err, size_t errlen)
+{
+    /* Quorum queues are replicated over a majority of the cluster's nodes (RabbitMQ 3.10
+     * supports dead-lettering and x-message-ttl on them, which is all we declare). */
+    if (type == MQ_QUEUE_QUORUM)
+        args[n++] = entry_str("x-queue-type", "quorum");
+    /* Classic queues are declared as they always were, without x-queue-type. */
+    amqp_queue_declare(l->conn, MQ_CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0,
+                       (amqp_table_t){n, args});
     char what[128];
     snprintf(what, sizeof what, "queue.declare %s", queue);
-    return reply_error(amqp_get_rpc_reply(l->conn), what, err, errlen);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(l->conn);
+    if (reply_error(r, what, err, errlen) == MQ_OK)
+        return MQ_OK;
+    explain_mismatch(r, queue, type, err, errlen);
+    return MQ_ERR;
 }
 
-static int declare_topology(mq_link *l, int retry_ttl_ms, char *err, size_t errlen)
+static int declare_topology(mq_link *l, const mq_opts *o, char *err, size_t errlen)
 {
-    amqp_table_entry_t work[2] = {entry_str("x-dead-letter-exchange", ""),
+    amqp_table_entry_t work[3] = {entry_str("x-dead-letter-exchange", ""),
                                   entry_str("x-dead-letter-routing-key", MQ_RETRY_QUEUE)};
-    amqp_table_entry_t retry[3] = {entry_str("x-dead-letter-exchange", ""),
+    amqp_table_entry_t retry[4] = {entry_str("x-dead-letter-exchange", ""),
                                    entry_str("x-dead-letter-routing-key", MQ_WORK_QUEUE),
-                                   entry_int("x-message-ttl", retry_ttl_ms)};
-    if (declare(l, MQ_WORK_QUEUE, (amqp_table_t){2, work}, err, errlen) != MQ_OK)
+                                   entry_int("x-message-ttl", o->retry_ttl_ms)};
+    if (declare(l, MQ_WORK_QUEUE, o->queue_type, work, 2, err, errlen) != MQ_OK)
         return MQ_ERR;
-    return declare(l, MQ_RETRY_QUEUE, (amqp_table_t){3, retry}, err, errlen);
+    return declare(l, MQ_RETRY_QUEUE, o->queue_type, retry, 3, err, errlen);
 }
 
-int mq_url_valid(const char *url)
+/* A TLS socket that verifies the broker's certificate chain and its name against the URL. */
+static amqp_socket_t *tls_socket(amqp_connection_state_t conn, const mq_opts *o, char *err,
+                                 size_t errlen)
 {
-    struct amqp_connection_info ci;
-    char *buf = xstrdup(url);
-    int ok = amqp_parse_url(buf, &ci) == AMQP_STATUS_OK;
-    free(buf);
-    return ok;
+    amqp_socket_t *sock = amqp_ssl_socket_new(conn);
+    if (!sock) {
+        snprintf(err, errlen, "cannot create a TLS socket");
+        return NULL;
+    }
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    if (amqp_ssl_socket_set_cacert(sock, o->tls_ca) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "AMQP_TLS_CA %s: cannot load", o->tls_ca);
+        return NULL;
+    }
+    if (o->tls_cert && amqp_ssl_socket_set_key(sock, o->tls_cert, o->tls_key) != AMQP_STATUS_OK) {
+        snprintf(err, errlen, "AMQP_TLS_CERT %s / AMQP_TLS_KEY %s: cannot load", o->tls_cert,
+                 o->tls_key);
+        return NULL;
+    }
+    return sock;
 }
 
-mq_link *mq_connect(const char *url, int retry_ttl_ms, char *err, size_t errlen)
+/* What a TLS failure most likely means, for the operator reading the log. */
+static const char *tls_hint(int rc)
+{
+    switch (rc) {
+    case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+        return " (the broker's certificate does not chain to AMQP_TLS_CA)";
+    case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+        return " (the broker's certificate does not name the host of the URL)";
+    case AMQP_STATUS_SSL_CONNECTION_FAILED:
+        return " (is it a TLS port? does the broker accept AMQP_TLS_CERT?)";
+    default:
+        return "";
+    }
+}
+
+mq_link *mq_connect(const mq_opts *o, size_t i, char *err, size_t errlen)
 {
     struct amqp_connection_info ci;
-    char *buf = xstrdup(url);
+    char *buf = xstrdup(o->urls[i]);
     mq_link *l = NULL;
     amqp_default_connection_info(&ci);
     if (amqp_parse_url(buf, &ci) != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "AMQP_URL is not a valid amqp:// URL");
+        snprintf(err, errlen, "AMQP_URL broker %zu is not a valid amqp:// URL", i + 1);
         goto fail;
     }
     l = xcalloc(1, sizeof *l);
+    l->broker = o->names[i];
     l->conn = amqp_new_connection();
-    amqp_socket_t *sock = amqp_tcp_socket_new(l->conn);
+    amqp_socket_t *sock =
+        ci.ssl ? tls_socket(l->conn, o, err, errlen) : amqp_tcp_socket_new(l->conn);
+    if (!sock)
+        goto fail;
     struct timeval tv = {.tv_sec = 5};
     int rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        snprintf(err, errlen, "connect %s:%d: %s", ci.host, ci.port, amqp_error_string2(rc));
+        snprintf(err, errlen, "%sconnect %s:%d: %s%s", ci.ssl ? "TLS " : "", ci.host, ci.port,
+                 amqp_error_string2(rc), tls_hint(rc));
         goto fail;
     }
     /* A 30 s heartbeat: the owner calls into the library at least every few seconds. */
@@ -123,13 +197,35 @@ mq_link *mq_connect(const char *url, int retry_ttl_ms, char *err, size_t errlen)
     amqp_channel_open(l->conn, MQ_CHANNEL);
     if (reply_error(amqp_get_rpc_reply(l->conn), "channel.open", err, errlen) != MQ_OK)
         goto fail;
-    if (declare_topology(l, retry_ttl_ms, err, errlen) != MQ_OK)
+    if (declare_topology(l, o, err, errlen) != MQ_OK)
         goto fail;
     free(buf);
     return l;
 fail:
     free(buf);
     mq_close(l);
+    return NULL;
+}
+
+mq_link *mq_connect_any(const mq_opts *o, size_t *cursor, char *err, size_t errlen)
+{
+    size_t used = 0;
+    err[0] = '\0';
+    for (size_t k = 0; k < o->n_urls; k++) {
+        size_t i = (*cursor + k) % o->n_urls;
+        char one[512];
+        mq_link *l = mq_connect(o, i, one, sizeof one);
+        if (l) {
+            *cursor = i;
+            return l;
+        }
+        /* Every broker's reason, in the order tried, as far as err holds them. */
+        if (used < errlen) {
+            int n =
+                snprintf(err + used, errlen - used, "%s%s: %s", used ? "; " : "", o->names[i], one);
+            used += n > 0 ? (size_t)n : 0;
+        }
+    }
     return NULL;
 }
 
@@ -146,6 +242,11 @@ void mq_close(mq_link *l)
     }
     amqp_destroy_connection(l->conn);
     free(l);
+}
+
+const char *mq_broker(const mq_link *l)
+{
+    return l->broker;
 }
 
 int mq_fd(mq_link *l)

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mq_opts.h"
+
 #define MQ_WORK_QUEUE  "calc.work"
 #define MQ_RETRY_QUEUE "calc.retry"
 
@@ -21,14 +23,21 @@
 typedef struct mq_link mq_link;
 
 /*
- * Connects to url (amqp://user:pass@host:port/vhost) and declares the topology: the durable
- * work queue dead-letters to the retry queue, which holds a message retry_ttl_ms and
- * dead-letters it back. NULL with err set on failure.
+ * Connects to broker i of o (over TLS for amqps://, verifying the broker's certificate and
+ * name) and declares the topology: the durable work queue dead-letters to the retry queue,
+ * which holds a message o->retry_ttl_ms and dead-letters it back; both of o->queue_type.
+ * NULL with err set on failure.
  */
-mq_link *mq_connect(const char *url, int retry_ttl_ms, char *err, size_t errlen);
-/* True when url parses as an amqp:// URL (for validating configuration at start). */
-int mq_url_valid(const char *url);
+mq_link *mq_connect(const mq_opts *o, size_t i, char *err, size_t errlen);
+/*
+ * Tries each broker of o once, from *cursor on, round robin, and returns the first link made;
+ * *cursor becomes that broker's index. NULL with err giving every broker's failure otherwise.
+ * After a link dies its owner moves on with *cursor = mq_opts_next(o, *cursor).
+ */
+mq_link *mq_connect_any(const mq_opts *o, size_t *cursor, char *err, size_t errlen);
 void mq_close(mq_link *l);
+/* "host:port" of the broker the link is on (for logs). */
+const char *mq_broker(const mq_link *l);
 
 /* The socket, for poll(). */
 int mq_fd(mq_link *l);

@@ -10,6 +10,13 @@
 #   rmq_ctl DIR ARGS...                                      rabbitmqctl against the node
 #   rmq_add_vhost DIR VHOST USER                             a vhost with full rights for USER
 #   rmq_definitions USER PASSWORD                            a definitions file with USER in it
+#   rmq_join DIR SEED_DIR                                    make DIR's node a member of SEED_DIR's cluster
+#
+# Knobs of rmq_start for the nodes of one cluster, or a node with more listeners:
+#   RMQ_COOKIE       the Erlang cookie of a new node (nodes of a cluster must share it)
+#   RMQ_EPMD_SHARED  1: an epmd already listens on EPMD_PORT (another node's, of the same cluster,
+#                    so the nodes find each other); this node starts none and stops none
+#   RMQ_EXTRA_CONF   a file whose lines are added to rabbitmq.conf (a TLS listener, say)
 
 RMQ_USER=${RMQ_USER:-rabbitmq}
 RMQ_SCRIPTS=${RMQ_SCRIPTS:-/usr/lib/rabbitmq/bin}
@@ -120,7 +127,11 @@ rmq_start() {
     echo '[].' >"$dir/enabled_plugins"
     echo '[].' >"$dir/advanced.config"
     if [[ ! -s $dir/home/.erlang.cookie ]]; then
-        random_hex 20 | tr 'a-f' 'A-F' >"$dir/home/.erlang.cookie"
+        if [[ -n ${RMQ_COOKIE:-} ]]; then
+            printf '%s' "$RMQ_COOKIE" >"$dir/home/.erlang.cookie"
+        else
+            random_hex 20 | tr 'a-f' 'A-F' >"$dir/home/.erlang.cookie"
+        fi
     fi
     chmod 400 "$dir/home/.erlang.cookie"
     # The user comes from a definitions file imported at every boot: no slow rabbitmqctl calls,
@@ -133,11 +144,17 @@ load_definitions = $dir/definitions.json
 log.file.level = info
 log.console = false
 CONF
+    if [[ -n ${RMQ_EXTRA_CONF:-} ]]; then
+        cat "$RMQ_EXTRA_CONF" >>"$dir/rabbitmq.conf" || die "cannot read RMQ_EXTRA_CONF $RMQ_EXTRA_CONF"
+    fi
     chown -R "$RMQ_USER:" "$dir"
 
     mapfile -t envs < <(rmq_env "$dir")
-    # Our own epmd, on our own port and loopback only, with a pid we know so stop can end it.
-    if ! { pid=$(rmq_epmd_pid "$dir") && pid_is "$pid" '*epmd*'; }; then
+    # Our own epmd, on our own port and loopback only, with a pid we know so stop can end it;
+    # or, for the second and later nodes of a cluster, the first node's.
+    if [[ ${RMQ_EPMD_SHARED:-} == 1 ]]; then
+        port_listening "$epmd_port" || die "RMQ_EPMD_SHARED=1 but no epmd listens on port $epmd_port"
+    elif ! { pid=$(rmq_epmd_pid "$dir") && pid_is "$pid" '*epmd*'; }; then
         rmq_port_free "$epmd_port" RABBITMQ_EPMD_PORT "RabbitMQ epmd"
         (cd "$dir" && exec setsid env "${envs[@]}" setpriv --reuid="$RMQ_USER" --regid="$RMQ_USER" --init-groups -- \
             epmd -port "$epmd_port" -address 127.0.0.1 </dev/null >>"$dir/log/epmd.log" 2>&1) &
@@ -176,4 +193,13 @@ rmq_add_vhost() {
     local dir=$1 vhost=$2 user=$3
     rmq_ctl "$dir" add_vhost "$vhost" >/dev/null 2>&1 || true
     rmq_ctl "$dir" set_permissions -p "$vhost" "$user" '.*' '.*' '.*' >/dev/null
+}
+
+# rmq_join DIR SEED_DIR: DIR's node leaves its own (fresh) cluster and joins SEED_DIR's. Both nodes
+# share a cookie and an epmd (see rmq_start's knobs). Users and vhosts come from the seed.
+rmq_join() {
+    local dir=$1 seed=$2
+    rmq_ctl "$dir" stop_app >/dev/null
+    rmq_ctl "$dir" join_cluster "$(rmq_nodename "$seed")" >/dev/null
+    rmq_ctl "$dir" start_app >/dev/null
 }

@@ -2,15 +2,19 @@
 
     hosts = Hosts("calc1a2b", ["db", "broker", "core", "workers"])   # 198.18.N.2, .3, ...
     hosts.addr("db")                      # "198.18.N.2"
-    hosts.wrap("core", argv)              # argv run inside the core namespace
+    hosts.wrap("core", argv)              # argv run inside the core namespace, where the name
+                                          # "db" resolves to db's address (and so on)
     hosts.remove()                        # every namespace, link and the bridge, also after a failure
 
-The bridge lives in this process's namespace with the address .1, so the test reaches every host.
+Names: `ip netns exec` puts /etc/netns/NS/hosts in place of /etc/hosts, so each host finds the
+others by name (TLS clients that verify names need that). The bridge lives in this process's namespace with the address .1, so the test reaches every host.
 Addresses come from 198.18.0.0/15, the range set aside for test networks (RFC 2544), one /24 per
 Hosts: traffic between them never leaves this machine.
 """
 
 import atexit
+import os
+import shutil
 import subprocess
 import zlib
 
@@ -63,16 +67,28 @@ class Hosts:
             _ip("-n", ns, "link", "set", "lo", "up")
             _ip("-n", ns, "addr", "add", f"{self.addr(name)}/24", "dev", inside)
             _ip("-n", ns, "link", "set", inside, "up")
+        hosts = "127.0.0.1 localhost\n::1 localhost\n" + "".join(
+            f"{self.addr(n)} {n}\n" for n in self.names)
+        for name in self.names:
+            d = f"/etc/netns/{self.ns(name)}"
+            os.makedirs(d, exist_ok=True)
+            self.created.append(("dir", d))
+            with open(f"{d}/hosts", "w") as f:
+                f.write(hosts)
 
     def remove(self):
         while self.created:
             kind, name = self.created.pop()
             if kind == "ns":
                 _ip("netns", "del", name, check=False)
+            elif kind == "dir":
+                shutil.rmtree(name, ignore_errors=True)
             else:
                 _ip("link", "del", name, check=False)
 
     def leftovers(self):
         """Namespaces and links of this Hosts still present (none after remove())."""
         out = _ip("netns", "list", check=False).stdout + _ip("-o", "link", "show", check=False).stdout
-        return [w for w in out.split() if f"calc-{self.tag}-" in w or self.tag in w.rstrip(":").split("@")[0]]
+        dirs = os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []
+        return [w for w in out.split() + dirs
+                if f"calc-{self.tag}-" in w or self.tag in w.rstrip(":").split("@")[0]]

@@ -16,6 +16,10 @@ static const char *const vars[] = {
     "AGENT_NAME",
     "AGENT_MAX_PROCESSES",
     "AMQP_URL",
+    "AMQP_QUEUE_TYPE",
+    "AMQP_TLS_CA",
+    "AMQP_TLS_CERT",
+    "AMQP_TLS_KEY",
     "DBAGENT_ADDR",
     "DBAGENT_TOKEN",
     "DBAGENT_TLS_CA",
@@ -52,11 +56,15 @@ static void test_defaults(void **state)
     assert_int_equal(c.grace_ms, 30000);
     assert_string_equal(c.dba_addr, "127.0.0.1:50051");
     assert_string_equal(c.health_file, "");
+    assert_int_equal(c.mq.n_urls, 1);
+    assert_int_equal(c.mq.queue_type, MQ_QUEUE_CLASSIC);
+    assert_false(c.mq.tls);
     /* No AGENT_NAME: host-pid, which is unique per machine. */
     char suffix[32];
     snprintf(suffix, sizeof suffix, "-%d", (int)getpid());
     size_t n = strlen(c.name), m = strlen(suffix);
     assert_true(n > m && !strcmp(c.name + n - m, suffix));
+    mq_opts_free(&c.mq);
 }
 
 static void test_values_are_read(void **state)
@@ -75,6 +83,21 @@ static void test_values_are_read(void **state)
     assert_int_equal(c.heartbeat_ms, 200);
     assert_int_equal(c.retry_ttl_ms, 1500);
     assert_string_equal(c.amqp_url, "amqp://u:p@127.0.0.1:5673/v");
+    mq_opts_free(&c.mq);
+}
+
+static void test_several_brokers_and_quorum_queues(void **state)
+{
+    (void)state;
+    setenv("AMQP_URL", "amqp://u:p@127.0.0.1:5673/v, amqp://u:p@127.0.0.2:5674/v", 1);
+    setenv("AMQP_QUEUE_TYPE", "quorum", 1);
+    agent_cfg c;
+    char err[256] = "";
+    assert_int_equal(agent_cfg_load(&c, err, sizeof err), 0);
+    assert_int_equal(c.mq.n_urls, 2);
+    assert_string_equal(c.mq.names[1], "127.0.0.2:5674");
+    assert_int_equal(c.mq.queue_type, MQ_QUEUE_QUORUM);
+    mq_opts_free(&c.mq);
 }
 
 static void refused(const char *var, const char *value, const char *words)
@@ -86,6 +109,7 @@ static void refused(const char *var, const char *value, const char *words)
     agent_cfg c;
     char err[256] = "";
     assert_int_equal(agent_cfg_load(&c, err, sizeof err), -1);
+    mq_opts_free(&c.mq);
     if (!strstr(err, var) || !strstr(err, words))
         fail_msg("%s=%s: error '%s' should name the variable and say '%s'", var,
                  value ? value : "(unset)", err, words);
@@ -105,6 +129,9 @@ static void test_bad_values_are_refused(void **state)
     refused("AGENT_NAME", "two words", "character");
     refused("AGENT_NAME", "x/y", "character");
     refused("AMQP_URL", "http://host", "not a valid");
+    refused("AMQP_URL", "amqp://a:b@h/v,,amqp://a:b@i/v", "empty");
+    refused("AMQP_QUEUE_TYPE", "stream", "neither classic nor quorum");
+    refused("AMQP_TLS_CA", "/nonexistent/ca.pem", "no amqps://");
     refused("DBAGENT_TOKEN", NULL, "required");
     refused("DBAGENT_TOKEN", "short", "length");
     refused("DBAGENT_TLS_CA", "/nonexistent/ca.pem", "No such file");
@@ -135,6 +162,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_defaults, setup),
         cmocka_unit_test_setup(test_values_are_read, setup),
+        cmocka_unit_test_setup(test_several_brokers_and_quorum_queues, setup),
         cmocka_unit_test_setup(test_bad_values_are_refused, setup),
         cmocka_unit_test_setup(test_table_lists_every_variable, setup),
     };
