@@ -24,6 +24,43 @@ typedef struct mq_opts {
     int retry_ttl_ms;
 } mq_opts;
 
+/* The configuration entries (config.h) of the settings below, bound to the fields amqp_url,
+ * amqp_queue_type, amqp_tls_ca, amqp_tls_cert and amqp_tls_key of *c. */
+#define MQ_CONFIG(c)                                                                               \
+    {"AMQP_URL",                                                                                   \
+     CFG_SECRET,                                                                                   \
+     "amqp://guest:guest@127.0.0.1:5672/%2f",                                                      \
+     1,                                                                                            \
+     8192,                                                                                         \
+     "RabbitMQ URL (amqp://user:pass@host:port/vhost, amqps:// for TLS), or several separated"     \
+     " by commas: the brokers of one cluster, tried in turn",                                      \
+     &(c)->amqp_url},                                                                              \
+        {"AMQP_QUEUE_TYPE",                                                                        \
+         CFG_STR,                                                                                  \
+         "classic",                                                                                \
+         1,                                                                                        \
+         16,                                                                                       \
+         "classic, or quorum for a RabbitMQ cluster (must match every component)",                 \
+         &(c)->amqp_queue_type},                                                                   \
+        {"AMQP_TLS_CA",                                                                            \
+         CFG_STR,                                                                                  \
+         "",                                                                                       \
+         0,                                                                                        \
+         4096,                                                                                     \
+         "CA file (PEM) that verifies the broker's certificate; required with amqps://",           \
+         &(c)->amqp_tls_ca},                                                                       \
+        {"AMQP_TLS_CERT",                                                                          \
+         CFG_STR,                                                                                  \
+         "",                                                                                       \
+         0,                                                                                        \
+         4096,                                                                                     \
+         "client certificate (PEM) shown to the broker over amqps:// (with AMQP_TLS_KEY)",         \
+         &(c)->amqp_tls_cert},                                                                     \
+    {                                                                                              \
+        "AMQP_TLS_KEY", CFG_STR, "", 0, 4096, "private key (PEM) of AMQP_TLS_CERT",                \
+            &(c)->amqp_tls_key                                                                     \
+    }
+
 /* The raw settings, as the program's configuration table read them ("" means unset). */
 typedef struct mq_settings {
     const char *url_list;   /* AMQP_URL */
