@@ -158,8 +158,12 @@ int main(int argc, char **argv)
         log_error("dbagent %s: %s", api_cfg.dba_addr, err);
         goto out;
     }
-    if (ensure_admin() < 0)
+    if (ensure_admin() < 0) {
+        /* Told to stop while waiting for dbagent: a clean stop, not a failure. */
+        if (stop_requested)
+            rc = 0;
         goto out;
+    }
     if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, routes,
                    sizeof routes / sizeof routes[0], err, sizeof err) < 0) {
         log_error("%s", err);

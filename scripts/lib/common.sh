@@ -114,3 +114,28 @@ check_reachable() {
 random_hex() {
     od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'
 }
+
+# write_secrets FILE HEADER: unless FILE exists, FILE (mode 600) with the cluster's secrets, new
+# random values, after the comment lines of HEADER (scripts/up's .cluster/secrets.env and
+# compose's .env). A file from before the agents had a token of their own gets one.
+write_secrets() {
+    local file=$1 header=$2
+    if [[ ! -s $file ]]; then
+        (
+            umask 077
+            {
+                printf '%s\n' "$header" | sed 's/^/# /'
+                echo "CALC_DB_PASSWORD=$(random_hex 16)"
+                echo "CALC_RABBITMQ_PASSWORD=$(random_hex 16)"
+                echo "CALC_DBAGENT_TOKEN=$(random_hex 24)"
+                echo "CALC_DBAGENT_AGENT_TOKEN=$(random_hex 24)"
+                echo "CALC_AUTH_SECRET=$(random_hex 32)"
+                echo "CALC_ADMIN_LOGIN=admin"
+                echo "CALC_ADMIN_PASSWORD=$(random_hex 12)"
+            } >"$file"
+        )
+    fi
+    grep -q '^CALC_DBAGENT_AGENT_TOKEN=' "$file" ||
+        echo "CALC_DBAGENT_AGENT_TOKEN=$(random_hex 24)" >>"$file"
+    chmod 600 "$file"
+}
