@@ -17,6 +17,7 @@
 #include "calc.pb-c.h"
 #include "config.h"
 #include "rpc.h"
+#include "temp_file.h"
 
 static void buf_respects_its_cap(void **state)
 {
@@ -347,25 +348,15 @@ static void rpc_client_shared_by_threads(void **state)
     rpc_global_shutdown();
 }
 
-/* Writes text to a new temporary file whose path goes to path (PATH_MAX). */
-static void temp_file(char *path, const char *text)
-{
-    strcpy(path, "/tmp/calc-test-tls-XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-    close(fd);
-}
-
 /* TLS settings are checked before anything starts, and err names the variable at fault. */
 static void rpc_tls_settings_are_checked(void **state)
 {
     (void)state;
     char err[256], pem[64], junk[64];
     char keyf[64];
-    temp_file(pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
-    temp_file(keyf, "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
-    temp_file(junk, "not a certificate\n");
+    temp_file(pem, sizeof pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    temp_file(keyf, sizeof keyf, "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n");
+    temp_file(junk, sizeof junk, "not a certificate\n");
     rpc_tls none = {0};
     assert_int_equal(rpc_tls_check(&none, 1, "X", err, sizeof err), 0);
     assert_int_equal(rpc_tls_check(&none, 0, "X", err, sizeof err), 0);

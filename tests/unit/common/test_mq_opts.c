@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "mq_opts.h"
+#include "temp_file.h"
 
 static void test_one_url(void **state)
 {
@@ -112,15 +113,6 @@ static void test_queue_type(void **state)
 }
 
 /* A temporary file with the given content; the caller unlinks it. */
-static void temp_file(char *path, size_t len, const char *content)
-{
-    snprintf(path, len, "/tmp/test_mq_opts_XXXXXX");
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-    close(fd);
-}
-
 static void test_tls_settings(void **state)
 {
     (void)state;
