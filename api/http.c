@@ -274,14 +274,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->start_us = now_us();
         atomic_fetch_add(&active_requests, 1);
         buf_init(&r->body, HTTP_MAX_BODY);
-        /* A declared length over the cap is refused before any of the body is read. */
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && strtoull(cl, NULL, 10) > HTTP_MAX_BODY)
-            r->too_large = 1;
         *con_cls = r;
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
+        /* A declared length over the cap is answered now, before any of the body is read: a
+         * reply queued on the first call means libmicrohttpd sends no "100 Continue" to a
+         * client that waits for one, reads no body, and closes the connection after the
+         * reply. */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (!cl || strtoull(cl, NULL, 10) <= HTTP_MAX_BODY)
+            return MHD_YES;
+        r->too_large = 1;
+    } else if (*upload_data_size) {
         if (!r->too_large && buf_add(&r->body, upload_data, *upload_data_size) < 0)
             r->too_large = 1;
         *upload_data_size = 0;

@@ -4,6 +4,7 @@ users."""
 
 import json
 import os
+import socket
 import threading
 
 import jsonschema
@@ -196,6 +197,27 @@ def test_another_users_expression_is_not_found(cl):
 
 
 # ---- bad input ---------------------------------------------------------------------------------
+
+
+def test_a_declared_body_over_the_cap_gets_413_before_it_is_sent(cl):
+    """The 413 comes from the headers alone: to a client that waits for "100 Continue" (it never
+    comes), and to one that sends nothing more after its headers."""
+    url = cl.apis[0].url
+    host, port = url.split("//")[1].split(":")
+    for expect in ("Expect: 100-continue\r\n", ""):
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall((f"POST /expression HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {10 * 1024 * 1024}\r\n{expect}\r\n").encode())
+            reply = b""
+            while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+                chunk = s.recv(65536)  # the socket's 10 s timeout bounds the wait
+                if not chunk:
+                    break
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413"), (expect, reply[:200])
+        assert b"100 Continue" not in reply
+        assert json.loads(body)["error"].startswith("the request body exceeds"), body
 
 
 def test_bad_bodies_get_4xx_naming_the_problem(cl):
