@@ -10,13 +10,13 @@
 #include "log.h"
 #include "timeutil.h"
 
-/* One call alone: schema/002_node_functions.up.sql, as changed by 004. */
+/* One call alone: schema/functions/calc_claim.sql and calc_complete.sql. */
 static const db_stmt claim_stmt = {
     "claim_node", "SELECT * FROM calc_claim($1::bigint, $2::int, $3::text, $4::int)", 4};
 static const db_stmt complete_stmt = {
     "complete_node",
     "SELECT * FROM calc_complete($1::bigint, $2::int, $3::text, $4::float8, $5::text)", 5};
-/* Several: schema/005_node_call_batches.up.sql. */
+/* Several: schema/functions/calc_node_batch.sql. */
 static const db_stmt batch_stmt = {
     "node_batch",
     "SELECT * FROM calc_node_batch($1::boolean[], $2::bigint[], $3::int[], $4::text[],"
@@ -62,7 +62,8 @@ static void read_answer(node_call *c, const PGresult *r, int row)
         c->attempt = (int32_t)db_i64(r, row, PQfnumber(r, "attempt"));
     } else {
         c->finished = db_str(r, row, PQfnumber(r, "finished"))[0] == 't';
-        /* Before 004 calc_complete had no parent_ready (and NOTIFY'd itself). */
+        /* An older release's calc_complete, still in place while another dbagent migrates, has
+         * no parent_ready (it NOTIFY'd itself). */
         col = PQfnumber(r, "parent_ready");
         c->parent_ready = col >= 0 && db_str(r, row, col)[0] == 't';
     }

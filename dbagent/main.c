@@ -215,11 +215,20 @@ static int run_migrate(int argc, char **argv, const char *conninfo)
     if (!strcmp(what, "down")) {
         target = argc > 3 ? atoi(argv[3]) : 0;
     } else if (!strcmp(what, "status")) {
+        char stored[80];
         int v = migrate_current(c, err, sizeof err);
+        if (v >= 0 && migrate_functions_stored(c, stored, sizeof stored, err, sizeof err) < 0)
+            v = -1;
+        PQfinish(c);
+        if (v < 0) {
+            log_error("migrate status: %s", err);
+            return 1;
+        }
         printf("schema version %d of %d\n", v,
                n_migrations ? migrations[n_migrations - 1].version : 0);
-        PQfinish(c);
-        return v < 0;
+        printf("functions digest %s, built %s\n", stored[0] ? stored : "none",
+               schema_functions_digest);
+        return 0;
     } else if (!strcmp(what, "up")) {
         target = argc > 3 ? atoi(argv[3]) : -1;
     } else {
@@ -248,6 +257,22 @@ static int run_migrate(int argc, char **argv, const char *conninfo)
     }
     PQfinish(c);
     return rc;
+}
+
+/* With DBAGENT_MIGRATE=0: says so when the database's functions are not this binary's. */
+static void check_functions_at_start(const char *conninfo)
+{
+    char err[512], stored[80];
+    PGconn *c = db_connect(conninfo, err, sizeof err);
+    if (!c)
+        return; /* the serving threads report it */
+    if (migrate_functions_stored(c, stored, sizeof stored, err, sizeof err) < 0)
+        log_warn("cannot read the functions digest: %s", err);
+    else if (strcmp(stored, schema_functions_digest))
+        log_warn("the database's functions (digest %.12s) are not this dbagent's (digest %.12s) and"
+                 " DBAGENT_MIGRATE=0: left as they are (calc-dbagent migrate replaces them)",
+                 stored[0] ? stored : "none", schema_functions_digest);
+    PQfinish(c);
 }
 
 /* Applies pending migrations, waiting (bounded) for PostgreSQL to accept connections. */
@@ -296,7 +321,9 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (cfg.migrate && migrate_at_start(conninfo) < 0) {
+    if (!cfg.migrate)
+        check_functions_at_start(conninfo);
+    else if (migrate_at_start(conninfo) < 0) {
         free(conninfo);
         /* Told to stop while waiting for PostgreSQL or for another dbagent's migrations: a
          * clean stop, not a failure. */

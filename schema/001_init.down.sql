@@ -1,4 +1,3 @@
-DROP FUNCTION to_ms(timestamptz);
 DROP TABLE events;
 DROP TABLE agents;
 DROP TABLE nodes;

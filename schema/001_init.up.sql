@@ -1,4 +1,5 @@
 -- The system of record. Every state change happens inside a dbagent transaction.
+-- Functions are in schema/functions/ (to_ms, created here by the first release, too).
 
 CREATE TABLE users (
     id            bigserial PRIMARY KEY,
@@ -102,7 +103,3 @@ CREATE TABLE events (
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (user_id, seq)
 );
-
--- Milliseconds since the epoch, 0 for NULL: the unit of every time on the wire.
-CREATE FUNCTION to_ms(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE
-    AS $$ SELECT coalesce((extract(epoch FROM t) * 1000)::bigint, 0) $$;

@@ -1,3 +1,1 @@
-DROP FUNCTION calc_create_expression(bigint, text, text, double precision, integer, bigint, integer,
-                                     text[], integer[], double precision[], integer[],
-                                     double precision[], integer[], integer[], bigint[]);
+-- Nothing: 003 changes no table (its function is in schema/functions/).

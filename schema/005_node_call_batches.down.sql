@@ -1,3 +1,1 @@
--- Calls run one per transaction again.
-DROP FUNCTION calc_node_batch(boolean[], bigint[], integer[], text[], double precision[], text[],
-                               integer);
+-- Nothing: 005 changes no table (its function is in schema/functions/).

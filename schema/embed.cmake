@@ -1,5 +1,6 @@
-# Writes OUT: a C file holding every schema/NNN_name.{up,down}.sql as a migration table, so the
-# dbagent binary carries its schema and needs no files at run time.
+# Writes OUT: a C file holding every schema/NNN_name.{up,down}.sql as a migration table, and
+# every schema/functions/NAME.sql (in name order) with the SHA-256 of their text put together, so
+# the dbagent binary carries its schema and needs no files at run time.
 file(GLOB ups "${SCHEMA_DIR}/[0-9][0-9][0-9]_*.up.sql")
 list(SORT ups)
 set(body "#include \"migrations.h\"\n\n")
@@ -22,6 +23,26 @@ foreach(up IN LISTS ups)
   string(APPEND table "    {${v}, \"${name}\", m${i}_up, m${i}_down},\n")
   math(EXPR i "${i} + 1")
 endforeach()
-string(APPEND body "\nconst migration migrations[] = {\n${table}};\nconst int n_migrations = ${i};\n")
+string(APPEND body "\nconst migration migrations[] = {\n${table}};\nconst int n_migrations = ${i};\n\n")
+
+file(GLOB functions "${SCHEMA_DIR}/functions/*.sql")
+list(SORT functions)
+set(table "")
+set(all "")
+set(i 0)
+foreach(f IN LISTS functions)
+  get_filename_component(name "${f}" NAME_WE)
+  file(READ "${f}" text)
+  string(APPEND all "${text}")
+  file(READ "${f}" hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(APPEND body "static const char f${i}[] = {${bytes}0x00};\n")
+  string(APPEND table "    {\"${name}\", f${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(SHA256 digest "${all}")
+string(APPEND body "\nconst schema_function schema_functions[] = {\n${table}};\n"
+       "const int n_schema_functions = ${i};\n"
+       "const char schema_functions_digest[] = \"${digest}\";\n")
 file(WRITE "${OUT}.tmp" "${body}")
 file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)

@@ -1,8 +1,10 @@
 """calc-dbagent as a process: migrations (every up, every down, every up again; several dbagents
-starting at once), PostgreSQL restarted or killed under a running dbagent, and a clean stop on
-SIGTERM."""
+starting at once), the SQL functions applied once per digest (an upgrade from every released
+version), PostgreSQL restarted or killed under a running dbagent, and a clean stop on SIGTERM."""
 
 import concurrent.futures as cf
+import glob
+import hashlib
 import os
 import subprocess
 import time
@@ -16,28 +18,45 @@ from dba_client import DbaClient, RpcError, leaf, pb, plan_wide
 SC = grpc.StatusCode
 CLAIMED = 0
 NEWEST = len([f for f in os.listdir(os.path.join(harness.SOURCE_DIR, "schema")) if f.endswith(".up.sql")])
+FUNCTION_FILES = sorted(glob.glob(os.path.join(harness.SOURCE_DIR, "schema", "functions", "*.sql")))
+# What schema/embed.cmake records: the SHA-256 of the function files' text, in name order.
+DIGEST = hashlib.sha256(b"".join(open(f, "rb").read() for f in FUNCTION_FILES)).hexdigest()
+APPLIED = f"functions applied (digest {DIGEST[:12]})"
 
 
-def migrate(cl, *args):
+def migrate(cl, *args, **env_extra):
     env = dict(os.environ)
     env.update(cl.env)
+    env.update(env_extra)
     return subprocess.run(
         [cl.binary("calc-dbagent"), "migrate", *args], env=env, capture_output=True, text=True, timeout=60
     )
 
 
-def schema(cl):
-    """Tables, columns, indexes and functions of the public schema, as text."""
+def schema(cl, db=None):
+    """Tables, columns, indexes, types and functions of the public schema, as text."""
     return cl.servers.psql(
-        "SELECT 'col ' || table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(column_default, '')"
-        " FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'schema_migrations'"
-        " UNION ALL SELECT 'idx ' || indexdef FROM pg_indexes WHERE schemaname = 'public' AND tablename <> 'schema_migrations'"
-        " UNION ALL SELECT 'fn ' || oid::regprocedure::text || ' ' || provolatile::text || ' ' || md5(prosrc) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        "SELECT 'col ' || table_name || '.' || column_name || ' ' || data_type || ' ' || coalesce(domain_name, '')"
+        "       || ' ' || is_nullable || ' ' || coalesce(column_default, '')"
+        " FROM information_schema.columns WHERE table_schema = 'public'"
+        "  AND table_name NOT IN ('schema_migrations', 'schema_functions')"
+        " UNION ALL SELECT 'idx ' || indexdef FROM pg_indexes WHERE schemaname = 'public'"
+        "  AND tablename NOT IN ('schema_migrations', 'schema_functions')"
+        " UNION ALL SELECT 'fn ' || oid::regprocedure::text || ' ' || pg_get_function_result(oid) || ' '"
+        "       || provolatile::text || ' ' || md5(prosrc) || ' ' || coalesce(proconfig::text, '')"
+        "  FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
         " UNION ALL SELECT 'con ' || conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint"
-        "  WHERE connamespace = 'public'::regnamespace AND conrelid <> 'schema_migrations'::regclass"
+        "  WHERE connamespace = 'public'::regnamespace"
+        "   AND conrelid::regclass::text NOT IN ('schema_migrations', 'schema_functions')"
+        " UNION ALL SELECT 'type ' || typname || ' ' || format_type(typbasetype, typtypmod) FROM pg_type"
+        "  WHERE typnamespace = 'public'::regnamespace AND typtype = 'd'"
         " ORDER BY 1",
-        db=cl.db,
+        db=db or cl.db,
     )
+
+
+def functions_row(cl, db=None):
+    return cl.servers.psql("SELECT digest, applied_at FROM schema_functions", db=db or cl.db).strip()
 
 
 def version(cl):
@@ -56,7 +75,9 @@ def test_migrations_every_up_every_down_every_up_again(bare_cluster):
         assert r.returncode == 0, r.stdout + r.stderr
         assert version(cl) == v
         states[v] = schema(cl)
-        assert states[v] != states[v - 1]
+        # The functions are written for the newest tables: there only.
+        assert ("\nfn " in "\n" + states[v]) == (v == NEWEST), states[v]
+    assert states[1] != states[0] and states[4] != states[3]
     for v in range(NEWEST - 1, -1, -1):  # every down, back to each earlier state exactly
         r = migrate(cl, "down", str(v))
         assert r.returncode == 0, r.stdout + r.stderr
@@ -77,21 +98,183 @@ def test_migrations_every_up_every_down_every_up_again(bare_cluster):
     assert "applied" not in p.log()  # nothing left to apply at start
 
 
+# What a database of an older release holds besides its tables: that release's functions. These
+# stand in for them (same names and arguments, other results and bodies) from the version that
+# brought each in, plus one no release of this schema has; the new dbagent must replace them all.
+STAND_INS = {
+    1: ["CREATE FUNCTION to_ms(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE"
+        " AS $$ SELECT coalesce((extract(epoch FROM t) * 1000)::bigint, 0) $$",
+        "CREATE FUNCTION calc_retired(integer) RETURNS integer LANGUAGE sql AS $$ SELECT $1 $$"],
+    2: ["CREATE FUNCTION calc_event(bigint, bigint, text, jsonb) RETURNS bigint LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$",
+        "CREATE FUNCTION calc_fail_expression(bigint, text) RETURNS boolean LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$",
+        "CREATE FUNCTION calc_claim(bigint, integer, text, integer, OUT outcome integer) LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$",
+        "CREATE FUNCTION calc_complete(bigint, integer, text, double precision, text,"
+        " OUT outcome integer, OUT finished boolean) LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$"],
+    3: ["CREATE FUNCTION calc_create_expression(bigint, text, text, double precision, integer, bigint, integer,"
+        " text[], integer[], double precision[], integer[], double precision[], integer[], integer[], bigint[])"
+        " RETURNS integer LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$"],
+    4: ["CREATE FUNCTION calc_number_events(bigint) RETURNS integer LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$",
+        "CREATE FUNCTION calc_list_events(bigint, bigint, integer) RETURNS SETOF text LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$"],
+    5: ["CREATE FUNCTION calc_node_batch(boolean[], bigint[], integer[], text[], double precision[], text[],"
+        " integer) RETURNS SETOF integer LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'stand-in'; END $$"],
+}
+
+
+def install_stand_ins(cl, db, version):
+    """The tables of `version` as the new migrations left them become what an older release left:
+    its functions, and no schema_functions (up to the newest version, the new ones were applied)."""
+    ours = cl.servers.psql("SELECT string_agg(format('DROP FUNCTION %s', oid::regprocedure), '; ') FROM pg_proc"
+                           " WHERE pronamespace = 'public'::regnamespace", db=db).strip()
+    sql = [ours] if ours else []
+    sql.append("DROP TABLE schema_functions")
+    sql += [s for v in sorted(STAND_INS) if v <= version for s in STAND_INS[v]]
+    cl.servers.psql("; ".join(sql), db=db)
+
+
+def test_upgrade_from_every_released_version(bare_cluster):
+    """A database left at each released version 1..6 by an older dbagent (its tables, its rows and
+    its functions) becomes, under the new dbagent, the schema a fresh install has, with its rows
+    kept and working."""
+    cl = bare_cluster
+    assert migrate(cl, "up").returncode == 0
+    fresh = schema(cl)
+    assert "fn calc_claim_locks_expression(" in fresh and "fn calc_retired" not in fresh
+    for v in range(1, NEWEST + 1):
+        db = cl.create_db(f"upgrade_from_{v}")
+        env = dict(cl.servers.db_env(db))
+        r = migrate(cl, "up", str(v), **env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        install_stand_ins(cl, db, v)
+        cl.servers.psql(
+            "INSERT INTO users (id, login, password_hash, event_seq) VALUES (1000, 'old', 'h', 1);"
+            " INSERT INTO expressions (id, user_id, req_uid, text, status, node_count)"
+            "  VALUES (2000, 1000, 'r', '1+2', 'new', 1);"
+            " INSERT INTO nodes (id, expression_id, op, left_value, right_value, pending, state, delay_ms, tail_ms, ready_at)"
+            "  VALUES (3000, 2000, '+', 1, 2, 0, 'ready', 0, 0, now());"
+            " INSERT INTO events (user_id, seq, expression_id, kind) VALUES (1000, 1, 2000, 'created')",
+            db=db,
+        )
+        port = harness.free_port()
+        p = cl.start_dbagent(name=f"dbagent-from-{v}", DBAGENT_PORT=str(port), **env)
+        assert APPLIED in p.log(), p.log()
+        assert schema(cl, db) == fresh, f"from version {v}"
+        assert functions_row(cl, db).split("|")[0] == DIGEST
+        c = DbaClient(f"127.0.0.1:{port}", cl.env["DBAGENT_TOKEN"])
+        assert c.GetExpression(user_id=1000, id=2000).expression.status == "new"
+        (t,) = c.TakeReady(max=10).nodes
+        assert t.node_id == 3000
+        assert c.ClaimNode(node_id=3000, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+        assert c.CompleteNode(node_id=3000, epoch=t.epoch, agent="agent-a", value=3).expression_finished
+        assert c.GetExpression(user_id=1000, id=2000).expression.result == 3
+        events = c.ListEvents(user_id=1000).events
+        assert [(e.seq, e.kind) for e in events] == [(1, "created"), (2, "started"), (3, "node_done"), (4, "finished")]
+        c.close()
+        assert cl.stop(p) == 0
+
+
+def test_functions_applied_once_per_digest(bare_cluster):
+    """The functions are applied when the recorded digest is not the binary's, once: dbagents
+    starting later do nothing, and one serving meanwhile keeps working when another applies."""
+    cl = bare_cluster
+    has_pgcrypto = cl.servers.psql("SELECT count(*) FROM pg_available_extensions WHERE name = 'pgcrypto'").strip() == "1"
+    if has_pgcrypto:  # an extension's functions in public are not ours to drop
+        cl.servers.psql("CREATE EXTENSION pgcrypto", db=cl.db)
+    p = cl.start_dbagent()
+    assert p.log().count("functions applied (") == 1 and APPLIED in p.log()
+    row = functions_row(cl)
+    assert row.split("|")[0] == DIGEST
+    assert migrate(cl, "status").stdout.splitlines()[1] == f"functions digest {DIGEST}, built {DIGEST}"
+    q = cl.start_dbagent(name="dbagent-2", DBAGENT_PORT=str(harness.free_port()))
+    assert "applied" not in q.log()
+    assert functions_row(cl) == row, "the same digest: nothing done"
+    assert cl.stop(q) == 0
+
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login="steady", password_hash="h").user.id
+
+    def one_expression(req_uid):
+        e = c.CreateExpression(user_id=uid, req_uid=req_uid, text="1+1", nodes=[leaf("+", 1, 1)]).expression
+        (t,) = c.TakeReady(max=10).nodes
+        assert c.ClaimNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a").outcome == CLAIMED
+        assert c.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=2).expression_finished
+        assert c.GetExpression(user_id=uid, id=e.id).expression.status == "ok"
+        return [ev.kind for ev in c.ListEvents(user_id=uid).events]
+
+    assert one_expression("a") == ["created", "started", "node_done", "finished"]
+    # Another release's functions recorded: a dbagent told not to migrate only says so.
+    cl.servers.psql("UPDATE schema_functions SET digest = 'another'", db=cl.db)
+    assert migrate(cl, "status").stdout.splitlines()[1] == f"functions digest another, built {DIGEST}"
+    q = cl.start_dbagent(name="dbagent-3", DBAGENT_PORT=str(harness.free_port()), DBAGENT_MIGRATE="0")
+    assert "are not this dbagent's" in q.log() and "functions applied" not in q.log()
+    assert functions_row(cl).split("|")[0] == "another"
+    assert cl.stop(q) == 0
+    # Applied again (every function dropped and created) under the serving dbagent, whose
+    # prepared statements name the functions that were dropped: its calls still work.
+    r = migrate(cl, "up")
+    assert r.returncode == 0 and APPLIED in r.stdout + r.stderr, r.stdout + r.stderr
+    assert functions_row(cl).split("|")[0] == DIGEST
+    assert one_expression("b")[-4:] == ["created", "started", "node_done", "finished"]
+    if has_pgcrypto:
+        assert cl.servers.psql("SELECT count(*) FROM pg_proc WHERE proname = 'gen_random_uuid'"
+                               " AND pronamespace = 'public'::regnamespace", db=cl.db).strip() == "1"
+    assert p.alive()
+    c.close()
+
+
+def test_down_numbers_unread_events_without_the_functions(bare_cluster):
+    """Below 004 every event has a number: going down numbers the unread ones in plain SQL (the
+    functions are dropped before any down migration runs), as reading them would have."""
+    cl = bare_cluster
+    p = cl.start_dbagent()
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    a = c.CreateUser(login="a", password_hash="h").user.id
+    b = c.CreateUser(login="b", password_hash="h").user.id
+    c.CreateExpression(user_id=a, req_uid="1", text="1", nodes=[], value=1)
+    assert [e.seq for e in c.ListEvents(user_id=a).events] == [1]
+    c.CreateExpression(user_id=a, req_uid="2", text="2", nodes=[], value=2)
+    c.CreateExpression(user_id=a, req_uid="3", text="3", nodes=[], value=3)
+    c.CreateExpression(user_id=b, req_uid="1", text="1", nodes=[], value=1)
+    c.close()
+    assert cl.stop(p) == 0
+    r = migrate(cl, "down", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "functions dropped" in r.stdout + r.stderr
+    rows = cl.servers.psql("SELECT e.user_id, e.seq, e.payload->>'result' FROM events e ORDER BY 1, 2", db=cl.db).split()
+    assert rows == [f"{a}|1|1", f"{a}|2|2", f"{a}|3|3", f"{b}|1|1"]
+    seqs = cl.servers.psql("SELECT id, event_seq FROM users ORDER BY id", db=cl.db).split()
+    assert seqs == [f"{a}|3", f"{b}|1"]
+    assert cl.servers.psql("SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace", db=cl.db).strip() == "0"
+    r = migrate(cl, "up")
+    assert r.returncode == 0 and APPLIED in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_a_migration_under_a_running_dbagent(bare_cluster):
     """Another process migrates while a dbagent serves: a column type its prepared statement
-    returns changes (004), and the dbagent prepares its statements again instead of failing."""
+    returns changes (004) and the functions it calls are replaced, and the dbagent prepares its
+    statements again instead of failing."""
     cl = bare_cluster
     r = migrate(cl, "up", "3")
     assert r.returncode == 0, r.stdout + r.stderr
+    # The release at 3 had its functions; GetExpression needs to_ms of them.
+    install_stand_ins(cl, cl.db, 1)
+    cl.servers.psql("INSERT INTO users (id, login, password_hash) VALUES (7, 'early', 'h');"
+                    " INSERT INTO expressions (id, user_id, req_uid, text, status, node_count)"
+                    "  VALUES (70, 7, 'r', '1+1', 'new', 1)", db=cl.db)
     p = cl.start_dbagent(DBAGENT_MIGRATE="0", DBAGENT_THREADS="1")
+    assert "are not this dbagent's" in p.log()
     c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
-    uid = c.CreateUser(login="early", password_hash="h").user.id
-    e = c.CreateExpression(user_id=uid, req_uid="r", text="1+1", nodes=[leaf("+", 1, 1)]).expression
-    assert c.GetExpression(user_id=uid, id=e.id).expression.status == "new"
+    assert c.GetExpression(user_id=7, id=70).expression.status == "new"
     r = migrate(cl, "up")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert c.GetExpression(user_id=uid, id=e.id).expression.status == "new"
+    assert c.GetExpression(user_id=7, id=70).expression.status == "new"
     assert "preparing them again" in p.log()
+    e = c.CreateExpression(user_id=7, req_uid="s", text="1+1", nodes=[leaf("+", 1, 1)]).expression
+    assert c.GetExpression(user_id=7, id=e.id).expression.status == "new"
     c.close()
 
 
@@ -103,7 +286,8 @@ def test_several_dbagents_start_at_once(bare_cluster):
     rows = cl.servers.psql("SELECT version FROM schema_migrations ORDER BY 1", db=cl.db).split()
     assert rows == [str(v) for v in range(1, NEWEST + 1)]
     applied = sum(p.log().count("applied") for p in procs)
-    assert applied == NEWEST, "each migration applied exactly once, under the advisory lock"
+    assert applied == NEWEST + 1, "each migration and the functions applied exactly once, under the advisory lock"
+    assert sum(p.log().count(APPLIED) for p in procs) == 1
     clients = [DbaClient(f"127.0.0.1:{p.port}", cl.env["DBAGENT_TOKEN"]) for p in procs]
     uids = [c.CreateUser(login=f"u{i}", password_hash="h").user.id for i, c in enumerate(clients)]
     assert all(u > 0 for u in uids)

@@ -1,0 +1,71 @@
+-- CompleteNode: the result of a running node at that epoch, held by that agent. A value fills
+-- the parent's operand (and makes it ready when it was the last); the root's value finishes the
+-- expression; an error fails the node and its expression.
+-- p_error NULL: the node's value is p_value. outcome: 0 applied, 1 stale, -1 no such node.
+-- finished: the expression is now finished (its root was done, or it failed).
+-- parent_ready: the parent became ready; the caller wakes the dispatchers after the commit.
+CREATE OR REPLACE FUNCTION calc_complete(p_node bigint, p_epoch integer, p_agent text,
+                                         p_value double precision, p_error text,
+                                         OUT outcome integer, OUT finished boolean,
+                                         OUT parent_ready boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    eid bigint;
+    e record;
+    n record;
+BEGIN
+    finished := false;
+    parent_ready := false;
+    -- Counting the node done locks the expression too (first, as every writer of both does):
+    -- one write of its row instead of a lock and then an update. Undone below if the node
+    -- turns out not to be ours.
+    UPDATE expressions x SET nodes_done = x.nodes_done + (p_error IS NULL)::integer
+      FROM nodes nd
+     WHERE nd.id = p_node AND x.id = nd.expression_id AND x.status IN ('new', 'in_progress')
+     RETURNING x.id, x.user_id INTO e;
+    IF NOT FOUND THEN
+        -- No such node, or its expression is finished: then so is the node (done, failed or
+        -- cancelled), and this completion is stale.
+        PERFORM 1 FROM nodes WHERE id = p_node;
+        outcome := CASE WHEN FOUND THEN 1 ELSE -1 END;
+        RETURN;
+    END IF;
+    eid := e.id;
+    UPDATE nodes SET state = CASE WHEN p_error IS NULL THEN 'done' ELSE 'failed' END,
+           result = CASE WHEN p_error IS NULL THEN p_value END, error = p_error,
+           finished_at = now()
+     WHERE id = p_node AND epoch = p_epoch AND agent = p_agent AND (state = 'running') IS TRUE
+     RETURNING parent_id, parent_side INTO n;
+    IF NOT FOUND THEN
+        -- Not running at this epoch for this agent: someone else owns the node now.
+        UPDATE expressions SET nodes_done = nodes_done - (p_error IS NULL)::integer
+         WHERE id = eid;
+        outcome := 1;
+        RETURN;
+    END IF;
+    outcome := 0;
+    IF p_error IS NOT NULL THEN
+        PERFORM calc_fail_expression(eid, p_error);
+        finished := true;
+        RETURN;
+    END IF;
+    IF n.parent_id IS NOT NULL THEN
+        UPDATE nodes SET left_value = CASE WHEN n.parent_side = 0 THEN p_value ELSE left_value END,
+               right_value = CASE WHEN n.parent_side = 1 THEN p_value ELSE right_value END,
+               pending = pending - 1,
+               state = CASE WHEN pending = 1 AND state = 'blocked' THEN 'ready' ELSE state END,
+               ready_at = CASE WHEN pending = 1 THEN now() ELSE ready_at END
+         WHERE id = n.parent_id RETURNING state = 'ready' INTO parent_ready;
+    END IF;
+    finished := n.parent_id IS NULL;
+    IF finished THEN
+        UPDATE expressions SET status = 'ok', result = p_value, finished_at = now()
+         WHERE id = eid;
+    END IF;
+    -- calc_event, written out: the hottest insert of all.
+    INSERT INTO events (user_id, expression_id, kind, payload)
+        VALUES (e.user_id, eid, 'node_done', jsonb_build_object('node', p_node, 'value', p_value));
+    IF finished THEN
+        PERFORM calc_event(e.user_id, eid, 'finished', jsonb_build_object('result', p_value));
+    END IF;
+END $$;
