@@ -20,7 +20,7 @@ void consumer_init(consumer *c, agent_shared *s, const agent_cfg *cfg)
     c->broker = 0;
     c->generation = 0;
     c->outstanding = 0;
-    c->backoff_ms = BACKOFF_FIRST_MS;
+    backoff_init(&c->reconnect, BACKOFF_FIRST_MS, cfg->reconnect_max_ms);
 }
 
 static void drop_link(consumer *c, const char *why)
@@ -68,11 +68,11 @@ static int connect_link(consumer *c)
     }
     if (!c->link) {
         log_warn("agent=%s: RabbitMQ: %s: next attempt in %lldms", c->s->name, err,
-                 (long long)c->backoff_ms);
+                 (long long)backoff_peek(&c->reconnect));
         return -1;
     }
     c->generation++;
-    c->backoff_ms = BACKOFF_FIRST_MS;
+    backoff_reset(&c->reconnect);
     atomic_store(&c->s->consuming, 1);
     log_info("agent=%s: consuming %s on RabbitMQ %s (broker %zu of %zu) with %lld workers "
              "(prefetch %lld, connection %llu)",
@@ -83,13 +83,13 @@ static int connect_link(consumer *c)
 }
 
 /* Told to stop, or refused by dbagent: either way no new delivery is taken. */
-static int stopping(const consumer *c, volatile sig_atomic_t *stop)
+static int stopping(const consumer *c, const atomic_int *stop)
 {
-    return *stop || atomic_load(&c->s->refused);
+    return atomic_load(stop) || atomic_load(&c->s->refused);
 }
 
 /* Waits up to ms for a verdict or a stop, sending verdicts as they come. */
-static void pause_ms(consumer *c, int64_t ms, volatile sig_atomic_t *stop)
+static void pause_ms(consumer *c, int64_t ms, const atomic_int *stop)
 {
     int64_t end = time_monotonic_ms() + ms;
     for (int64_t left = ms; left > 0 && !stopping(c, stop); left = end - time_monotonic_ms()) {
@@ -147,14 +147,13 @@ static void turn(consumer *c, int wait_ms, int hand_back)
     read_delivery(c, hand_back);
 }
 
-void consumer_run(consumer *c, volatile sig_atomic_t *stop)
+void consumer_run(consumer *c, const atomic_int *stop)
 {
     while (!stopping(c, stop)) {
         send_verdicts(c);
         if (!c->link && connect_link(c) < 0) {
-            pause_ms(c, c->backoff_ms, stop);
-            int64_t next = c->backoff_ms * 2;
-            c->backoff_ms = next > c->cfg->reconnect_max_ms ? c->cfg->reconnect_max_ms : next;
+            /* Verdicts keep flowing during the pause, so it is not backoff_sleep. */
+            pause_ms(c, backoff_next(&c->reconnect), stop);
             continue;
         }
         turn(c, IDLE_WAKE_MS, 0);
@@ -165,7 +164,7 @@ void consumer_drain(consumer *c)
 {
     agent_shared *s = c->s;
     char err[256];
-    s->draining = 1;
+    atomic_store(&s->draining, 1);
     if (c->link && mq_cancel(c->link, err, sizeof err) != MQ_OK)
         drop_link(c, err);
     /* Deliveries no worker has started go back at once, for another agent to take. */
@@ -183,9 +182,9 @@ void consumer_drain(consumer *c)
         send_verdicts(c);
         if (c->outstanding <= 0)
             break;
-        if (!s->hard_stop && time_monotonic_ms() >= deadline) {
+        if (!atomic_load(&s->hard_stop) && time_monotonic_ms() >= deadline) {
             log_warn("agent=%s: grace period over: interrupting %d nodes", s->name, c->outstanding);
-            s->hard_stop = 1;
+            atomic_store(&s->hard_stop, 1);
         }
         if (c->link) {
             turn(c, 100, 1);

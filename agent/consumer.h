@@ -9,10 +9,11 @@
 #ifndef CALC_CONSUMER_H
 #define CALC_CONSUMER_H
 
-#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "agent_cfg.h"
+#include "backoff.h"
 #include "mq.h"
 #include "worker.h"
 
@@ -23,13 +24,13 @@ typedef struct consumer {
     size_t broker;        /* index in cfg->mq of the broker tried first at the next connection */
     uint64_t generation;  /* of the current connection */
     int outstanding;      /* jobs handed to the workers, any generation, without a verdict yet */
-    int64_t backoff_ms;
+    backoff reconnect;    /* between connection attempts */
 } consumer;
 
 void consumer_init(consumer *c, agent_shared *s, const agent_cfg *cfg);
 
 /* Consumes until *stop becomes non-zero (a signal handler sets it). */
-void consumer_run(consumer *c, volatile sig_atomic_t *stop);
+void consumer_run(consumer *c, const atomic_int *stop);
 
 /*
  * The clean stop: cancels the consumer, hands back the deliveries no worker started, lets the

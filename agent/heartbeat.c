@@ -86,7 +86,7 @@ static void *heartbeat_main(void *p)
     heartbeat *hb = p;
     int64_t *nodes = xcalloc((size_t)hb->s->hand->workers, sizeof *nodes);
     int64_t next = time_monotonic_ms();
-    while (!hb->stop) {
+    while (!atomic_load(&hb->stop)) {
         beat(hb, nodes);
         /* A fixed rate, not a fixed pause: a slow call does not stretch the period. */
         next += hb->interval_ms;
@@ -103,7 +103,7 @@ int heartbeat_start(heartbeat *hb, agent_shared *s, int64_t interval_ms)
 {
     hb->s = s;
     hb->interval_ms = interval_ms;
-    hb->stop = 0;
+    atomic_init(&hb->stop, 0);
     hb->failing = 0;
     hb->health_failing = 0;
     return pthread_create(&hb->thread, NULL, heartbeat_main, hb);
@@ -111,7 +111,7 @@ int heartbeat_start(heartbeat *hb, agent_shared *s, int64_t interval_ms)
 
 void heartbeat_stop(heartbeat *hb)
 {
-    hb->stop = 1;
+    atomic_store(&hb->stop, 1);
     pthread_join(hb->thread, NULL);
     int64_t *nodes = xcalloc((size_t)hb->s->hand->workers, sizeof *nodes);
     beat(hb, nodes);

@@ -7,6 +7,7 @@
 #define CALC_HEARTBEAT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "worker.h"
@@ -15,7 +16,7 @@ typedef struct heartbeat {
     agent_shared *s; /* kept, not owned */
     int64_t interval_ms;
     pthread_t thread;
-    volatile int stop;
+    atomic_int stop;    /* set by heartbeat_stop, read by the thread */
     int failing;        /* the last call failed: log only the changes */
     int health_failing; /* the health file could not be updated last time */
 } heartbeat;

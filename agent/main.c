@@ -25,12 +25,13 @@
 /* Workers only wait and make calls: a small stack keeps many of them cheap. */
 #define WORKER_STACK (256 * 1024)
 
-static volatile sig_atomic_t stop_requested;
+/* Set by the signal handler, read by the consumer's loop. */
+static atomic_int stop_requested;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_requested = 1;
+    atomic_store(&stop_requested, 1);
 }
 
 static int start_workers(pthread_t *threads, worker_arg *args, agent_shared *s, int n)
@@ -129,8 +130,8 @@ int main(int argc, char **argv)
     consumer_drain(&c);
     rc = atomic_load(&s.refused) ? EXIT_REFUSED : 0;
 out:
-    s.draining = 1;
-    s.hard_stop = 1;
+    atomic_store(&s.draining, 1);
+    atomic_store(&s.hard_stop, 1);
     jobq_close(&todo);
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);

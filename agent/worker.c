@@ -6,20 +6,15 @@
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "calc.pb-c.h"
 #include "log.h"
 #include "methods.h"
+#include "numfmt.h"
 #include "timeutil.h"
 
 #define BACKOFF_FIRST_MS 50
-
-static unsigned long long micros(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000 + (unsigned long long)ts.tv_nsec / 1000;
-}
-#define BACKOFF_MAX_MS 2000
+#define BACKOFF_MAX_MS   2000
 
 int worker_compute(const char *op, double left, double right, double *out, const char **err)
 {
@@ -57,16 +52,6 @@ int worker_compute(const char *op, double left, double right, double *out, const
     return 0;
 }
 
-char *worker_format_number(char *buf, size_t len, double v)
-{
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, len, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
-    }
-    return buf;
-}
-
 int worker_refused(int rc, const char *err)
 {
     return rc == RPC_UNAUTHENTICATED || rc == RPC_PERMISSION_DENIED ||
@@ -97,26 +82,26 @@ static int passing(int rc)
 static int complete(agent_shared *s, const Calc__V1__CompleteNodeRequest *req,
                     Calc__V1__CompleteNodeReply **rep, int *tries, char *err, size_t errlen)
 {
-    int64_t give_up = time_monotonic_ms() + s->complete_retry_ms;
-    int64_t backoff = BACKOFF_FIRST_MS;
+    int64_t give_up = deadline_after_ms(s->complete_retry_ms);
+    backoff pause;
+    backoff_init(&pause, BACKOFF_FIRST_MS, BACKOFF_MAX_MS);
     for (*tries = 1;; ++*tries) {
-        unsigned long long t0 = micros();
+        unsigned long long t0 = time_monotonic_us();
         int rc = rpc_call(s->dba, DBA_COMPLETE_NODE, &req->base,
                           &calc__v1__complete_node_reply__descriptor, (ProtobufCMessage **)rep,
                           s->call_timeout_ms, err, errlen);
-        s->stats.complete_us += micros() - t0;
+        s->stats.complete_us += time_monotonic_us() - t0;
         s->stats.completions++;
         if (rc == RPC_OK)
             return rc;
-        if (!passing(rc) || worker_refused(rc, err) || s->hard_stop ||
-            time_monotonic_ms() + backoff > give_up)
+        if (!passing(rc) || worker_refused(rc, err) || atomic_load(&s->hard_stop) ||
+            backoff_peek(&pause) > deadline_left_ms(give_up))
             return rc;
         if (*tries == 1)
             log_warn("CompleteNode node=%lld epoch=%d agent=%s: %s: retrying for up to %lldms",
                      (long long)req->node_id, req->epoch, s->name, err,
                      (long long)s->complete_retry_ms);
-        time_sleep_ms(backoff, &s->hard_stop);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        backoff_sleep(&pause, &s->hard_stop);
     }
 }
 
@@ -129,10 +114,10 @@ static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivere
     req.epoch = item->epoch;
     req.agent = (char *)s->name;
     char err[256];
-    unsigned long long t0 = micros();
+    unsigned long long t0 = time_monotonic_us();
     int rc = rpc_call(s->dba, DBA_CLAIM_NODE, &req.base, &calc__v1__claim_node_reply__descriptor,
                       (ProtobufCMessage **)out, s->call_timeout_ms, err, sizeof err);
-    s->stats.claim_us += micros() - t0;
+    s->stats.claim_us += time_monotonic_us() - t0;
     s->stats.claims++;
     if (rc == RPC_OK && (*out)->outcome == CALC__V1__CLAIM_NODE_REPLY__OUTCOME__CLAIMED)
         return 1;
@@ -176,11 +161,11 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     if (!claim(s, item, redelivered, &c, &v))
         return v;
     int64_t start = time_monotonic_ms();
-    char l[32], r[32], res[32];
-    worker_format_number(l, sizeof l, c->left);
-    worker_format_number(r, sizeof r, c->right);
+    char l[NUMFMT_DOUBLE_LEN], r[NUMFMT_DOUBLE_LEN], res[NUMFMT_DOUBLE_LEN];
+    numfmt_double(l, sizeof l, c->left);
+    numfmt_double(r, sizeof r, c->right);
     time_sleep_ms(c->delay_ms, &s->hard_stop);
-    if (s->hard_stop) {
+    if (atomic_load(&s->hard_stop)) {
         /* Still running under our name: the cluster requeues it when we stop heartbeating. */
         log_warn("node=%lld expression=%lld epoch=%d agent=%s op=%s delay=%dms left=%s right=%s: "
                  "interrupted by the stop after %lldms: handed back",
@@ -198,7 +183,7 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     if (worker_compute(c->op, c->left, c->right, &value, &cerr) == 0) {
         req.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_VALUE;
         req.value = value;
-        worker_format_number(res, sizeof res, value);
+        numfmt_double(res, sizeof res, value);
     } else {
         req.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_ERROR;
         req.error = (char *)cerr;
@@ -252,7 +237,7 @@ void *worker_main(void *p)
             log_warn("agent=%s: dropping a message that is not a WorkItem (%zu bytes)", s->name,
                      j->len);
             j->verdict = VERDICT_ACK;
-        } else if (s->draining || atomic_load(&s->refused)) {
+        } else if (atomic_load(&s->draining) || atomic_load(&s->refused)) {
             j->verdict = VERDICT_REQUEUE;
         } else {
             /* In hand from before the claim until the verdict on its message (see hand.h). */

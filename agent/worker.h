@@ -24,8 +24,8 @@ typedef struct agent_shared {
     job_queue *todo;           /* deliveries for the workers */
     job_queue *verdicts;       /* back to the connection owner */
     hand *hand;                /* the nodes in hand, for heartbeats */
-    volatile int draining;     /* SIGTERM: start no new node, hand its message back */
-    volatile int hard_stop;    /* the grace period is over: interrupt delays and retries */
+    atomic_int draining;       /* SIGTERM: start no new node, hand its message back */
+    atomic_int hard_stop;      /* the grace period is over: interrupt delays and retries */
     int64_t complete_retry_ms; /* how long a computed result may wait for dbagent */
     int call_timeout_ms;       /* deadline of one ClaimNode or CompleteNode */
     atomic_int consuming;      /* the consumer holds a RabbitMQ connection and consumes */
@@ -56,8 +56,5 @@ void *worker_main(void *arg);
  * static message (division by zero, a result that is not finite, an unknown operator).
  */
 int worker_compute(const char *op, double left, double right, double *out, const char **err);
-
-/* Writes v in the shortest form that reads back as the same double; returns buf. */
-char *worker_format_number(char *buf, size_t len, double v);
 
 #endif

@@ -1,8 +1,7 @@
 #include "dba.h"
 
+#include "api.h"
 #include "log.h"
-
-#define DBA_TIMEOUT_MS 5000
 
 rpc_client *dba;
 
@@ -39,8 +38,8 @@ int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp)
 {
     char err[256];
-    int rc =
-        rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, DBA_TIMEOUT_MS, err, sizeof err);
+    int rc = rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, (int)api_cfg.dba_timeout_ms,
+                      err, sizeof err);
     if (rc != RPC_OK)
         dba_reply_failure(r, path, rc, err);
     return rc;

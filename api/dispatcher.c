@@ -5,10 +5,12 @@
 #include <stdlib.h>
 
 #include "api.h"
+#include "backoff.h"
 #include "calc.pb-c.h"
 #include "dba.h"
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
 #include "methods.h"
 #include "mq.h"
 #include "timeutil.h"
@@ -18,7 +20,8 @@
 #define CONFIRM_MS   5000
 
 static pthread_t thread;
-static volatile int stopping;
+/* Set by dispatcher_stop and monitor_stop, read by both threads. */
+static atomic_int stopping;
 static atomic_int connected;
 static atomic_ullong published_total, publish_failed_total;
 
@@ -45,27 +48,25 @@ int dispatcher_connected(void)
 
 void dispatcher_metrics(buf *b)
 {
-    buf_printf(
-        b,
-        "# HELP calc_nodes_dispatched_total Nodes published to the work queue and confirmed.\n"
-        "# TYPE calc_nodes_dispatched_total counter\n"
-        "calc_nodes_dispatched_total %llu\n"
-        "# HELP calc_nodes_dispatch_failed_total Nodes whose publish was not confirmed.\n"
-        "# TYPE calc_nodes_dispatch_failed_total counter\n"
-        "calc_nodes_dispatch_failed_total %llu\n"
-        "# HELP calc_amqp_connected 1 while the dispatcher's RabbitMQ connection is up.\n"
-        "# TYPE calc_amqp_connected gauge\ncalc_amqp_connected %d\n",
-        atomic_load(&published_total), atomic_load(&publish_failed_total), atomic_load(&connected));
-    buf_printf(b, "# HELP calc_dispatch_latency_seconds From a node becoming ready to its publish "
-                  "being confirmed.\n# TYPE calc_dispatch_latency_seconds histogram\n");
-    for (size_t i = 0; i < N_LATENCY; i++)
-        buf_printf(b, "calc_dispatch_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                   latency_ms[i] / 1000.0, atomic_load(&latency_buckets[i]));
-    unsigned long long count = atomic_load(&latency_count);
-    buf_printf(b,
-               "calc_dispatch_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
-               "calc_dispatch_latency_seconds_sum %.3f\ncalc_dispatch_latency_seconds_count %llu\n",
-               count, atomic_load(&latency_sum_ms) / 1000.0, count);
+    metrics_family(b, "calc_nodes_dispatched_total", "counter",
+                   "Nodes published to the work queue and confirmed.");
+    metrics_u64(b, "calc_nodes_dispatched_total", NULL, atomic_load(&published_total));
+    metrics_family(b, "calc_nodes_dispatch_failed_total", "counter",
+                   "Nodes whose publish was not confirmed.");
+    metrics_u64(b, "calc_nodes_dispatch_failed_total", NULL, atomic_load(&publish_failed_total));
+    metrics_family(b, "calc_amqp_connected", "gauge",
+                   "1 while the dispatcher's RabbitMQ connection is up.");
+    metrics_i64(b, "calc_amqp_connected", NULL, atomic_load(&connected));
+    metrics_family(b, "calc_dispatch_latency_seconds", "histogram",
+                   "From a node becoming ready to its publish being confirmed.");
+    unsigned long long counts[N_LATENCY], count = atomic_load(&latency_count);
+    double bounds[N_LATENCY];
+    for (size_t i = 0; i < N_LATENCY; i++) {
+        bounds[i] = latency_ms[i] / 1000.0;
+        counts[i] = atomic_load(&latency_buckets[i]);
+    }
+    metrics_histogram(b, "calc_dispatch_latency_seconds", NULL, bounds, counts, N_LATENCY, count,
+                      (double)atomic_load(&latency_sum_ms) / 1000.0);
 }
 
 /* Publishes the taken nodes; fills published/failed. Returns MQ_ERR when the link broke. */
@@ -120,16 +121,19 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
 
 static void mark_queued(Calc__V1__MarkQueuedRequest *mark)
 {
-    for (int attempt = 0; attempt < 5 && !stopping; attempt++) {
+    backoff pause;
+    backoff_init(&pause, 200, 3200);
+    for (int attempt = 0; attempt < 5 && !atomic_load(&stopping); attempt++) {
         Calc__V1__Empty *rep = NULL;
         char err[256];
         if (rpc_call(dba, DBA_MARK_QUEUED, &mark->base, &calc__v1__empty__descriptor,
-                     (ProtobufCMessage **)&rep, 5000, err, sizeof err) == RPC_OK) {
+                     (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err,
+                     sizeof err) == RPC_OK) {
             protobuf_c_message_free_unpacked(&rep->base, NULL);
             return;
         }
         log_warn("dispatcher: MarkQueued: %s", err);
-        time_sleep_ms(200 << attempt, &stopping);
+        backoff_sleep(&pause, &stopping);
     }
     /* Not recorded: the monitor's queued timeout hands the failed ones back later. */
 }
@@ -149,9 +153,10 @@ static void *dispatcher_main(void *arg)
     (void)arg;
     mq_link *link = NULL;
     uint64_t seq = 0;
-    int64_t backoff = 100;
+    backoff pause; /* between connection attempts, and after a broker refused our messages */
+    backoff_init(&pause, 100, 5000);
     size_t broker = 0; /* index in api_cfg.mq of the broker tried first */
-    while (!stopping) {
+    while (!atomic_load(&stopping)) {
         char err[1024];
         if (!link) {
             link = mq_connect_any(&api_cfg.mq, &broker, err, sizeof err);
@@ -161,9 +166,8 @@ static void *dispatcher_main(void *arg)
             }
             if (!link) {
                 log_warn("dispatcher: RabbitMQ: %s: next attempt in %lldms", err,
-                         (long long)backoff);
-                time_sleep_ms(backoff, &stopping);
-                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+                         (long long)backoff_peek(&pause));
+                backoff_sleep(&pause, &stopping);
                 continue;
             }
             seq = 0;
@@ -199,10 +203,9 @@ static void *dispatcher_main(void *arg)
             if (prc != MQ_OK) {
                 link = drop_link(link, &broker, "publishing failed");
                 /* The broker answered but refused: do not hammer the next one at once. */
-                time_sleep_ms(backoff, &stopping);
-                backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+                backoff_sleep(&pause, &stopping);
             } else {
-                backoff = 100; /* a confirmed round: the link is healthy again */
+                backoff_reset(&pause); /* a confirmed round: the link is healthy again */
             }
         } else if (link) {
             /* Idle: read what the broker sent (heartbeats, a close) to notice a dead link. */
@@ -225,7 +228,7 @@ int dispatcher_start(void)
 
 void dispatcher_stop(void)
 {
-    stopping = 1;
+    atomic_store(&stopping, 1);
     pthread_join(thread, NULL);
 }
 
@@ -236,14 +239,15 @@ static pthread_t monitor_thread;
 static void *monitor_main(void *arg)
 {
     (void)arg;
-    while (!stopping) {
+    while (!atomic_load(&stopping)) {
         Calc__V1__RequeueStaleRequest req = CALC__V1__REQUEUE_STALE_REQUEST__INIT;
         req.heartbeat_timeout_ms = (int32_t)api_cfg.heartbeat_timeout_ms;
         req.queued_timeout_ms = (int32_t)api_cfg.queued_timeout_ms;
         Calc__V1__RequeueStaleReply *rep = NULL;
         char err[256];
         if (rpc_call(dba, DBA_REQUEUE_STALE, &req.base, &calc__v1__requeue_stale_reply__descriptor,
-                     (ProtobufCMessage **)&rep, 5000, err, sizeof err) == RPC_OK) {
+                     (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err,
+                     sizeof err) == RPC_OK) {
             if (rep->requeued)
                 log_info("monitor: %d nodes of silent agents or lost messages requeued",
                          rep->requeued);
@@ -263,6 +267,6 @@ int monitor_start(void)
 
 void monitor_stop(void)
 {
-    stopping = 1;
+    atomic_store(&stopping, 1);
     pthread_join(monitor_thread, NULL);
 }

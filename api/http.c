@@ -12,6 +12,8 @@
 
 #include "log.h"
 #include "mem.h"
+#include "metrics.h"
+#include "timeutil.h"
 
 int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
 
@@ -36,13 +38,6 @@ static struct {
     atomic_ullong sum_us;
 } route_stats[MAX_ROUTES + 1]; /* the last slot: unmatched paths */
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void record(size_t route, int status, int64_t us)
 {
     size_t s = N_STATUS - 1;
@@ -59,8 +54,8 @@ static void record(size_t route, int status, int64_t us)
 
 void http_metrics(buf *b)
 {
-    buf_printf(b, "# HELP calc_http_requests_total HTTP requests by route and status.\n"
-                  "# TYPE calc_http_requests_total counter\n");
+    char labels[160];
+    metrics_family(b, "calc_http_requests_total", "counter", "HTTP requests by route and status.");
     for (size_t r = 0; r <= n_routes; r++) {
         const char *name = r < n_routes ? routes[r].name : "unmatched";
         for (size_t s = 0; s < N_STATUS; s++) {
@@ -68,29 +63,25 @@ void http_metrics(buf *b)
             if (!v)
                 continue;
             if (s < N_STATUS - 1)
-                buf_printf(b, "calc_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n", name,
-                           tracked_status[s], v);
+                snprintf(labels, sizeof labels, "route=\"%s\",status=\"%d\"", name,
+                         tracked_status[s]);
             else
-                buf_printf(b, "calc_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                           name, v);
+                snprintf(labels, sizeof labels, "route=\"%s\",status=\"other\"", name);
+            metrics_u64(b, "calc_http_requests_total", labels, v);
         }
     }
-    buf_printf(b, "# HELP calc_http_request_duration_seconds HTTP request latency by route.\n"
-                  "# TYPE calc_http_request_duration_seconds histogram\n");
+    metrics_family(b, "calc_http_request_duration_seconds", "histogram",
+                   "HTTP request latency by route.");
     for (size_t r = 0; r <= n_routes; r++) {
         const char *name = r < n_routes ? routes[r].name : "unmatched";
-        unsigned long long count = atomic_load(&route_stats[r].count);
+        unsigned long long count = atomic_load(&route_stats[r].count), counts[N_BUCKETS];
         if (!count)
             continue;
         for (size_t i = 0; i < N_BUCKETS; i++)
-            buf_printf(b,
-                       "calc_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                       name, latency_buckets[i], atomic_load(&route_stats[r].buckets[i]));
-        buf_printf(b, "calc_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-                   name, count);
-        buf_printf(b, "calc_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n", name,
-                   (double)atomic_load(&route_stats[r].sum_us) / 1e6);
-        buf_printf(b, "calc_http_request_duration_seconds_count{route=\"%s\"} %llu\n", name, count);
+            counts[i] = atomic_load(&route_stats[r].buckets[i]);
+        snprintf(labels, sizeof labels, "route=\"%s\"", name);
+        metrics_histogram(b, "calc_http_request_duration_seconds", labels, latency_buckets, counts,
+                          N_BUCKETS, count, (double)atomic_load(&route_stats[r].sum_us) / 1e6);
     }
 }
 
@@ -271,7 +262,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         r->method = method;
         r->path = url;
-        r->start_us = now_us();
+        r->start_us = time_monotonic_us();
         atomic_fetch_add(&active_requests, 1);
         buf_init(&r->body, HTTP_MAX_BODY);
         *con_cls = r;
@@ -290,7 +281,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     size_t route = dispatch(r);
-    record(route, r->status, now_us() - r->start_us);
+    record(route, r->status, time_monotonic_us() - r->start_us);
     return send_reply(r);
 }
 
@@ -338,7 +329,8 @@ int http_start(const char *host, int port, int threads, const http_route *rt, si
         (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
         MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)60, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_END);
+        (unsigned)HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
+        MHD_OPTION_END);
     if (!daemon_handle) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", host, port);
         return -1;
@@ -357,10 +349,8 @@ void http_stop(void)
         close(listen_fd);
     /* Keep-alive clients may still send on their connections: each gets its reply with
      * "Connection: close", so the count reaches zero. */
-    for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++) {
-        struct timespec ts = {.tv_nsec = 100 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++)
+        time_sleep_ms(100, NULL);
     MHD_stop_daemon(daemon_handle);
     daemon_handle = NULL;
 }

@@ -11,6 +11,8 @@
 #include "buf.h"
 
 #define HTTP_MAX_BODY (64 * 1024)
+/* An idle connection is closed after this long (seconds). */
+#define HTTP_CONNECTION_TIMEOUT_S 60
 
 typedef struct http_req {
     struct MHD_Connection *conn;

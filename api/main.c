@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "auth.h"
+#include "backoff.h"
 #include "config.h"
 #include "dba.h"
 #include "dispatcher.h"
@@ -30,6 +31,8 @@ static const cfg_entry config_table[] = {
     {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "token for dbagent (its DBAGENT_TOKEN)",
      &api_cfg.dba_token},
     RPC_TLS_CLIENT_CONFIG("DBAGENT_TLS", &api_cfg.dba_tls),
+    DBAGENT_TIMEOUT_CONFIG("deadline of one call to dbagent (under the HTTP connection timeout)",
+                           &api_cfg.dba_timeout_ms),
     MQ_CONFIG(&api_cfg),
     {"AUTH_SECRET", CFG_SECRET, NULL, 32, 1024, "HS256 key for access tokens", &api_cfg.secret},
     {"AUTH_SALT", CFG_SECRET, "", 0, 1024, "pepper mixed into every password hash",
@@ -80,12 +83,14 @@ static const http_route routes[] = {
     {"GET", "/openapi.json", route_openapi, 0, "openapi"},
 };
 
-static volatile sig_atomic_t stop_requested;
+/* Set by the signal handler; read by main and by ensure_admin's pauses. A lock-free atomic is
+ * async-signal-safe. */
+static atomic_int stop_requested;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    stop_requested = 1;
+    atomic_store(&stop_requested, 1);
 }
 
 /* Makes sure the configured admin exists; retried until dbagent answers. */
@@ -103,11 +108,13 @@ static int ensure_admin(void)
     Calc__V1__EnsureAdminRequest req = CALC__V1__ENSURE_ADMIN_REQUEST__INIT;
     req.login = (char *)api_cfg.admin_login;
     req.password_hash = hash;
-    for (int64_t backoff = 100; !stop_requested; backoff = backoff < 2000 ? backoff * 2 : 2000) {
+    backoff pause;
+    backoff_init(&pause, 100, 2000);
+    while (!atomic_load(&stop_requested)) {
         Calc__V1__UserReply *rep = NULL;
         char err[256];
         int rc = rpc_call(dba, DBA_ENSURE_ADMIN, &req.base, &calc__v1__user_reply__descriptor,
-                          (ProtobufCMessage **)&rep, 5000, err, sizeof err);
+                          (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
         if (rc == RPC_OK) {
             log_info("admin '%s' is user %lld", api_cfg.admin_login, (long long)rep->user->id);
             protobuf_c_message_free_unpacked(&rep->base, NULL);
@@ -118,7 +125,7 @@ static int ensure_admin(void)
             return -1;
         }
         log_warn("waiting for dbagent: %s", err);
-        time_sleep_ms(backoff, NULL);
+        backoff_sleep(&pause, &stop_requested);
     }
     return -1;
 }
@@ -136,6 +143,13 @@ int main(int argc, char **argv)
                       .tls_key = api_cfg.amqp_tls_key,
                       .retry_ttl_ms = (int)api_cfg.retry_ttl_ms};
     /* Checked before anything starts: a setting we cannot honour must not wait for use. */
+    if (api_cfg.dba_timeout_ms >= HTTP_CONNECTION_TIMEOUT_S * 1000) {
+        fprintf(stderr,
+                "%s: configuration: DBAGENT_TIMEOUT_MS=%lld: must be under the HTTP connection "
+                "timeout (%d s), or a reply could find its client gone\n(see %s --help)\n",
+                argv[0], (long long)api_cfg.dba_timeout_ms, HTTP_CONNECTION_TIMEOUT_S, argv[0]);
+        return 64;
+    }
     if (rpc_tls_check(&api_cfg.dba_tls, 0, "DBAGENT_TLS", err, sizeof err) < 0 ||
         mq_opts_init(&api_cfg.mq, &ms, err, sizeof err) < 0) {
         fprintf(stderr, "%s: configuration: %s\n(see %s --help)\n", argv[0], err, argv[0]);
@@ -160,7 +174,7 @@ int main(int argc, char **argv)
     }
     if (ensure_admin() < 0) {
         /* Told to stop while waiting for dbagent: a clean stop, not a failure. */
-        if (stop_requested)
+        if (atomic_load(&stop_requested))
             rc = 0;
         goto out;
     }
@@ -172,8 +186,8 @@ int main(int argc, char **argv)
     dispatcher_start();
     monitor_start();
     log_info("serving HTTP on %s:%lld", api_cfg.host, (long long)api_cfg.port);
-    while (!stop_requested)
-        time_sleep_ms(100, NULL);
+    while (!atomic_load(&stop_requested))
+        time_sleep_ms(100, &stop_requested);
     log_info("stopping: finishing the requests in flight");
     http_stop();
     dispatcher_stop();

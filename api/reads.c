@@ -1,40 +1,38 @@
 #include "reads.h"
 
-#include <pthread.h>
+#include <assert.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "api.h"
+#include "batcher.h"
 #include "buf.h"
 #include "dba.h"
 #include "mem.h"
+#include "metrics.h"
 #include "methods.h"
 #include "rpc.h"
 
-#define MAX_BATCH  256 /* lookups per call (dbagent takes up to 1000) */
-#define TIMEOUT_MS 5000
+#define MAX_BATCH 256 /* lookups per call (dbagent takes up to 1000) */
 
 struct reads_batch {
     Calc__V1__ExpressionsReply *reply;
-    int refs; /* lookups still reading the reply, under rs.mu */
+    atomic_int refs; /* lookups still reading the reply */
 };
 
-/* One waiting lookup; it lives on its caller's stack. */
+/* One lookup and, once the batcher returns, its answer; it lives on its caller's stack. */
 typedef struct lookup {
     int64_t user_id, id;
-    pthread_cond_t cv;
-    int done, rc;
+    int rc;
     const Calc__V1__Expression *expr;
     reads_batch *batch;
     char err[256];
-    struct lookup *next;
 } lookup;
 
-static struct {
-    pthread_mutex_t mu;
-    lookup *head, *tail; /* queued, not yet sent */
-    int in_flight;
-    uint64_t lookups, calls; /* for /metrics */
-} rs = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static void send_lookups(void *arg, void **calls, int n);
+
+static batcher reads_batcher = BATCHER_INIT(MAX_BATCH, 1, send_lookups);
 
 static const Calc__V1__Expression *find(const Calc__V1__ExpressionsReply *rep, const lookup *l)
 {
@@ -44,90 +42,57 @@ static const Calc__V1__Expression *find(const Calc__V1__ExpressionsReply *rep, c
     return NULL;
 }
 
-/* Called with rs.mu held and no call in flight: sends the queue (up to MAX_BATCH) as one call,
- * with the lock released meanwhile, and hands every lookup of it its answer. */
-static void send_batch_locked(void)
+/* The batcher's send: the lookups as one GetExpressions call, and each its answer. */
+static void send_lookups(void *arg, void **calls, int n)
 {
-    lookup *batch = rs.head, *last = batch;
-    int n = 1;
-    while (last->next && n < MAX_BATCH) {
-        last = last->next;
-        n++;
-    }
-    rs.head = last->next;
-    if (!rs.head)
-        rs.tail = NULL;
-    last->next = NULL;
-    rs.in_flight = 1;
-    rs.lookups += (uint64_t)n;
-    rs.calls++;
-    pthread_mutex_unlock(&rs.mu);
-
+    (void)arg;
     int64_t users[MAX_BATCH], ids[MAX_BATCH];
-    int k = 0;
-    for (lookup *l = batch; l; l = l->next) {
+    assert(n >= 1 && n <= MAX_BATCH);
+    for (int k = 0; k < n; k++) {
+        const lookup *l = calls[k];
         users[k] = l->user_id;
-        ids[k++] = l->id;
+        ids[k] = l->id;
     }
     Calc__V1__GetExpressionsRequest req = CALC__V1__GET_EXPRESSIONS_REQUEST__INIT;
-    req.n_user_ids = req.n_ids = (size_t)k;
+    req.n_user_ids = req.n_ids = (size_t)n;
     req.user_ids = users;
     req.ids = ids;
     Calc__V1__ExpressionsReply *rep = NULL;
     char err[256];
     int rc = rpc_call(dba, DBA_GET_EXPRESSIONS, &req.base, &calc__v1__expressions_reply__descriptor,
-                      (ProtobufCMessage **)&rep, TIMEOUT_MS, err, sizeof err);
+                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
     reads_batch *shared = NULL;
-    if (rc == RPC_OK) {
+    int refs = 0;
+    if (rc == RPC_OK)
         shared = xcalloc(1, sizeof *shared);
-        shared->reply = rep;
-    }
-
-    pthread_mutex_lock(&rs.mu);
-    for (lookup *l = batch, *next; l; l = next) {
-        next = l->next;
+    for (int k = 0; k < n; k++) {
+        lookup *l = calls[k];
         l->rc = rc;
         if (rc != RPC_OK) {
             snprintf(l->err, sizeof l->err, "%s", err);
         } else if ((l->expr = find(rep, l))) {
             l->batch = shared;
-            shared->refs++;
+            refs++;
         } else {
             l->rc = RPC_NOT_FOUND;
             snprintf(l->err, sizeof l->err, "no expression %lld", (long long)l->id);
         }
-        l->done = 1;
-        pthread_cond_signal(&l->cv);
     }
-    if (shared && !shared->refs) {
+    if (shared && !refs) {
         protobuf_c_message_free_unpacked(&rep->base, NULL);
         free(shared);
+    } else if (shared) {
+        /* Set before any lookup is handed its answer (the batcher's lock orders the two). */
+        shared->reply = rep;
+        atomic_init(&shared->refs, refs);
     }
-    rs.in_flight = 0;
-    /* The next queued lookup sends the next call. */
-    if (rs.head)
-        pthread_cond_signal(&rs.head->cv);
 }
 
 int reads_get(int64_t user_id, int64_t id, const Calc__V1__Expression **expr, reads_batch **batch,
               char *err, size_t errlen)
 {
     lookup me = {.user_id = user_id, .id = id};
-    pthread_cond_init(&me.cv, NULL);
-    pthread_mutex_lock(&rs.mu);
-    if (rs.tail)
-        rs.tail->next = &me;
-    else
-        rs.head = &me;
-    rs.tail = &me;
-    while (!me.done) {
-        if (!rs.in_flight)
-            send_batch_locked();
-        else
-            pthread_cond_wait(&me.cv, &rs.mu);
-    }
-    pthread_mutex_unlock(&rs.mu);
-    pthread_cond_destroy(&me.cv);
+    batcher_run(&reads_batcher, &me, NULL);
     *expr = me.expr;
     *batch = me.batch;
     if (me.rc != RPC_OK)
@@ -139,10 +104,9 @@ void reads_release(reads_batch *batch)
 {
     if (!batch)
         return;
-    pthread_mutex_lock(&rs.mu);
-    int last = --batch->refs == 0;
-    pthread_mutex_unlock(&rs.mu);
-    if (last) {
+    int left = atomic_fetch_sub(&batch->refs, 1) - 1;
+    assert(left >= 0);
+    if (left == 0) {
         protobuf_c_message_free_unpacked(&batch->reply->base, NULL);
         free(batch);
     }
@@ -150,14 +114,13 @@ void reads_release(reads_batch *batch)
 
 void reads_metrics(buf *b)
 {
-    pthread_mutex_lock(&rs.mu);
-    uint64_t lookups = rs.lookups, calls = rs.calls;
-    pthread_mutex_unlock(&rs.mu);
-    buf_printf(b,
-               "# HELP calc_expression_reads_total GET /expression/{id} lookups sent to dbagent.\n"
-               "# TYPE calc_expression_reads_total counter\ncalc_expression_reads_total %llu\n"
-               "# HELP calc_expression_read_calls_total GetExpressions calls that carried them.\n"
-               "# TYPE calc_expression_read_calls_total counter\n"
-               "calc_expression_read_calls_total %llu\n",
-               (unsigned long long)lookups, (unsigned long long)calls);
+    int64_t lookups, calls;
+    int32_t waiting;
+    batcher_counts(&reads_batcher, &lookups, &calls, &waiting);
+    metrics_family(b, "calc_expression_reads_total", "counter",
+                   "GET /expression/{id} lookups sent to dbagent.");
+    metrics_u64(b, "calc_expression_reads_total", NULL, (unsigned long long)lookups);
+    metrics_family(b, "calc_expression_read_calls_total", "counter",
+                   "GetExpressions calls that carried them.");
+    metrics_u64(b, "calc_expression_read_calls_total", NULL, (unsigned long long)calls);
 }

@@ -1,5 +1,6 @@
 /*
- * reads: GET /expression/{id} lookups gathered into GetExpressions calls.
+ * reads: GET /expression/{id} lookups gathered into GetExpressions calls by a batcher
+ * (common/batcher.h) with one call in flight.
  *
  * With no call in flight, a lookup goes at once, alone: a lone request waits for nothing (there is
  * no timer). While a call is in flight, the lookups that arrive queue, and the first of them to

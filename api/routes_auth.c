@@ -145,7 +145,7 @@ void route_login(http_req *r)
     char err[256];
     int rc = valid_login(login)
                  ? rpc_call(dba, DBA_FIND_USER, &req.base, &calc__v1__user_reply__descriptor,
-                            (ProtobufCMessage **)&rep, 5000, err, sizeof err)
+                            (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err)
                  : RPC_NOT_FOUND;
     if (rc != RPC_OK && rc != RPC_NOT_FOUND) {
         http_error(r, 503, "the data service is unavailable, try again");

@@ -7,6 +7,7 @@
 #include "dispatcher.h"
 #include "reads.h"
 #include "mem.h"
+#include "metrics.h"
 #include "methods.h"
 
 static void reply_durations(http_req *r, const Calc__V1__DurationsReply *rep)
@@ -154,14 +155,17 @@ static void state_metrics(http_req *r, buf *b)
     Calc__V1__StatsReply *rep = NULL;
     if (dba_call(r, DBA_GET_STATS, &req.base, &calc__v1__stats_reply__descriptor, &rep) != RPC_OK)
         return;
-    buf_printf(b, "# HELP calc_expressions Expressions by state.\n# TYPE calc_expressions gauge\n");
-    for (size_t i = 0; i < rep->n_expressions; i++)
-        buf_printf(b, "calc_expressions{state=\"%s\"} %lld\n", rep->expressions[i]->state,
-                   (long long)rep->expressions[i]->count);
-    buf_printf(b, "# HELP calc_nodes Unfinished nodes by state.\n# TYPE calc_nodes gauge\n");
-    for (size_t i = 0; i < rep->n_nodes; i++)
-        buf_printf(b, "calc_nodes{state=\"%s\"} %lld\n", rep->nodes[i]->state,
-                   (long long)rep->nodes[i]->count);
+    char labels[128];
+    metrics_family(b, "calc_expressions", "gauge", "Expressions by state.");
+    for (size_t i = 0; i < rep->n_expressions; i++) {
+        snprintf(labels, sizeof labels, "state=\"%s\"", rep->expressions[i]->state);
+        metrics_i64(b, "calc_expressions", labels, (long long)rep->expressions[i]->count);
+    }
+    metrics_family(b, "calc_nodes", "gauge", "Unfinished nodes by state.");
+    for (size_t i = 0; i < rep->n_nodes; i++) {
+        snprintf(labels, sizeof labels, "state=\"%s\"", rep->nodes[i]->state);
+        metrics_i64(b, "calc_nodes", labels, (long long)rep->nodes[i]->count);
+    }
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
@@ -178,10 +182,8 @@ void route_metrics(http_req *r)
         int alive = 0;
         for (size_t i = 0; i < rep->n_agents; i++)
             alive += rep->agents[i]->alive;
-        buf_printf(&b,
-                   "# HELP calc_agents_alive Agents whose last heartbeat is recent.\n"
-                   "# TYPE calc_agents_alive gauge\ncalc_agents_alive %d\n",
-                   alive);
+        metrics_family(&b, "calc_agents_alive", "gauge", "Agents whose last heartbeat is recent.");
+        metrics_i64(&b, "calc_agents_alive", NULL, alive);
         protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
     if (!rep && r->reply)

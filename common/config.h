@@ -24,6 +24,19 @@ typedef struct cfg_entry {
 } cfg_entry;
 
 /*
+ * DBAGENT_TIMEOUT_MS, the deadline of one call to dbagent, as the API and the agent both read
+ * it: one default and one range for every caller. help says which calls it bounds.
+ */
+#define DBAGENT_TIMEOUT_DEFAULT_MS 5000
+#define DBAGENT_TIMEOUT_CONFIG(help, dest)                                                         \
+    {                                                                                              \
+        "DBAGENT_TIMEOUT_MS", CFG_INT, CFG_TEXT(DBAGENT_TIMEOUT_DEFAULT_MS), 100, 600000, help,    \
+            dest                                                                                   \
+    }
+#define CFG_TEXT(x)  CFG_TEXT_(x)
+#define CFG_TEXT_(x) #x
+
+/*
  * Loads every entry from the environment (or its default). Strings point into the environment
  * or into the table's defaults, so they live as long as the process. On an invalid or missing
  * value returns -1 with err naming the variable and the problem.

@@ -1,6 +1,7 @@
 #include "mem.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,25 @@ void *xrealloc(void *p, size_t n)
     if (!q)
         oom(n);
     return q;
+}
+
+static size_t array_bytes(size_t count, size_t size)
+{
+    if (size != 0 && count > SIZE_MAX / size) {
+        fprintf(stderr, "allocation of %zu x %zu bytes overflows, aborting\n", count, size);
+        abort();
+    }
+    return count * size;
+}
+
+void *xmallocarray(size_t count, size_t size)
+{
+    return xmalloc(array_bytes(count, size));
+}
+
+void *xreallocarray(void *p, size_t count, size_t size)
+{
+    return xrealloc(p, array_bytes(count, size));
 }
 
 char *xstrdup(const char *s)

@@ -1,13 +1,16 @@
 #include "batch.h"
 
+#include <assert.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
+#include "batcher.h"
 #include "db.h"
 #include "handlers.h"
 #include "log.h"
+#include "pgarray.h"
 #include "timeutil.h"
 
 /* One call alone: schema/functions/calc_claim.sql and calc_complete.sql. */
@@ -23,29 +26,33 @@ static const db_stmt batch_stmt = {
     " $5::float8[], $6::text[], $7::int)",
     7};
 
-/* LOST: the batch committed but gave no answer for the call (cannot happen while
- * calc_node_batch answers every item; not run again, since it may have been applied). */
-enum { QUEUED, TAKEN, DONE, ALONE, LOST };
+/* DONE: answered; ALONE: its batch failed as a whole, it runs again alone; LOST: the batch
+ * committed but gave no answer for the call (cannot happen while calc_node_batch answers every
+ * item; not run again, since it may have been applied). */
+enum { QUEUED, DONE, ALONE, LOST };
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static node_call *head, *tail; /* waiting to be sent, oldest first */
-static int in_flight;
-static int max_in_flight = 2;
-static int64_t n_calls, n_transactions;
-static int32_t n_waiting;
+/* The leader's connection and call. */
+typedef struct lead {
+    struct db *d;
+    rpc_ctx *ctx;
+    node_call *self;
+} lead;
+
+static void send_calls(void *arg, void **calls, int n);
+
+static batcher calls_batcher = BATCHER_INIT(NODE_BATCH_MAX, 2, send_calls);
+static atomic_llong n_transactions;
 
 void node_batch_configure(int in_flight_max)
 {
-    max_in_flight = in_flight_max > 0 ? in_flight_max : 1;
+    batcher_set_max_in_flight(&calls_batcher, in_flight_max);
 }
 
 void node_batch_counts(int64_t *calls, int64_t *transactions, int32_t *waiting)
 {
-    pthread_mutex_lock(&mu);
-    *calls = n_calls;
-    *transactions = n_transactions;
-    *waiting = n_waiting;
-    pthread_mutex_unlock(&mu);
+    int64_t sends;
+    batcher_counts(&calls_batcher, calls, &sends, waiting);
+    *transactions = atomic_load(&n_transactions);
 }
 
 /* The answer columns, by the names both statements share. */
@@ -94,47 +101,39 @@ static int run_alone(struct db *d, rpc_ctx *ctx, node_call *c)
  * caller's to set, under the lock. */
 static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n, char *answered)
 {
-    buf claim, node, epoch, agent, value, error;
-    buf *all[] = {&claim, &node, &epoch, &agent, &value, &error};
-    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++) {
-        buf_init(all[k], SIZE_MAX);
-        buf_add(all[k], "{", 1);
-    }
+    pgarray claim, node, epoch, agent, value, error;
+    pgarray *all[] = {&claim, &node, &epoch, &agent, &value, &error};
+    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
+        pgarray_init(all[k]);
     int64_t deadline = calls[0]->deadline_ms;
     for (int i = 0; i < n; i++) {
         node_call *c = calls[i];
-        const char *sep = i ? "," : "";
-        char num[32];
-        buf_printf(&claim, "%s%c", sep, c->claim ? 't' : 'f');
-        buf_printf(&node, "%s%lld", sep, (long long)c->node_id);
-        buf_printf(&epoch, "%s%d", sep, c->epoch);
-        buf_printf(&agent, "%s", sep);
-        db_array_quote(&agent, c->agent);
-        buf_printf(&value, "%s%s", sep, c->claim || c->error ? "NULL" : db_fmt_f64(num, c->value));
-        buf_printf(&error, "%s", sep);
-        if (c->claim || !c->error)
-            buf_printf(&error, "NULL");
+        pgarray_bool(&claim, c->claim);
+        pgarray_i64(&node, c->node_id);
+        pgarray_i64(&epoch, c->epoch);
+        pgarray_str(&agent, c->agent);
+        if (c->claim || c->error)
+            pgarray_null(&value);
         else
-            db_array_quote(&error, c->error);
+            pgarray_f64(&value, c->value);
+        pgarray_str(&error, c->claim ? NULL : c->error);
         if (c->deadline_ms < deadline)
             deadline = c->deadline_ms;
     }
-    for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
-        buf_add(all[k], "}", 1);
     char max[32];
-    const char *p[] = {claim.data,
-                       node.data,
-                       epoch.data,
-                       agent.data,
-                       value.data,
-                       error.data,
+    const char *p[] = {pgarray_text(&claim),
+                       pgarray_text(&node),
+                       pgarray_text(&epoch),
+                       pgarray_text(&agent),
+                       pgarray_text(&value),
+                       pgarray_text(&error),
                        db_fmt_i64(max, handler_cfg.max_attempts)};
     /* The earliest deadline of the batch bounds it: a batch that outlives it fails as a whole
      * and each call runs again alone, within its own. */
     int64_t left = deadline - time_monotonic_ms();
     PGresult *r = db_call_within(d, ctx, &batch_stmt, p, left > 0 ? left : 1);
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
-        buf_free(all[k]);
+        pgarray_free(all[k]);
     if (!r) {
         log_warn("%d node calls failed together (status %d): each runs again alone", n,
                  db_failed(ctx));
@@ -152,80 +151,48 @@ static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n, ch
     return 0;
 }
 
+/* The batcher's send: the leader's call alone runs as itself; several run as one transaction. */
+static void send_calls(void *arg, void **calls, int n)
+{
+    lead *l = arg;
+    if (n == 1 && calls[0] == l->self) {
+        l->self->rc = run_alone(l->d, l->ctx, l->self); /* its own answer, success or not */
+        l->self->state = DONE;
+        atomic_fetch_add(&n_transactions, 1);
+        return;
+    }
+    node_call *batch[NODE_BATCH_MAX];
+    char answered[NODE_BATCH_MAX];
+    assert(n >= 1 && n <= NODE_BATCH_MAX);
+    for (int i = 0; i < n; i++)
+        batch[i] = calls[i];
+    int failed = run_together(l->d, l->ctx, batch, n, answered);
+    if (!failed)
+        atomic_fetch_add(&n_transactions, 1);
+    for (int i = 0; i < n; i++) {
+        node_call *c = batch[i];
+        assert(c->state == QUEUED);
+        c->state = failed ? ALONE : answered[i] ? DONE : LOST;
+    }
+}
+
 int node_call_run(struct db *d, rpc_ctx *ctx, node_call *c)
 {
     int64_t left = rpc_time_left_ms(ctx);
     if (left == 0)
         return rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
-    c->deadline_ms = time_monotonic_ms() + (left < 0 ? 30000 : left);
+    c->deadline_ms = deadline_after_ms(left < 0 ? 30000 : left);
     c->state = QUEUED;
-    c->next = NULL;
-    pthread_cond_init(&c->wake, NULL);
-    int rc = RPC_OK;
-
-    pthread_mutex_lock(&mu);
-    if (tail)
-        tail->next = c;
-    else
-        head = c;
-    tail = c;
-    n_waiting++;
-    while (c->state == QUEUED || c->state == TAKEN) {
-        if (c->state == TAKEN || in_flight >= max_in_flight) {
-            pthread_cond_wait(&c->wake, &mu);
-            continue;
-        }
-        /* Lead: send what waits, oldest first. */
-        node_call *calls[NODE_BATCH_MAX];
-        char answered[NODE_BATCH_MAX];
-        int n = 0, mine = 0;
-        while (head && n < NODE_BATCH_MAX) {
-            node_call *x = head;
-            head = x->next;
-            x->state = TAKEN;
-            n_waiting--;
-            mine |= x == c;
-            calls[n++] = x;
-        }
-        if (!head)
-            tail = NULL;
-        in_flight++;
-        pthread_mutex_unlock(&mu);
-
-        int failed;
-        if (n == 1 && mine) {
-            rc = run_alone(d, ctx, c);
-            failed = 0; /* its own answer, success or not */
-            answered[0] = 1;
-        } else {
-            failed = run_together(d, ctx, calls, n, answered);
-        }
-
-        pthread_mutex_lock(&mu);
-        in_flight--;
-        n_calls += n;
-        n_transactions += failed ? 0 : 1;
-        for (int i = 0; i < n; i++) {
-            calls[i]->state = failed ? ALONE : answered[i] ? DONE : LOST;
-            if (calls[i] != c)
-                pthread_cond_signal(&calls[i]->wake);
-        }
-        /* A batch's place is free: the oldest waiting call leads the next one. */
-        if (head && head != c)
-            pthread_cond_signal(&head->wake);
-    }
-    int alone = c->state == ALONE, lost = c->state == LOST;
-    pthread_mutex_unlock(&mu);
-    pthread_cond_destroy(&c->wake);
-    if (lost)
+    c->rc = RPC_OK;
+    lead l = {.d = d, .ctx = ctx, .self = c};
+    batcher_run(&calls_batcher, c, &l);
+    assert(c->state != QUEUED);
+    if (c->state == LOST)
         return rpc_fail(ctx, RPC_INTERNAL, "node %lld: its batch committed without answering it",
                         (long long)c->node_id);
-
-    if (alone) {
-        rc = run_alone(d, ctx, c);
-        pthread_mutex_lock(&mu);
-        n_transactions++;
-        pthread_mutex_unlock(&mu);
+    if (c->state == ALONE) {
+        c->rc = run_alone(d, ctx, c);
+        atomic_fetch_add(&n_transactions, 1);
     }
-    return rc;
+    return c->rc;
 }

@@ -1,12 +1,12 @@
 /*
  * batch: ClaimNode and CompleteNode calls that arrive together run together, several in one
- * transaction (calc_node_batch, schema/005_node_call_batches.up.sql).
+ * transaction (calc_node_batch, schema/005_node_call_batches.up.sql), gathered by a batcher
+ * (common/batcher.h) with up to max_in_flight batches in PostgreSQL at once.
  *
- * A call that finds fewer than max_in_flight batches in PostgreSQL sends at once, on its own
- * connection, every call waiting at that moment (its own included); the others wait. So a lone
- * call waits for nothing and goes alone as one calc_claim / calc_complete, and under load each
- * transaction carries the calls that came in while the previous ones ran: the round trip, the
- * statement set-up and the commit are paid once per batch, not once per call. There is no timer.
+ * A lone call waits for nothing and goes alone as one calc_claim / calc_complete, on its own
+ * connection; under load each transaction carries the calls that came in while the previous
+ * ones ran: the round trip, the statement set-up and the commit are paid once per batch, not
+ * once per call.
  *
  * Each call still gets its own answer, exactly the one calc_claim or calc_complete gives. When
  * a batch fails as a whole (a deadline, a lost connection, a deadlock), nothing of it was
@@ -16,7 +16,6 @@
 #ifndef CALC_BATCH_H
 #define CALC_BATCH_H
 
-#include <pthread.h>
 #include <stdint.h>
 
 #include "rpc.h"
@@ -43,9 +42,8 @@ typedef struct node_call {
 
     /* batch.c's own. */
     int state;
+    int rc;              /* when it ran alone while leading: that run's code */
     int64_t deadline_ms; /* monotonic */
-    pthread_cond_t wake;
-    struct node_call *next;
 } node_call;
 
 /* node_call.outcome, as calc_claim and calc_complete answer it (schema/004). */

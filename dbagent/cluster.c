@@ -2,9 +2,9 @@
 #include <string.h>
 
 #include "batch.h"
-#include "buf.h"
 #include "db.h"
 #include "handlers.h"
+#include "pgarray.h"
 #include "ready.h"
 
 ProtobufCMessage *empty_reply(rpc_ctx *ctx)
@@ -29,14 +29,14 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "agent name must have 1 to 128 characters");
     if (req->n_nodes > 4096)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes in hand: %zu", req->n_nodes);
-    buf nodes;
-    buf_init(&nodes, SIZE_MAX);
-    db_array_i64(&nodes, req->nodes, req->n_nodes);
+    pgarray nodes;
+    pgarray_init(&nodes);
+    pgarray_i64s(&nodes, req->nodes, req->n_nodes);
     char w[32], b[32];
     const char *p[] = {req->agent, db_fmt_i64(w, req->workers), db_fmt_i64(b, req->busy),
-                       nodes.data};
+                       pgarray_text(&nodes)};
     PGresult *r = db_call(d, ctx, &heartbeat_stmt, p);
-    buf_free(&nodes);
+    pgarray_free(&nodes);
     if (!r)
         return db_failed(ctx);
     PQclear(r);

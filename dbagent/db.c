@@ -6,6 +6,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "numfmt.h"
 #include "mem.h"
 
 /* The last code recorded by db_query per thread, so handlers can return it. */
@@ -317,25 +318,6 @@ int db_null(const PGresult *r, int row, int col)
     return PQgetisnull(r, row, col);
 }
 
-void db_array_i64(buf *out, const int64_t *v, size_t n)
-{
-    buf_add(out, "{", 1);
-    for (size_t i = 0; i < n; i++)
-        buf_printf(out, "%s%lld", i ? "," : "", (long long)v[i]);
-    buf_add(out, "}", 1);
-}
-
-void db_array_quote(buf *out, const char *s)
-{
-    buf_add(out, "\"", 1);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            buf_add(out, "\\", 1);
-        buf_add(out, s, 1);
-    }
-    buf_add(out, "\"", 1);
-}
-
 const char *db_fmt_i64(char *text, int64_t v)
 {
     snprintf(text, 32, "%lld", (long long)v);
@@ -344,6 +326,5 @@ const char *db_fmt_i64(char *text, int64_t v)
 
 const char *db_fmt_f64(char *text, double v)
 {
-    snprintf(text, 32, "%.17g", v);
-    return text;
+    return numfmt_double(text, 32, v);
 }

@@ -71,14 +71,10 @@ double db_f64(const PGresult *r, int row, int col);
 const char *db_str(const PGresult *r, int row, int col);
 int db_null(const PGresult *r, int row, int col);
 
-/* The text form of a bigint[] parameter ({1,2,3}) of the n values v, written to out
- * (buf_init'ed by the caller, who frees it). */
-struct buf;
-void db_array_i64(struct buf *out, const int64_t *v, size_t n);
-/* Appends s to out as one element of an array's text form: in double quotes, " and \ escaped. */
-void db_array_quote(struct buf *out, const char *s);
+/* Array parameters: common/pgarray.h. */
 
-/* Text forms of numbers for parameters; text must hold 32 bytes. */
+/* Text forms of numbers for parameters; text must hold 32 bytes (NUMFMT_DOUBLE_LEN); a float8
+ * is numfmt_double's shortest text that reads back as the same value. */
 const char *db_fmt_i64(char *text, int64_t v);
 const char *db_fmt_f64(char *text, double v);
 

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "buf.h"
 #include "db.h"
 #include "handlers.h"
+#include "pgarray.h"
 #include "ready.h"
 #include "mem.h"
 
@@ -123,35 +123,30 @@ static int check_plan(rpc_ctx *ctx, const Calc__V1__CreateExpressionRequest *req
 /* The plan as the parallel arrays calc_create_expression takes: one per column. */
 enum { C_OP, C_LN, C_LV, C_RN, C_RV, C_PARENT, C_DELAY, C_TAIL, NCOLS };
 
-static void add_operand(buf *node_col, buf *value_col, const Calc__V1__Operand *o, const char *sep)
+static void add_operand(pgarray *node_col, pgarray *value_col, const Calc__V1__Operand *o)
 {
     if (o->kind_case == CALC__V1__OPERAND__KIND_NODE) {
-        buf_printf(node_col, "%s%d", sep, o->node);
-        buf_printf(value_col, "%sNULL", sep);
+        pgarray_i64(node_col, o->node);
+        pgarray_null(value_col);
     } else {
-        buf_printf(node_col, "%sNULL", sep);
-        buf_printf(value_col, "%s%.17g", sep, o->value);
+        pgarray_null(node_col);
+        pgarray_f64(value_col, o->value);
     }
 }
 
-static void plan_arrays(const Calc__V1__CreateExpressionRequest *req, buf col[NCOLS])
+static void plan_arrays(const Calc__V1__CreateExpressionRequest *req, pgarray col[NCOLS])
 {
-    for (int c = 0; c < NCOLS; c++) {
-        buf_init(&col[c], SIZE_MAX);
-        buf_add(&col[c], "{", 1);
-    }
+    for (int c = 0; c < NCOLS; c++)
+        pgarray_init(&col[c]);
     for (size_t i = 0; i < req->n_nodes; i++) {
         const Calc__V1__PlanNode *pn = req->nodes[i];
-        const char *sep = i ? "," : "";
-        buf_printf(&col[C_OP], "%s\"%s\"", sep, pn->op);
-        add_operand(&col[C_LN], &col[C_LV], pn->left, sep);
-        add_operand(&col[C_RN], &col[C_RV], pn->right, sep);
-        buf_printf(&col[C_PARENT], "%s%d", sep, pn->parent);
-        buf_printf(&col[C_DELAY], "%s%d", sep, pn->delay_ms);
-        buf_printf(&col[C_TAIL], "%s%lld", sep, (long long)pn->tail_ms);
+        pgarray_str(&col[C_OP], pn->op);
+        add_operand(&col[C_LN], &col[C_LV], pn->left);
+        add_operand(&col[C_RN], &col[C_RV], pn->right);
+        pgarray_i64(&col[C_PARENT], pn->parent);
+        pgarray_i64(&col[C_DELAY], pn->delay_ms);
+        pgarray_i64(&col[C_TAIL], pn->tail_ms);
     }
-    for (int c = 0; c < NCOLS; c++)
-        buf_add(&col[c], "}", 1);
 }
 
 static const db_stmt create_stmt = {
@@ -169,7 +164,7 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
     int rc = check_plan(ctx, req);
     if (rc)
         return rc;
-    buf col[NCOLS];
+    pgarray col[NCOLS];
     plan_arrays(req, col);
     char uid[32], value[32], depth[32], cp[32], maxu[32];
     const char *p[15] = {db_fmt_i64(uid, req->user_id),
@@ -180,10 +175,10 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
                          db_fmt_i64(cp, req->critical_path_ms),
                          db_fmt_i64(maxu, req->max_unfinished)};
     for (int c = 0; c < NCOLS; c++)
-        p[7 + c] = col[c].data;
+        p[7 + c] = pgarray_text(&col[c]);
     PGresult *r = db_call(d, ctx, &create_stmt, p);
     for (int c = 0; c < NCOLS; c++)
-        buf_free(&col[c]);
+        pgarray_free(&col[c]);
     if (!r)
         return db_failed(ctx);
     switch (db_i64(r, 0, 0)) {
@@ -257,12 +252,12 @@ int h_get_expressions(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage 
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
                         "%zu ids and %zu user_ids: one user each, at most %d", req->n_ids,
                         req->n_user_ids, MAX_LOOKUPS);
-    buf ids;
-    buf_init(&ids, SIZE_MAX);
-    db_array_i64(&ids, req->ids, req->n_ids);
-    const char *p[] = {ids.data};
+    pgarray ids;
+    pgarray_init(&ids);
+    pgarray_i64s(&ids, req->ids, req->n_ids);
+    const char *p[] = {pgarray_text(&ids)};
     PGresult *r = db_call(d, ctx, &get_expressions_stmt, p);
-    buf_free(&ids);
+    pgarray_free(&ids);
     if (!r)
         return db_failed(ctx);
     int n = PQntuples(r);

@@ -19,6 +19,7 @@
 #include "migrations.h"
 #include "ready.h"
 #include "rpc.h"
+#include "timeutil.h"
 
 static struct {
     const char *db_host, *db_port, *db_user, *db_password, *db_name, *db_sslmode, *db_session;
@@ -289,8 +290,7 @@ static int migrate_at_start(const char *conninfo)
             return rc;
         }
         log_warn("waiting for PostgreSQL: %s", err);
-        struct timespec ts = {.tv_sec = 1};
-        nanosleep(&ts, NULL);
+        time_sleep_ms(1000, NULL);
     }
     return -1;
 }
@@ -359,10 +359,8 @@ int main(int argc, char **argv)
              : cfg.tls.ca[0]               ? "mutual TLS"
                                            : "TLS",
              cfg.agent_token[0] ? ", agent token for agents' methods" : "");
-    while (!stop_requested) {
-        struct timespec ts = {.tv_nsec = 100 * 1000000};
-        nanosleep(&ts, NULL);
-    }
+    while (!stop_requested)
+        time_sleep_ms(100, NULL);
     log_info("stopping: finishing the calls in progress");
     /* Long polls answer now (empty) instead of holding the stop for their whole wait. */
     ready_release_waiters();

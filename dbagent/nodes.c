@@ -3,10 +3,10 @@
 #include <string.h>
 
 #include "batch.h"
-#include "buf.h"
 #include "db.h"
 #include "handlers.h"
 #include "log.h"
+#include "pgarray.h"
 #include "ready.h"
 #include "timeutil.h"
 
@@ -92,19 +92,17 @@ int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
     /* Published nodes are already queued; a failed publish hands its node back to ready. */
     if (req->n_failed == 0)
         return RPC_OK;
-    buf ids, epochs;
-    buf_init(&ids, SIZE_MAX);
-    buf_init(&epochs, SIZE_MAX);
+    pgarray ids, epochs;
+    pgarray_init(&ids);
+    pgarray_init(&epochs);
     for (size_t i = 0; i < req->n_failed; i++) {
-        buf_printf(&ids, "%s%lld", i ? "," : "{", (long long)req->failed[i]->node_id);
-        buf_printf(&epochs, "%s%d", i ? "," : "{", req->failed[i]->epoch);
+        pgarray_i64(&ids, req->failed[i]->node_id);
+        pgarray_i64(&epochs, req->failed[i]->epoch);
     }
-    buf_add(&ids, "}", 1);
-    buf_add(&epochs, "}", 1);
-    const char *p[] = {ids.data, epochs.data};
+    const char *p[] = {pgarray_text(&ids), pgarray_text(&epochs)};
     PGresult *r = db_call(d, ctx, &unqueue_stmt, p);
-    buf_free(&ids);
-    buf_free(&epochs);
+    pgarray_free(&ids);
+    pgarray_free(&epochs);
     if (!r)
         return db_failed(ctx);
     if (db_i64(r, 0, 0) > 0)

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "db.h"
 #include "log.h"
 #include "timeutil.h"
@@ -80,14 +81,7 @@ int ready_wait(uint64_t seen, int64_t deadline_ms)
         int64_t left = deadline_ms - time_monotonic_ms();
         if (left <= 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (long)(left % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = deadline_timespec(left);
         pthread_cond_timedwait(&rd.cv, &rd.mu, &ts);
     }
     int moved = rd.gen != seen && !rd.released;
@@ -192,7 +186,9 @@ static void *listen_main(void *arg)
 {
     (void)arg;
     PGconn *c = NULL;
-    int backoff = BACKOFF_MIN_MS, warned = 0;
+    int warned = 0;
+    backoff pause;
+    backoff_init(&pause, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
     while (!stopping()) {
         if (!c) {
             char err[256];
@@ -200,16 +196,16 @@ static void *listen_main(void *arg)
             if (!c) {
                 if (!warned++)
                     log_warn("ready: cannot listen for calc_ready (retrying): %s", err);
-                int64_t until = time_monotonic_ms() + backoff, left;
-                while (!stopping() && (left = until - time_monotonic_ms()) > 0)
+                /* Not backoff_sleep: the stop pipe wakes wait_fds. */
+                int64_t until = deadline_after_ms(backoff_next(&pause)), left;
+                while (!stopping() && (left = deadline_left_ms(until)) > 0)
                     wait_fds(-1, (int)left);
-                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
                 continue;
             }
             if (warned)
                 log_info("ready: listening for calc_ready again");
             warned = 0;
-            backoff = BACKOFF_MIN_MS;
+            backoff_reset(&pause);
             /* Notifications sent while we were not listening are lost: look again. */
             bump();
         }

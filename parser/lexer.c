@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "xalloc.h"
+#include "mem.h"
 
 void plan__set_error(plan_error *err, size_t off, const char *fmt, ...)
 {
@@ -77,7 +77,7 @@ static int lex_number(plan__lexer *lx, plan__token *tok, plan_error *err)
     /* strtod needs a NUL-terminated copy; the text itself may not be terminated. */
     if (n + 1 > lx->numcap) {
         lx->numcap = n + 1 > 64 ? n + 1 : 64;
-        lx->numbuf = plan__xrealloc(lx->numbuf, lx->numcap, 1);
+        lx->numbuf = xreallocarray(lx->numbuf, lx->numcap, 1);
     }
     memcpy(lx->numbuf, lx->text + start, n);
     lx->numbuf[n] = '\0';

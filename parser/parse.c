@@ -3,7 +3,7 @@
 #include <stdlib.h>
 
 #include "lexer.h"
-#include "xalloc.h"
+#include "mem.h"
 
 /* An entry of the operator stack: a pending binary operator or an open parenthesis. */
 typedef struct opentry {
@@ -25,7 +25,7 @@ static int32_t ast_push(plan__ast *a, plan__ast_kind kind, int32_t l, int32_t r,
 {
     if (a->n == a->cap) {
         a->cap = a->cap ? a->cap * 2 : 64;
-        a->nodes = plan__xrealloc(a->nodes, a->cap, sizeof *a->nodes);
+        a->nodes = xreallocarray(a->nodes, a->cap, sizeof *a->nodes);
     }
     a->nodes[a->n] = (plan__ast_node){.kind = kind, .left = l, .right = r, .value = v};
     return (int32_t)a->n++;
@@ -35,7 +35,7 @@ static void push_val(parser *p, int32_t v)
 {
     if (p->n_vals == p->cap_vals) {
         p->cap_vals = p->cap_vals ? p->cap_vals * 2 : 64;
-        p->vals = plan__xrealloc(p->vals, p->cap_vals, sizeof *p->vals);
+        p->vals = xreallocarray(p->vals, p->cap_vals, sizeof *p->vals);
     }
     p->vals[p->n_vals++] = v;
 }
@@ -44,7 +44,7 @@ static void push_op(parser *p, opentry e)
 {
     if (p->n_ops == p->cap_ops) {
         p->cap_ops = p->cap_ops ? p->cap_ops * 2 : 64;
-        p->ops = plan__xrealloc(p->ops, p->cap_ops, sizeof *p->ops);
+        p->ops = xreallocarray(p->ops, p->cap_ops, sizeof *p->ops);
     }
     p->ops[p->n_ops++] = e;
 }

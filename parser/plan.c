@@ -5,7 +5,7 @@
 #include "lexer.h"
 #include "parse.h"
 #include "planner.h"
-#include "xalloc.h"
+#include "mem.h"
 
 void plan_limits_default(plan_limits *limits)
 {
@@ -55,7 +55,7 @@ int plan_build(const char *text, size_t len, const plan_limits *limits, const pl
         if (re.critical_path_ms < src.critical_path_ms)
             keep = &re;
     }
-    p = plan__xmalloc(1, sizeof *p);
+    p = xmallocarray(1, sizeof *p);
     p->nodes = keep->nodes;
     p->n_nodes = keep->n;
     p->depth = keep->depth;
@@ -84,7 +84,7 @@ double plan_eval(const plan *p)
 
     if (p->n_nodes == 0)
         return p->value;
-    r = plan__xmalloc(p->n_nodes, sizeof *r);
+    r = xmallocarray(p->n_nodes, sizeof *r);
     for (size_t i = 0; i < p->n_nodes; i++) {
         const plan_node *n = &p->nodes[i];
         double a = operand_value(&n->left, r), b = operand_value(&n->right, r);

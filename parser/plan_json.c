@@ -4,25 +4,17 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "numfmt.h"
+
 void plan_json_number(FILE *f, double v)
 {
-    char buf[40];
+    char buf[NUMFMT_DOUBLE_LEN];
 
     if (!isfinite(v)) {
         fputs("null", f);
         return;
     }
-    /* Integers (the common case in this cluster) read best without an exponent. */
-    if (v == floor(v) && fabs(v) < 1e15) {
-        fprintf(f, "%.0f", v);
-        return;
-    }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (prec == 17 || strtod(buf, NULL) == v)
-            break;
-    }
-    fputs(buf, f);
+    fputs(numfmt_double(buf, sizeof buf, v), f);
 }
 
 void plan_json_string(FILE *f, const char *s)

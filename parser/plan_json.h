@@ -16,7 +16,7 @@ void plan_json_write(FILE *f, const plan *p, int with_value);
 /* One line: {"error":"...","position":p}. */
 void plan_json_write_error(FILE *f, const plan_error *err);
 
-/* The shortest of %.15g..%.17g that reads back as the same double; null when not finite. */
+/* numfmt_double's text of v (the shortest that reads back); null when not finite. */
 void plan_json_number(FILE *f, double v);
 
 /* A JSON string with quotes, escaping quotes, backslashes and control bytes. */

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "xalloc.h"
+#include "mem.h"
 
 /* An operand being built: where its value comes from and when it is ready. */
 typedef struct val {
@@ -68,8 +68,8 @@ static void builder_init(builder *b, const plan__ast *a, const plan_durations *d
     b->dur = dur;
     b->cap = a->n_binops;
     b->n = 0;
-    b->nodes = plan__xmalloc(b->cap, sizeof *b->nodes);
-    b->ready = plan__xmalloc(b->cap, sizeof *b->ready);
+    b->nodes = xmallocarray(b->cap, sizeof *b->nodes);
+    b->ready = xmallocarray(b->cap, sizeof *b->ready);
     b->work = NULL;
     b->items = NULL;
     b->chains = NULL;
@@ -191,8 +191,8 @@ void plan__draft_source(const plan__ast *a, const plan_durations *dur, plan__dra
         int visited;
     } frame;
     builder b;
-    frame *st = plan__xmalloc(2 * a->n + 1, sizeof *st);
-    val *vs = plan__xmalloc(a->n + 1, sizeof *vs);
+    frame *st = xmallocarray(2 * a->n + 1, sizeof *st);
+    val *vs = xmallocarray(a->n + 1, sizeof *vs);
     size_t ns = 0, nv = 0;
 
     builder_init(&b, a, dur);
@@ -413,10 +413,10 @@ void plan__draft_reassoc(const plan__ast *a, const plan_durations *dur, plan__dr
     builder_init(&b, a, dur);
     /* Every AST node is pushed on the work stack at most once, is an item of at most one live
      * chain and roots at most one chain, so no array ever grows (and pointers stay valid). */
-    b.work = plan__xmalloc(a->n + 1, sizeof *b.work);
-    b.items = plan__xmalloc(a->n + 1, sizeof *b.items);
-    b.chains = plan__xmalloc(a->n + 1, sizeof *b.chains);
-    b.heap = plan__xmalloc(a->n + 1, sizeof *b.heap);
+    b.work = xmallocarray(a->n + 1, sizeof *b.work);
+    b.items = xmallocarray(a->n + 1, sizeof *b.items);
+    b.chains = xmallocarray(a->n + 1, sizeof *b.chains);
+    b.heap = xmallocarray(a->n + 1, sizeof *b.heap);
     res = emit(&b, a->root, 0);
     finalize(&b, res, out);
 }

@@ -28,6 +28,7 @@
 #include "mem.h"
 #include "methods.h"
 #include "rpc.h"
+#include "timeutil.h"
 
 #define LEAVES     64 /* per expression */
 #define TIMEOUT_MS 10000
@@ -43,13 +44,6 @@ typedef struct bench_job {
     double *lat_us; /* one per pair, filled by the thread */
     int failures;
 } bench_job;
-
-static double now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
 
 static void die(const char *what, const char *err)
 {
@@ -273,11 +267,11 @@ static double grpc_only_call(rpc_client *c)
     Calc__V1__ClaimNodeRequest cr = CALC__V1__CLAIM_NODE_REQUEST__INIT;
     cr.agent = "";
     ProtobufCMessage *rep = NULL;
-    double t0 = now_us();
+    double t0 = (double)time_monotonic_us();
     if (rpc_call(c, DBA_CLAIM_NODE, &cr.base, &calc__v1__claim_node_reply__descriptor, &rep,
                  TIMEOUT_MS, err, sizeof err) == RPC_OK)
         protobuf_c_message_free_unpacked(rep, NULL);
-    return now_us() - t0;
+    return (double)time_monotonic_us() - t0;
 }
 
 typedef struct grpc_job {
@@ -316,7 +310,7 @@ static void grpc_only(rpc_client *c, int n, int clients)
     grpc_job *jobs = xcalloc((size_t)clients, sizeof *jobs);
     double cpu0[CPU_KINDS], cpu1[CPU_KINDS];
     cpu_snapshot(cpu0);
-    double self0 = self_cpu_s(), t0 = now_us();
+    double self0 = self_cpu_s(), t0 = (double)time_monotonic_us();
     for (int i = 0; i < clients; i++) {
         jobs[i].client = conns[i % n_conns];
         jobs[i].n = 4 * n / clients > 0 ? 4 * n / clients : 1;
@@ -324,7 +318,7 @@ static void grpc_only(rpc_client *c, int n, int clients)
     }
     for (int i = 0; i < clients; i++)
         pthread_join(th[i], NULL);
-    double secs = (now_us() - t0) / 1e6, self = self_cpu_s() - self0;
+    double secs = ((double)time_monotonic_us() - t0) / 1e6, self = self_cpu_s() - self0;
     cpu_snapshot(cpu1);
     double calls = (double)jobs[0].n * clients;
     free(jobs);
@@ -342,10 +336,10 @@ static void *bench_thread(void *p)
 {
     bench_job *j = p;
     for (size_t i = 0; i < j->n; i++) {
-        double t0 = now_us();
+        double t0 = (double)time_monotonic_us();
         if (pair(j->client, &j->nodes[i]) < 0)
             j->failures++;
-        j->lat_us[i] = now_us() - t0;
+        j->lat_us[i] = (double)time_monotonic_us() - t0;
     }
     return NULL;
 }
@@ -392,7 +386,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
     int64_t calls0, tx0, calls1, tx1;
     node_counts(c, &calls0, &tx0);
     cpu_snapshot(cpu0);
-    double t0 = now_us();
+    double t0 = (double)time_monotonic_us();
     for (int i = 0; i < clients; i++)
         pthread_create(&th[i], NULL, bench_thread, &jobs[i]);
     int failures = 0;
@@ -400,7 +394,7 @@ static int run(rpc_client *c, const int64_t *users, int n_users, int clients, si
         pthread_join(th[i], NULL);
         failures += jobs[i].failures;
     }
-    double secs = (now_us() - t0) / 1e6;
+    double secs = ((double)time_monotonic_us() - t0) / 1e6;
     cpu_snapshot(cpu1);
     node_counts(c, &calls1, &tx1);
     qsort(lat, n, sizeof *lat, cmp_double);
