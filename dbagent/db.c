@@ -13,9 +13,23 @@ static _Thread_local int last_code;
 /* The last failure was a prepared statement whose result columns changed under it. */
 static _Thread_local int plan_changed;
 
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+void db_params_add(db_params *p, const char *key, const char *value)
 {
-    PGconn *c = PQconnectdb(conninfo);
+    if (p->n == DB_MAX_PARAMS) {
+        log_error("db: more than %d connection parameters (adding %s)", DB_MAX_PARAMS, key);
+        abort();
+    }
+    p->keys[p->n] = key;
+    p->values[p->n] = value;
+    p->n++;
+    p->keys[p->n] = NULL;
+    p->values[p->n] = NULL;
+}
+
+PGconn *db_connect(const db_params *params, char *err, size_t errlen)
+{
+    /* expand_dbname 0: a value is only ever a value, never parsed as a connection string. */
+    PGconn *c = PQconnectdbParams(params->keys, params->values, 0);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "%s", PQerrorMessage(c));
         size_t n = strlen(err);
@@ -27,12 +41,12 @@ PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
     return c;
 }
 
-void *db_thread_init(void *conninfo)
+void *db_thread_init(void *params)
 {
     db *d = xcalloc(1, sizeof *d);
-    d->conninfo = conninfo;
+    d->params = params;
     char err[256];
-    d->conn = db_connect(d->conninfo, err, sizeof err);
+    d->conn = db_connect(d->params, err, sizeof err);
     if (!d->conn)
         log_warn("PostgreSQL not reachable yet: %s", err);
     return d;
@@ -55,7 +69,7 @@ static int ensure_connected(db *d, rpc_ctx *ctx)
     d->n_prepared = 0;
     d->timeout_ms = 0;
     char err[256];
-    d->conn = db_connect(d->conninfo, err, sizeof err);
+    d->conn = db_connect(d->params, err, sizeof err);
     if (!d->conn)
         return last_code = rpc_fail(ctx, RPC_UNAVAILABLE, "database unavailable: %s", err);
     log_info("PostgreSQL connection established");
