@@ -72,6 +72,11 @@ int rpc_fail(rpc_ctx *ctx, int code, const char *fmt, ...)
     return code;
 }
 
+int rpc_status(const rpc_ctx *ctx)
+{
+    return ctx->code;
+}
+
 static void arena_free(rpc_ctx *ctx)
 {
     while (ctx->blocks) {

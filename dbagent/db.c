@@ -8,11 +8,6 @@
 #include "log.h"
 #include "mem.h"
 
-/* The last code recorded by db_query per thread, so handlers can return it. */
-static _Thread_local int last_code;
-/* The last failure was a prepared statement whose result columns changed under it. */
-static _Thread_local int plan_changed;
-
 void db_params_add(db_params *p, const char *key, const char *value)
 {
     if (p->n == DB_MAX_PARAMS) {
@@ -71,7 +66,7 @@ static int ensure_connected(db *d, rpc_ctx *ctx)
     char err[256];
     d->conn = db_connect(d->params, err, sizeof err);
     if (!d->conn)
-        return last_code = rpc_fail(ctx, RPC_UNAVAILABLE, "database unavailable: %s", err);
+        return rpc_fail(ctx, RPC_UNAVAILABLE, "database unavailable: %s", err);
     log_info("PostgreSQL connection established");
     return RPC_OK;
 }
@@ -114,7 +109,7 @@ PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *cons
         msg[--len] = '\0';
     if (code == RPC_INTERNAL)
         log_error("query failed: %s (%.80s)", msg, sql);
-    last_code = rpc_fail(ctx, code, "database: %s", msg);
+    rpc_fail(ctx, code, "database: %s", msg);
     PQclear(r);
     return NULL;
 }
@@ -124,7 +119,8 @@ static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *wh
 {
     int code = code_for(d, r);
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    plan_changed = state && !strcmp(state, "0A000"); /* "cached plan must not change result type" */
+    d->plan_changed =
+        state && !strcmp(state, "0A000"); /* "cached plan must not change result type" */
     char msg[256];
     const char *m = r ? PQresultErrorMessage(r) : "";
     snprintf(msg, sizeof msg, "%s", m && m[0] ? m : PQerrorMessage(d->conn));
@@ -133,7 +129,7 @@ static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *wh
         msg[--len] = '\0';
     if (code == RPC_INTERNAL)
         log_error("%s failed: %s", what, msg);
-    return last_code = rpc_fail(ctx, code, "database: %s", msg);
+    return rpc_fail(ctx, code, "database: %s", msg);
 }
 
 static int prepare(db *d, rpc_ctx *ctx, const db_stmt *stmt)
@@ -227,7 +223,7 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
 {
     int64_t left = rpc_time_left_ms(ctx);
     if (left == 0) {
-        last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
+        rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
         return NULL;
     }
     return db_call_within(d, ctx, stmt, params, left < 0 ? 30000 : left);
@@ -238,11 +234,11 @@ PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *c
 {
     if (ensure_connected(d, ctx) != RPC_OK)
         return NULL;
-    plan_changed = 0;
+    d->plan_changed = 0;
     PGresult *r = call_once(d, ctx, stmt, params, left_ms);
     /* Another dbagent migrated the schema under our prepared statements (a column's type or a
      * function's result changed): prepare them again, once. */
-    if (!r && plan_changed && PQstatus(d->conn) == CONNECTION_OK) {
+    if (!r && d->plan_changed && PQstatus(d->conn) == CONNECTION_OK) {
         log_info("%s: the schema changed under the prepared statements: preparing them again",
                  stmt->name);
         PQclear(PQexec(d->conn, "DEALLOCATE ALL"));
@@ -251,7 +247,7 @@ PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *c
     }
     /* A connection that died while idle is noticed here (the server's last words may still
      * read as a result on a connection libpq calls OK): try once more on a new one. */
-    if (!r && last_code == RPC_UNAVAILABLE) {
+    if (!r && rpc_status(ctx) == RPC_UNAVAILABLE) {
         PQfinish(d->conn);
         d->conn = NULL;
         if (ensure_connected(d, ctx) == RPC_OK)
@@ -262,8 +258,7 @@ PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *c
 
 int db_failed(rpc_ctx *ctx)
 {
-    (void)ctx;
-    return last_code;
+    return rpc_status(ctx);
 }
 
 int db_begin(db *d, rpc_ctx *ctx)
@@ -273,7 +268,7 @@ int db_begin(db *d, rpc_ctx *ctx)
         return rc;
     int64_t left = rpc_time_left_ms(ctx);
     if (left == 0)
-        return last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
+        return rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
     char sql[96];
     /* The caller's deadline bounds every statement of the call; no deadline: 30 s. */
     snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld",

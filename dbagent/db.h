@@ -39,6 +39,8 @@ typedef struct db {
     const db_stmt *prepared[DB_MAX_PREPARED];
     int n_prepared;
     int64_t timeout_ms; /* statement_timeout set on conn; 0: not set yet */
+    /* The last failure was a prepared statement whose result columns changed under it. */
+    int plan_changed;
 } db;
 
 /* Thread state for the rpc server: arg is the const db_params to connect with. */
@@ -75,7 +77,7 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
 PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params,
                          int64_t left_ms);
 
-/* The status code db_query recorded. */
+/* The status code the last failure of this call recorded (db_query, db_call...): rpc_status. */
 int db_failed(rpc_ctx *ctx);
 
 /* Field readers: NULL reads as 0 / 0.0 / "". */
