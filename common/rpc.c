@@ -1,10 +1,12 @@
-/* What the server and client halves share: message packing, the token comparison, and the
- * process-wide gRPC start and stop. */
+/* What the server and client halves share: message packing, and the process-wide gRPC start
+ * and stop. */
 #include "rpc.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <sodium.h>
+#include <stdlib.h>
 
 #include "rpc_internal.h"
 
@@ -31,17 +33,11 @@ ProtobufCMessage *rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_
     return m;
 }
 
-int rpc__const_time_eq(const char *a, size_t alen, const char *b, size_t blen)
-{
-    unsigned char diff = (unsigned char)(alen != blen);
-    size_t n = alen < blen ? alen : blen;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(a[i] ^ b[i]);
-    return diff == 0;
-}
-
 void rpc_global_init(void)
 {
+    /* The server's token check hashes with libsodium (rpc_server.c). */
+    if (sodium_init() < 0)
+        abort();
     grpc_init();
 }
 

@@ -16,7 +16,5 @@ grpc_byte_buffer *rpc__pack(const ProtobufCMessage *msg);
 /* The message in bb (a new one: protobuf_c_message_free_unpacked), or NULL when it does not
  * decode. bb stays the caller's. */
 ProtobufCMessage *rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb);
-/* 1 when the two strings are equal, in a time that depends only on their lengths. */
-int rpc__const_time_eq(const char *a, size_t alen, const char *b, size_t blen);
 
 #endif

@@ -7,6 +7,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,7 +130,17 @@ struct rpc_server {
      * whichever worker the queue wakes. */
     void **states;
     int n_states;
+    /* Digests of the tokens: a presented token is hashed and compared with each in constant
+     * time, whatever its length. has_limited: the limited token is set. */
+    unsigned char full_digest[crypto_generichash_BYTES];
+    unsigned char limited_digest[crypto_generichash_BYTES];
+    int has_limited;
 };
+
+static void token_digest(const void *token, size_t n, unsigned char out[crypto_generichash_BYTES])
+{
+    crypto_generichash(out, crypto_generichash_BYTES, token, n, NULL, 0);
+}
 
 static void *state_take(rpc_server *srv)
 {
@@ -208,11 +219,10 @@ static int token_kind(const rpc_server *srv, const grpc_metadata_array *md)
         if (grpc_slice_str_cmp(md->metadata[i].key, RPC_TOKEN_KEY) != 0)
             continue;
         grpc_slice v = md->metadata[i].value;
-        const char *s = (const char *)GRPC_SLICE_START_PTR(v);
-        size_t n = GRPC_SLICE_LENGTH(v);
-        const char *lim = srv->cfg.limited_token ? srv->cfg.limited_token : "";
-        int full = rpc__const_time_eq(s, n, srv->cfg.token, strlen(srv->cfg.token));
-        int limited = lim[0] && rpc__const_time_eq(s, n, lim, strlen(lim));
+        unsigned char got[crypto_generichash_BYTES];
+        token_digest(GRPC_SLICE_START_PTR(v), GRPC_SLICE_LENGTH(v), got);
+        int full = sodium_memcmp(got, srv->full_digest, sizeof got) == 0;
+        int limited = sodium_memcmp(got, srv->limited_digest, sizeof got) == 0 && srv->has_limited;
         return full ? TOKEN_FULL : limited ? TOKEN_LIMITED : TOKEN_NONE;
     }
     return TOKEN_NONE;
@@ -324,6 +334,10 @@ rpc_server *rpc_server_start(const rpc_server_config *cfg, char *err, size_t err
     rpc_server *srv = xcalloc(1, sizeof *srv);
     srv->cfg = *cfg;
     srv->n_threads = cfg->threads > 0 ? cfg->threads : 1;
+    token_digest(cfg->token, strlen(cfg->token), srv->full_digest);
+    srv->has_limited = cfg->limited_token && cfg->limited_token[0];
+    if (srv->has_limited)
+        token_digest(cfg->limited_token, strlen(cfg->limited_token), srv->limited_digest);
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->changed, NULL);
     /* Without SO_REUSEPORT a second server on a port in use fails to bind instead of sharing
