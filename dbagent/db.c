@@ -7,6 +7,7 @@
 #include "buf.h"
 #include "log.h"
 #include "mem.h"
+#include "sqlstate.h"
 
 void db_params_add(db_params *p, const char *key, const char *value)
 {
@@ -77,22 +78,7 @@ static int code_for(db *d, const PGresult *r)
 {
     if (PQstatus(d->conn) != CONNECTION_OK)
         return RPC_UNAVAILABLE;
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    if (!state)
-        return RPC_UNAVAILABLE;
-    if (!strcmp(state, "57014"))
-        return RPC_DEADLINE_EXCEEDED; /* statement timeout: the caller's deadline */
-    if (!strcmp(state, "23505"))
-        return RPC_ALREADY_EXISTS;
-    if (!strcmp(state, "23503"))
-        return RPC_NOT_FOUND; /* a row a foreign key names is missing: no such user */
-    if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P03"))
-        return RPC_UNAVAILABLE;
-    if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
-        return RPC_INVALID_ARGUMENT;
-    if (!strncmp(state, "40", 2))
-        return RPC_ABORTED; /* a deadlock or a serialization failure: the caller may retry */
-    return RPC_INTERNAL;
+    return sqlstate_rpc_code(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
 }
 
 PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *const *params)
