@@ -177,6 +177,7 @@ static void request(rpc_server *srv, int m)
     grpc_metadata_array_init(&s->md);
     grpc_call_details_init(&s->details);
     busy_add(srv, 1);
+    rpc__tag_release(s);
     grpc_call_error e = m < 0
                             ? grpc_server_request_call(srv->server, &s->call, &s->details, &s->md,
                                                        srv->cq, srv->cq, s)
@@ -287,7 +288,9 @@ static void serve_call(rpc_server *srv, slot *s)
     ops[n++].data.send_status_from_server.status_details = &s->status_details;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n++].data.recv_close_on_server.cancelled = &s->cancelled;
-    if (grpc_call_start_batch(s->call, ops, n, s, NULL) != GRPC_CALL_OK)
+    grpc_call *call = s->call;
+    rpc__tag_release(s); /* after the last access to s: another worker may free it */
+    if (grpc_call_start_batch(call, ops, n, s, NULL) != GRPC_CALL_OK)
         slot_free(srv, s);
 }
 
@@ -302,6 +305,7 @@ static void *worker_main(void *p)
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         slot *s = ev.tag;
+        rpc__tag_acquire(s);
         if (s->kind == SLOT_REPLY || !ev.success) {
             slot_free(srv, s); /* a reply sent, or a request the shutdown failed */
             continue;
