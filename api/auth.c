@@ -16,6 +16,8 @@ static int access_ttl;
 static sem_t hashing; /* argon2id takes 64 MiB and tens of ms: bound how many run at once */
 static char dummy_hash[AUTH_HASH_MAX]; /* checked against for unknown logins */
 static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
+/* Keys the digests of verified access tokens (below); random per process. */
+static unsigned char verified_hash_key[crypto_generichash_KEYBYTES];
 
 /* Made on first need, not at start: hashing takes a noticeable part of a second. */
 static void make_dummy_hash(void)
@@ -33,6 +35,7 @@ int auth_init(const char *s, const char *p, int ttl, int max_hashing)
     secret = s;
     pepper = p;
     access_ttl = ttl;
+    randombytes_buf(verified_hash_key, sizeof verified_hash_key);
     return sem_init(&hashing, 0, (unsigned)max_hashing);
 }
 
@@ -104,32 +107,46 @@ out:
 /*
  * Tokens already verified, with their subject and expiry: a client sends the same token with
  * every request for up to ACCESS_TOKEN_TTL_S, and decoding it each time (base64, JSON, HMAC)
- * is a tenth of a GET's CPU. Fixed size; an entry is used only until its exp.
+ * is a tenth of a GET's CPU. Fixed size; an entry is used only until its exp. An entry holds
+ * a keyed BLAKE2b digest of the token, not the token: the table gives away no usable token,
+ * its slots cannot be aimed at from outside (the key is random per process), and digests are
+ * compared in constant time.
  */
 #define VERIFIED_SLOTS 4096
-#define VERIFIED_MAX   512 /* longer tokens are verified every time */
+
+typedef struct verified_key {
+    unsigned char digest[crypto_generichash_BYTES];
+} verified_key;
 
 static struct verified {
-    char token[VERIFIED_MAX + 1];
+    verified_key key;
     int64_t uid;
     long exp;
 } verified[VERIFIED_SLOTS];
 static pthread_mutex_t verified_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static size_t verified_slot(const char *token)
+static verified_key verified_key_of(const char *token)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = token; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
+    verified_key k;
+    crypto_generichash(k.digest, sizeof k.digest, (const unsigned char *)token, strlen(token),
+                       verified_hash_key, sizeof verified_hash_key);
+    return k;
+}
+
+static size_t verified_slot(const verified_key *k)
+{
+    uint32_t h;
+    memcpy(&h, k->digest, sizeof h);
     return h % VERIFIED_SLOTS;
 }
 
 static int64_t verified_get(const char *token, time_t now)
 {
-    size_t i = verified_slot(token);
+    verified_key k = verified_key_of(token);
+    size_t i = verified_slot(&k);
     int64_t uid = 0;
     pthread_mutex_lock(&verified_lock);
-    if (verified[i].exp > now && strcmp(verified[i].token, token) == 0)
+    if (verified[i].exp > now && sodium_memcmp(verified[i].key.digest, k.digest, sizeof k) == 0)
         uid = verified[i].uid;
     pthread_mutex_unlock(&verified_lock);
     return uid;
@@ -137,11 +154,10 @@ static int64_t verified_get(const char *token, time_t now)
 
 static void verified_put(const char *token, int64_t uid, long exp)
 {
-    if (strlen(token) > VERIFIED_MAX)
-        return;
-    size_t i = verified_slot(token);
+    verified_key k = verified_key_of(token);
+    size_t i = verified_slot(&k);
     pthread_mutex_lock(&verified_lock);
-    strcpy(verified[i].token, token);
+    verified[i].key = k;
     verified[i].uid = uid;
     verified[i].exp = exp;
     pthread_mutex_unlock(&verified_lock);

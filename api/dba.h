@@ -20,6 +20,9 @@ void dba_close(void);
 int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp);
 
+/* The HTTP status for a failed call's rpc code: 400, 404, 409, 429, or 503 for the rest. */
+int dba_http_status(int rpc_code);
+
 /* Replies to r for a failed call (rc, with dbagent's message err) as dba_call does. */
 void dba_reply_failure(http_req *r, const char *path, int rc, const char *err);
 

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "route.h"
 #include "timeutil.h"
 
 int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
@@ -145,57 +146,21 @@ json_t *http_body_object(http_req *r)
 
 /* ---- routing ---- */
 
-/* 1 when path matches the route's pattern; *id gets the {id}. */
-static int path_matches(const char *pattern, const char *path, int64_t *id)
-{
-    const char *brace = strstr(pattern, HTTP_ID_SUFFIX);
-    if (!brace)
-        return strcmp(pattern, path) == 0;
-    size_t prefix = (size_t)(brace - pattern);
-    if (strncmp(pattern, path, prefix) != 0)
-        return 0;
-    const char *digits = path + prefix;
-    if (!*digits || strlen(digits) > 18)
-        return 0;
-    for (const char *p = digits; *p; p++)
-        if (*p < '0' || *p > '9')
-            return 0;
-    *id = strtoll(digits, NULL, 10);
-    return 1;
-}
-
 /* The Allow header of each route's path: every method served on that pattern. Made once at
  * start, read by every thread. */
 static char allow_of[MAX_ROUTES][64];
 
 static void build_allow(void)
 {
-    for (size_t i = 0; i < n_routes; i++) {
-        char *a = allow_of[i];
-        for (size_t j = 0; j < n_routes; j++) {
-            if (strcmp(routes[i].path, routes[j].path) != 0)
-                continue;
-            size_t len = strlen(a);
-            snprintf(a + len, sizeof allow_of[i] - len, "%s%s", len ? ", " : "", routes[j].method);
-        }
-    }
+    for (size_t i = 0; i < n_routes; i++)
+        route_allow(routes, n_routes, i, allow_of[i], sizeof allow_of[i]);
 }
 
 /* Runs the request; returns the index of the matched route (n_routes when none). */
 static size_t dispatch(http_req *r)
 {
-    size_t found = n_routes, known = n_routes;
-    for (size_t i = 0; i < n_routes && found == n_routes; i++) {
-        int64_t id = 0;
-        if (!path_matches(routes[i].path, r->path, &id))
-            continue;
-        if (known == n_routes)
-            known = i;
-        if (strcmp(routes[i].method, r->method) == 0) {
-            found = i;
-            r->path_id = id;
-        }
-    }
+    size_t known;
+    size_t found = route_find(routes, n_routes, r->method, r->path, &r->path_id, &known);
     if (found == n_routes) {
         if (known == n_routes) {
             http_error(r, 404, "no route %s", r->path);

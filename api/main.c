@@ -20,8 +20,6 @@
 #include "rpc.h"
 #include "timeutil.h"
 
-api_config api_cfg;
-
 static const cfg_entry config_table[] = {
     {"API_HOST", CFG_STR, "0.0.0.0", 1, 64, "address to serve HTTP on", &api_cfg.host},
     {"API_PORT", CFG_INT, "8080", 1, 65535, "port to serve HTTP on", &api_cfg.port},

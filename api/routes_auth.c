@@ -148,7 +148,7 @@ void route_login(http_req *r)
                             (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err)
                  : RPC_NOT_FOUND;
     if (rc != RPC_OK && rc != RPC_NOT_FOUND) {
-        http_error(r, 503, "the data service is unavailable, try again");
+        dba_reply_failure(r, DBA_FIND_USER, rc, err);
     } else {
         /* An unknown login costs the same hashing as a wrong password: no timing hint. */
         int ok = auth_check_password(rep ? rep->user->password_hash : NULL, password);

@@ -80,6 +80,8 @@ void *rpc_thread_state(rpc_ctx *ctx);
 int64_t rpc_time_left_ms(rpc_ctx *ctx);
 /* Records the status message sent with code; returns code. */
 int rpc_fail(rpc_ctx *ctx, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The code of this call's latest rpc_fail; RPC_OK when there was none. */
+int rpc_status(const rpc_ctx *ctx);
 
 /* Binds and starts serving; NULL with err set when the address cannot be bound or the TLS
  * files cannot be read. */

@@ -8,15 +8,25 @@
 #include "log.h"
 #include "numfmt.h"
 #include "mem.h"
+#include "sqlstate.h"
 
-/* The last code recorded by db_query per thread, so handlers can return it. */
-static _Thread_local int last_code;
-/* The last failure was a prepared statement whose result columns changed under it. */
-static _Thread_local int plan_changed;
-
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
+void db_params_add(db_params *p, const char *key, const char *value)
 {
-    PGconn *c = PQconnectdb(conninfo);
+    if (p->n == DB_MAX_PARAMS) {
+        log_error("db: more than %d connection parameters (adding %s)", DB_MAX_PARAMS, key);
+        abort();
+    }
+    p->keys[p->n] = key;
+    p->values[p->n] = value;
+    p->n++;
+    p->keys[p->n] = NULL;
+    p->values[p->n] = NULL;
+}
+
+PGconn *db_connect(const db_params *params, char *err, size_t errlen)
+{
+    /* expand_dbname 0: a value is only ever a value, never parsed as a connection string. */
+    PGconn *c = PQconnectdbParams(params->keys, params->values, 0);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "%s", PQerrorMessage(c));
         size_t n = strlen(err);
@@ -28,12 +38,12 @@ PGconn *db_connect(const char *conninfo, char *err, size_t errlen)
     return c;
 }
 
-void *db_thread_init(void *conninfo)
+void *db_thread_init(void *params)
 {
     db *d = xcalloc(1, sizeof *d);
-    d->conninfo = conninfo;
+    d->params = params;
     char err[256];
-    d->conn = db_connect(d->conninfo, err, sizeof err);
+    d->conn = db_connect(d->params, err, sizeof err);
     if (!d->conn)
         log_warn("PostgreSQL not reachable yet: %s", err);
     return d;
@@ -56,9 +66,9 @@ static int ensure_connected(db *d, rpc_ctx *ctx)
     d->n_prepared = 0;
     d->timeout_ms = 0;
     char err[256];
-    d->conn = db_connect(d->conninfo, err, sizeof err);
+    d->conn = db_connect(d->params, err, sizeof err);
     if (!d->conn)
-        return last_code = rpc_fail(ctx, RPC_UNAVAILABLE, "database unavailable: %s", err);
+        return rpc_fail(ctx, RPC_UNAVAILABLE, "database unavailable: %s", err);
     log_info("PostgreSQL connection established");
     return RPC_OK;
 }
@@ -69,22 +79,7 @@ static int code_for(db *d, const PGresult *r)
 {
     if (PQstatus(d->conn) != CONNECTION_OK)
         return RPC_UNAVAILABLE;
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    if (!state)
-        return RPC_UNAVAILABLE;
-    if (!strcmp(state, "57014"))
-        return RPC_DEADLINE_EXCEEDED; /* statement timeout: the caller's deadline */
-    if (!strcmp(state, "23505"))
-        return RPC_ALREADY_EXISTS;
-    if (!strcmp(state, "23503"))
-        return RPC_NOT_FOUND; /* a row a foreign key names is missing: no such user */
-    if (!strncmp(state, "08", 2) || !strcmp(state, "57P01") || !strcmp(state, "57P03"))
-        return RPC_UNAVAILABLE;
-    if (!strncmp(state, "22", 2) || !strncmp(state, "23", 2))
-        return RPC_INVALID_ARGUMENT;
-    if (!strncmp(state, "40", 2))
-        return RPC_ABORTED; /* a deadlock or a serialization failure: the caller may retry */
-    return RPC_INTERNAL;
+    return sqlstate_rpc_code(r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL);
 }
 
 PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *const *params)
@@ -101,7 +96,7 @@ PGresult *db_query(db *d, rpc_ctx *ctx, const char *sql, int n, const char *cons
         msg[--len] = '\0';
     if (code == RPC_INTERNAL)
         log_error("query failed: %s (%.80s)", msg, sql);
-    last_code = rpc_fail(ctx, code, "database: %s", msg);
+    rpc_fail(ctx, code, "database: %s", msg);
     PQclear(r);
     return NULL;
 }
@@ -111,7 +106,8 @@ static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *wh
 {
     int code = code_for(d, r);
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    plan_changed = state && !strcmp(state, "0A000"); /* "cached plan must not change result type" */
+    d->plan_changed =
+        state && !strcmp(state, "0A000"); /* "cached plan must not change result type" */
     char msg[256];
     const char *m = r ? PQresultErrorMessage(r) : "";
     snprintf(msg, sizeof msg, "%s", m && m[0] ? m : PQerrorMessage(d->conn));
@@ -120,7 +116,7 @@ static int record_failure(db *d, rpc_ctx *ctx, const PGresult *r, const char *wh
         msg[--len] = '\0';
     if (code == RPC_INTERNAL)
         log_error("%s failed: %s", what, msg);
-    return last_code = rpc_fail(ctx, code, "database: %s", msg);
+    return rpc_fail(ctx, code, "database: %s", msg);
 }
 
 static int prepare(db *d, rpc_ctx *ctx, const db_stmt *stmt)
@@ -214,7 +210,7 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
 {
     int64_t left = rpc_time_left_ms(ctx);
     if (left == 0) {
-        last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
+        rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
         return NULL;
     }
     return db_call_within(d, ctx, stmt, params, left < 0 ? 30000 : left);
@@ -225,11 +221,11 @@ PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *c
 {
     if (ensure_connected(d, ctx) != RPC_OK)
         return NULL;
-    plan_changed = 0;
+    d->plan_changed = 0;
     PGresult *r = call_once(d, ctx, stmt, params, left_ms);
     /* Another dbagent migrated the schema under our prepared statements (a column's type or a
      * function's result changed): prepare them again, once. */
-    if (!r && plan_changed && PQstatus(d->conn) == CONNECTION_OK) {
+    if (!r && d->plan_changed && PQstatus(d->conn) == CONNECTION_OK) {
         log_info("%s: the schema changed under the prepared statements: preparing them again",
                  stmt->name);
         PQclear(PQexec(d->conn, "DEALLOCATE ALL"));
@@ -238,7 +234,7 @@ PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *c
     }
     /* A connection that died while idle is noticed here (the server's last words may still
      * read as a result on a connection libpq calls OK): try once more on a new one. */
-    if (!r && last_code == RPC_UNAVAILABLE) {
+    if (!r && rpc_status(ctx) == RPC_UNAVAILABLE) {
         PQfinish(d->conn);
         d->conn = NULL;
         if (ensure_connected(d, ctx) == RPC_OK)
@@ -249,8 +245,7 @@ PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *c
 
 int db_failed(rpc_ctx *ctx)
 {
-    (void)ctx;
-    return last_code;
+    return rpc_status(ctx);
 }
 
 int db_begin(db *d, rpc_ctx *ctx)
@@ -260,7 +255,7 @@ int db_begin(db *d, rpc_ctx *ctx)
         return rc;
     int64_t left = rpc_time_left_ms(ctx);
     if (left == 0)
-        return last_code = rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
+        return rpc_fail(ctx, RPC_DEADLINE_EXCEEDED, "deadline passed before start");
     char sql[96];
     /* The caller's deadline bounds every statement of the call; no deadline: 30 s. */
     snprintf(sql, sizeof sql, "BEGIN; SET LOCAL statement_timeout = %lld",

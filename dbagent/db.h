@@ -18,22 +18,37 @@ typedef struct db_stmt {
 } db_stmt;
 
 #define DB_MAX_PREPARED 32
+#define DB_MAX_PARAMS   24
+
+/* libpq connection keywords and their values, as given (PQconnectdbParams does the quoting, so
+ * any password works). Both arrays end with a NULL. */
+typedef struct db_params {
+    const char *keys[DB_MAX_PARAMS + 1];
+    const char *values[DB_MAX_PARAMS + 1];
+    int n;
+} db_params;
+
+/* Appends key=value; both are kept, not copied. Aborts when the table is full (a fixed set of
+ * keywords: a programming error). */
+void db_params_add(db_params *p, const char *key, const char *value);
 
 typedef struct db {
     PGconn *conn;
-    const char *conninfo; /* kept, not owned */
+    const db_params *params; /* kept, not owned */
     /* The statements prepared on conn; emptied when conn is replaced. */
     const db_stmt *prepared[DB_MAX_PREPARED];
     int n_prepared;
     int64_t timeout_ms; /* statement_timeout set on conn; 0: not set yet */
+    /* The last failure was a prepared statement whose result columns changed under it. */
+    int plan_changed;
 } db;
 
-/* Thread state for the rpc server: arg is the conninfo string. */
-void *db_thread_init(void *conninfo);
+/* Thread state for the rpc server: arg is the const db_params to connect with. */
+void *db_thread_init(void *params);
 void db_thread_fini(void *state);
 
 /* Opens a connection (NULL with err set on failure). */
-PGconn *db_connect(const char *conninfo, char *err, size_t errlen);
+PGconn *db_connect(const db_params *params, char *err, size_t errlen);
 
 /*
  * Starts a transaction for the current call, reconnecting first when the connection is gone,
@@ -62,7 +77,7 @@ PGresult *db_call(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *p
 PGresult *db_call_within(db *d, rpc_ctx *ctx, const db_stmt *stmt, const char *const *params,
                          int64_t left_ms);
 
-/* The status code db_query recorded. */
+/* The status code the last failure of this call recorded (db_query, db_call...): rpc_status. */
 int db_failed(rpc_ctx *ctx);
 
 /* Field readers: NULL reads as 0 / 0.0 / "". */

@@ -1,4 +1,3 @@
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +6,7 @@
 #include "db.h"
 #include "handlers.h"
 #include "pgarray.h"
+#include "plan_shape.h"
 #include "ready.h"
 #include "mem.h"
 
@@ -60,66 +60,6 @@ int event_append(db *d, rpc_ctx *ctx, int64_t user_id, int64_t expression_id, co
     return RPC_OK;
 }
 
-static int valid_op(const char *op)
-{
-    return op && op[0] && !op[1] && strchr("+-*/", op[0]);
-}
-
-/* Checks the plan's shape: indices in range, children before parents, and a tree: every node
- * but the root is an operand of exactly one node, the parent it names. (A node named as an
- * operand twice, or by no one, would leave its parent waiting for ever or filled wrongly.) */
-static int check_plan(rpc_ctx *ctx, const Calc__V1__CreateExpressionRequest *req)
-{
-    size_t n = req->n_nodes;
-    if (n > 100000)
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu", n);
-    size_t operands = 0; /* operands that are nodes: each names its own child (checked below) */
-    for (size_t i = 0; i < n; i++) {
-        const Calc__V1__PlanNode *pn = req->nodes[i];
-        if (!valid_op(pn->op))
-            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: bad operator", i);
-        const Calc__V1__Operand *ops[2] = {pn->left, pn->right};
-        for (int s = 0; s < 2; s++) {
-            if (!ops[s] || ops[s]->kind_case == CALC__V1__OPERAND__KIND__NOT_SET)
-                return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: missing operand", i);
-            if (ops[s]->kind_case == CALC__V1__OPERAND__KIND_NODE &&
-                (ops[s]->node < 0 || (size_t)ops[s]->node >= i ||
-                 req->nodes[ops[s]->node]->parent != (int32_t)i))
-                return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: bad child index", i);
-            if (ops[s]->kind_case == CALC__V1__OPERAND__KIND_VALUE && !isfinite(ops[s]->value))
-                return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: non-finite literal", i);
-            operands += ops[s]->kind_case == CALC__V1__OPERAND__KIND_NODE;
-        }
-        if (ops[0]->kind_case == CALC__V1__OPERAND__KIND_NODE &&
-            ops[1]->kind_case == CALC__V1__OPERAND__KIND_NODE && ops[0]->node == ops[1]->node)
-            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: both operands are node %d", i,
-                            ops[0]->node);
-        if (pn->delay_ms < 0 || pn->delay_ms > 65535)
-            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: delay out of range", i);
-        int root = i + 1 == n;
-        if (root ? pn->parent != -1 : (pn->parent <= (int32_t)i || (size_t)pn->parent >= n))
-            return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: bad parent index", i);
-    }
-    /* A child is named only by the parent it names, and at most once there: so every non-root
-     * node is an operand exactly when there are n - 1 node operands. Find the one left out. */
-    if (n > 0 && operands != n - 1) {
-        char *named = xcalloc(n, 1);
-        for (size_t i = 0; i < n; i++) {
-            const Calc__V1__Operand *ops[2] = {req->nodes[i]->left, req->nodes[i]->right};
-            for (int s = 0; s < 2; s++)
-                if (ops[s]->kind_case == CALC__V1__OPERAND__KIND_NODE)
-                    named[ops[s]->node] = 1;
-        }
-        size_t orphan = 0;
-        while (orphan + 1 < n && named[orphan])
-            orphan++;
-        free(named);
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "node %zu: not an operand of its parent %d",
-                        orphan, req->nodes[orphan]->parent);
-    }
-    return RPC_OK;
-}
-
 /* The plan as the parallel arrays calc_create_expression takes: one per column. */
 enum { C_OP, C_LN, C_LV, C_RN, C_RV, C_PARENT, C_DELAY, C_TAIL, NCOLS };
 
@@ -161,9 +101,9 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
     db *d = rpc_thread_state(ctx);
     if (!req->req_uid[0] || !req->text[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "req_uid and text are required");
-    int rc = check_plan(ctx, req);
-    if (rc)
-        return rc;
+    char err[128];
+    if (plan_shape_check(req, err, sizeof err) != 0)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "%s", err);
     pgarray col[NCOLS];
     plan_arrays(req, col);
     char uid[32], value[32], depth[32], cp[32], maxu[32];
@@ -181,6 +121,7 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         pgarray_free(&col[c]);
     if (!r)
         return db_failed(ctx);
+    int rc;
     switch (db_i64(r, 0, 0)) {
     case 0:
     case 1: {

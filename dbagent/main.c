@@ -160,53 +160,37 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
-/* libpq conninfo values are quoted so that any password works. */
-static void conninfo_add(char *out, size_t cap, const char *key, const char *value)
+/* The connection keywords of every PostgreSQL session this process opens; values as configured
+ * (libpq takes them as they are: no quoting). */
+static void build_db_params(db_params *p)
 {
-    size_t n = strlen(out);
-    n += (size_t)snprintf(out + n, n < cap ? cap - n : 0, "%s%s='", n ? " " : "", key);
-    for (const char *s = value; *s && n + 3 < cap; s++) {
-        if (*s == '\'' || *s == '\\')
-            out[n++] = '\\';
-        out[n++] = *s;
-    }
-    if (n + 2 < cap) {
-        out[n++] = '\'';
-        out[n] = '\0';
-    }
-}
-
-static char *build_conninfo(void)
-{
-    char *ci = xcalloc(1, 4096);
-    conninfo_add(ci, 4096, "host", cfg.db_host);
-    conninfo_add(ci, 4096, "port", cfg.db_port);
-    conninfo_add(ci, 4096, "user", cfg.db_user);
+    db_params_add(p, "host", cfg.db_host);
+    db_params_add(p, "port", cfg.db_port);
+    db_params_add(p, "user", cfg.db_user);
     if (cfg.db_password[0])
-        conninfo_add(ci, 4096, "password", cfg.db_password);
-    conninfo_add(ci, 4096, "dbname", cfg.db_name);
-    conninfo_add(ci, 4096, "sslmode", cfg.db_sslmode);
-    conninfo_add(ci, 4096, "target_session_attrs", cfg.db_session);
-    conninfo_add(ci, 4096, "connect_timeout", "3");
-    conninfo_add(ci, 4096, "application_name", "calc-dbagent");
+        db_params_add(p, "password", cfg.db_password);
+    db_params_add(p, "dbname", cfg.db_name);
+    db_params_add(p, "sslmode", cfg.db_sslmode);
+    db_params_add(p, "target_session_attrs", cfg.db_session);
+    db_params_add(p, "connect_timeout", "3");
+    db_params_add(p, "application_name", "calc-dbagent");
     /* A PostgreSQL host that vanishes (power, network) answers nothing, not even a reset: TCP
      * alone would hold a waiting call for many minutes. Unacknowledged data gives up after 5 s,
      * and a connection silent for 10 s is probed 3 times 2 s apart, so a call on a dead
      * connection fails UNAVAILABLE within about 16 s and the next one reconnects. */
-    conninfo_add(ci, 4096, "keepalives_idle", "10");
-    conninfo_add(ci, 4096, "keepalives_interval", "2");
-    conninfo_add(ci, 4096, "keepalives_count", "3");
-    conninfo_add(ci, 4096, "tcp_user_timeout", "5000");
+    db_params_add(p, "keepalives_idle", "10");
+    db_params_add(p, "keepalives_interval", "2");
+    db_params_add(p, "keepalives_count", "3");
+    db_params_add(p, "tcp_user_timeout", "5000");
     /* NOTICEs ("already exists, skipping") would go to stderr outside our log format. */
-    conninfo_add(ci, 4096, "options", "-c client_min_messages=warning");
-    return ci;
+    db_params_add(p, "options", "-c client_min_messages=warning");
 }
 
 /* `calc-dbagent migrate [up [N] | down N | status]`: up to the newest (or N), down to N. */
-static int run_migrate(int argc, char **argv, const char *conninfo)
+static int run_migrate(int argc, char **argv, const db_params *params)
 {
     char err[512];
-    PGconn *c = db_connect(conninfo, err, sizeof err);
+    PGconn *c = db_connect(params, err, sizeof err);
     if (!c) {
         log_error("migrate: cannot connect to PostgreSQL: %s", err);
         return 1;
@@ -261,10 +245,10 @@ static int run_migrate(int argc, char **argv, const char *conninfo)
 }
 
 /* With DBAGENT_MIGRATE=0: says so when the database's functions are not this binary's. */
-static void check_functions_at_start(const char *conninfo)
+static void check_functions_at_start(const db_params *params)
 {
     char err[512], stored[80];
-    PGconn *c = db_connect(conninfo, err, sizeof err);
+    PGconn *c = db_connect(params, err, sizeof err);
     if (!c)
         return; /* the serving threads report it */
     if (migrate_functions_stored(c, stored, sizeof stored, err, sizeof err) < 0)
@@ -277,11 +261,11 @@ static void check_functions_at_start(const char *conninfo)
 }
 
 /* Applies pending migrations, waiting (bounded) for PostgreSQL to accept connections. */
-static int migrate_at_start(const char *conninfo)
+static int migrate_at_start(const db_params *params)
 {
     char err[512];
     for (int attempt = 0; attempt < 60 && !stop_requested; attempt++) {
-        PGconn *c = db_connect(conninfo, err, sizeof err);
+        PGconn *c = db_connect(params, err, sizeof err);
         if (c) {
             int rc = migrate_to(c, -1, &stop_requested, err, sizeof err);
             PQfinish(c);
@@ -309,10 +293,10 @@ int main(int argc, char **argv)
     }
     handler_cfg.max_attempts = (int)cfg.max_attempts;
     node_batch_configure((int)cfg.batches);
-    char *conninfo = build_conninfo();
+    static db_params params; /* read by the server's threads until they are joined */
+    build_db_params(&params);
     if (argc > 1 && !strcmp(argv[1], "migrate")) {
-        int rc = run_migrate(argc, argv, conninfo);
-        free(conninfo);
+        int rc = run_migrate(argc, argv, &params);
         return rc;
     }
 
@@ -322,9 +306,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     if (!cfg.migrate)
-        check_functions_at_start(conninfo);
-    else if (migrate_at_start(conninfo) < 0) {
-        free(conninfo);
+        check_functions_at_start(&params);
+    else if (migrate_at_start(&params) < 0) {
         /* Told to stop while waiting for PostgreSQL or for another dbagent's migrations: a
          * clean stop, not a failure. */
         if (stop_requested)
@@ -332,7 +315,7 @@ int main(int argc, char **argv)
         return stop_requested ? 0 : 1;
     }
 
-    ready_start(conninfo);
+    ready_start(&params);
     rpc_global_init();
     char addr[300];
     snprintf(addr, sizeof addr, "%s:%lld", cfg.host, (long long)cfg.port);
@@ -345,13 +328,12 @@ int main(int argc, char **argv)
                             .tls = &cfg.tls,
                             .thread_init = db_thread_init,
                             .thread_fini = db_thread_fini,
-                            .arg = conninfo};
+                            .arg = &params};
     rpc_server *srv = rpc_server_start(&sc, err, sizeof err);
     if (!srv) {
         log_error("%s", err);
         ready_stop();
         rpc_global_shutdown();
-        free(conninfo);
         return 1;
     }
     log_info("serving on %s with %lld threads, %s%s", addr, (long long)cfg.threads,
@@ -367,7 +349,6 @@ int main(int argc, char **argv)
     rpc_server_stop(srv);
     ready_stop();
     rpc_global_shutdown();
-    free(conninfo);
     log_info("stopped");
     return 0;
 }

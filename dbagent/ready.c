@@ -28,7 +28,7 @@ static struct {
     int notify_pending; /* a NOTIFY is owed to the other dbagents, under mu */
     int stopping;       /* under mu */
     int wake[2];        /* pipe: wakes the thread for a NOTIFY or the stop */
-    const char *conninfo;
+    const db_params *params;
     pthread_t thread;
     int started;
 } rd = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake = {-1, -1}};
@@ -146,7 +146,7 @@ static void drain_notifications(PGconn *c)
 /* A connection that listens on calc_ready, or NULL. */
 static PGconn *connect_listening(char *err, size_t errlen)
 {
-    PGconn *c = db_connect(rd.conninfo, err, errlen);
+    PGconn *c = db_connect(rd.params, err, errlen);
     if (!c)
         return NULL;
     PGresult *r = PQexec(c, "LISTEN calc_ready");
@@ -233,7 +233,7 @@ static void *listen_main(void *arg)
     return NULL;
 }
 
-void ready_start(const char *conninfo)
+void ready_start(const db_params *params)
 {
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -244,7 +244,7 @@ void ready_start(const char *conninfo)
         log_error("ready: pipe2: %s", strerror(errno));
         abort();
     }
-    rd.conninfo = conninfo;
+    rd.params = params;
     rd.started = pthread_create(&rd.thread, NULL, listen_main, NULL) == 0;
     if (!rd.started)
         log_error("ready: cannot start the listening thread: other dbagents' nodes wake us late");

@@ -17,8 +17,10 @@
 
 #include <stdint.h>
 
-/* Starts the listening thread; conninfo is kept, not copied, until ready_stop(). */
-void ready_start(const char *conninfo);
+#include "db.h"
+
+/* Starts the listening thread; params are kept, not copied, until ready_stop(). */
+void ready_start(const db_params *params);
 /* Wakes every waiter for good (calls to ready_wait return at once from now on). */
 void ready_release_waiters(void);
 /* Stops the thread and closes its connection. */

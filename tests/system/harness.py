@@ -36,6 +36,11 @@ STOP_TIMEOUT = 30.0
 READY_TIMEOUT = 60.0
 
 
+# What a sanitizer prints at the start of a report. A process that printed one fails its test,
+# whatever its exit code: a report is a bug even when the process went on, or was killed.
+SANITIZER_MARKS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
 class ProcessDied(AssertionError):
     """A process the test relies on has exited: waiting longer cannot help."""
 
@@ -190,8 +195,24 @@ class Proc:
     def log_tail(self, lines=40):
         return tail(self.log_path, lines)
 
+    def sanitizer_report(self):
+        """The first line of a sanitizer report in the log, with what follows it, or None."""
+        try:
+            text = self.log()
+        except OSError:
+            return None
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if any(mark in line for mark in SANITIZER_MARKS):
+                return "\n".join(lines[i : i + 30])
+        return None
+
     def problem(self):
-        """Why this process's end is a failure, or None: a crash, or anything but exit 0 on SIGTERM."""
+        """Why this process's end is a failure, or None: a sanitizer report, a crash, or anything
+        but exit 0 on SIGTERM."""
+        report = self.sanitizer_report()
+        if report is not None:
+            return f"{self.name} (pid {self.pid}) printed a sanitizer report:\n{report}"
         if not self.expect_clean_exit:
             return None
         rc = self.popen.poll()

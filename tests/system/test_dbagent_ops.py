@@ -474,3 +474,29 @@ def test_sigterm_while_waiting_for_the_migration_lock_exits_0(bare_cluster):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_password_with_quotes_backslashes_and_spaces_connects(bare_cluster):
+    """The PostgreSQL password reaches libpq as it is: quotes, backslashes and spaces are not
+    connection-string syntax. A role with such a password owns the database; dbagent migrates it
+    and serves with that role, and a wrong password is refused."""
+    cl = bare_cluster
+    role = f"odd_{cl.db}"[:63]
+    password = "it's a \\'pass\\\\word\" = x  'y'\\"
+    sql_password = password.replace("'", "''")
+    cl.servers.psql(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{sql_password}'")
+    cl.servers.psql(f"ALTER DATABASE \"{cl.db}\" OWNER TO \"{role}\"")
+    cl.servers.psql(f"ALTER SCHEMA public OWNER TO \"{role}\"", db=cl.db)
+
+    p = cl.start_dbagent(DB_USERNAME=role, DB_PASSWORD=password)
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    user = c.CreateUser(login="quoted", password_hash="h").user
+    assert c.FindUser(login="quoted").user.id == user.id
+    assert cl.servers.psql("SELECT count(*) FROM schema_migrations", db=cl.db).strip() == str(NEWEST)
+    cl.stop(p)
+
+    env = dict(os.environ)
+    env.update(cl.env)
+    env.update(DB_USERNAME=role, DB_PASSWORD=password[:-1])
+    r = subprocess.run([cl.binary("calc-dbagent"), "migrate", "status"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "password authentication failed" in r.stderr + r.stdout

@@ -187,3 +187,21 @@ def test_servers_come_back_after_a_crash(bare_cluster):
         [harness.SERVERS_CLI, "rabbitmqctl", s.rmq_dir, "list_vhosts"], capture_output=True, text=True, timeout=60
     )
     assert bare_cluster.vhost in vhosts.stdout.split(), vhosts.stdout + vhosts.stderr
+
+
+def test_a_sanitizer_report_fails_the_test(bare_cluster):
+    """A process that printed a sanitizer report is a failure even when it exits 0 on SIGTERM, or
+    was killed on purpose."""
+    cl = bare_cluster
+    for i, mark in enumerate(harness.SANITIZER_MARKS):
+        script = f'echo "==1==" ; echo "{mark} something"; trap "exit 0" TERM; sleep 600 & wait'
+        p = cl.start_process(f"reporter-{i}", ["bash", "-c", script])
+        harness.wait_for(lambda: mark in p.log(), 10, "the report to be printed")
+        assert p.stop() == 0
+        assert "printed a sanitizer report" in (p.problem() or ""), p.problem()
+        p.expect_clean_exit = False
+        assert "printed a sanitizer report" in (p.problem() or ""), p.problem()
+        cl.procs.remove(p)  # checked here: the teardown must not fail on it
+    quiet = cl.start_process("quiet", ["bash", "-c", 'echo "all fine"; trap "exit 0" TERM; sleep 600 & wait'])
+    harness.wait_for(lambda: "all fine" in quiet.log(), 10, "the line to be printed")
+    assert quiet.stop() == 0 and quiet.problem() is None
