@@ -2,6 +2,7 @@
 #ifndef CALC_API_H
 #define CALC_API_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "http.h"
@@ -19,6 +20,10 @@ typedef struct api_config {
 } api_config;
 
 extern api_config api_cfg;
+
+/* routes.c: every route calc-api serves, in matching order. */
+extern const http_route api_routes[];
+extern const size_t api_n_routes;
 
 /* routes_auth.c */
 void route_register(http_req *r);

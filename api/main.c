@@ -63,24 +63,6 @@ static const cfg_entry config_table[] = {
 };
 #define N_CONFIG (sizeof config_table / sizeof config_table[0])
 
-static const http_route routes[] = {
-    {"POST", "/api/v1/register", route_register, 0, "register"},
-    {"POST", "/api/v1/login", route_login, 0, "login"},
-    {"POST", "/api/v1/refresh", route_refresh, 0, "refresh"},
-    {"POST", "/api/v1/logout", route_logout, 0, "logout"},
-    {"POST", "/expression", route_expression_create, 1, "expression_create"},
-    {"GET", "/expression", route_expression_list, 1, "expression_list"},
-    {"GET", "/expression/" HTTP_ID_SUFFIX, route_expression_get, 1, "expression_get"},
-    {"DELETE", "/expression/" HTTP_ID_SUFFIX, route_expression_cancel, 1, "expression_cancel"},
-    {"GET", "/duration", route_duration_get, 1, "duration_get"},
-    {"POST", "/duration", route_duration_set, 1, "duration_set"},
-    {"GET", "/agent", route_agents, 1, "agent_list"},
-    {"GET", "/healthz", route_healthz, 0, "healthz"},
-    {"GET", "/readyz", route_readyz, 0, "readyz"},
-    {"GET", "/metrics", route_metrics, 0, "metrics"},
-    {"GET", "/openapi.json", route_openapi, 0, "openapi"},
-};
-
 /* Set by the signal handler; read by main and by ensure_admin's pauses. A lock-free atomic is
  * async-signal-safe. */
 static atomic_int stop_requested;
@@ -176,8 +158,8 @@ int main(int argc, char **argv)
             rc = 0;
         goto out;
     }
-    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, routes,
-                   sizeof routes / sizeof routes[0], err, sizeof err) < 0) {
+    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, api_routes, api_n_routes,
+                   err, sizeof err) < 0) {
         log_error("%s", err);
         goto out;
     }

@@ -7,6 +7,13 @@ messages), and the processes it starts (calc-dbagent, calc-api, calc-agent, or a
 
 Every process is recorded in REGISTRY. Teardown stops each one (SIGTERM, a deadline, SIGKILL of its
 process group) even when a test fails; an atexit hook and a watchdog cover an interrupted session.
+
+Over 600 lines by choice: the registry, the watchdog, the servers and the clusters share one module
+state (what was started, what must be stopped whatever happens), and every test imports only this.
+
+Longer than 600 lines, and one module on purpose: the registry, the watchdog, the servers and the
+clusters share one set of module state (what was started, what must be stopped), which a split would
+have to pass between files; every test imports only this.
 """
 
 import atexit

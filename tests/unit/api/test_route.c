@@ -1,32 +1,30 @@
 /*
- * Routing without a server: which route serves a method and path, the {id} it carries, a 405
- * (a pattern knows the path) rather than a 404, and the Allow header of a pattern.
+ * Routing without a server, over calc-api's own route table: which route serves a method and
+ * path, the {id} it carries, a 405 (a pattern knows the path) rather than a 404, the Allow header.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "api.h"
 #include "route.h"
 
-static void handler(http_req *r)
-{
-    (void)r;
-}
+/* calc-api's own table (api/routes.c); a route by its metric name. */
+#define N api_n_routes
 
-/* The shape of calc-api's table: exact paths, one pattern with an id, methods sharing a path. */
-static const http_route routes[] = {
-    {"POST", "/api/v1/login", handler, 0, "login"},
-    {"POST", "/expression", handler, 1, "expression_create"},
-    {"GET", "/expression", handler, 1, "expression_list"},
-    {"GET", "/expression/" HTTP_ID_SUFFIX, handler, 1, "expression_get"},
-    {"DELETE", "/expression/" HTTP_ID_SUFFIX, handler, 1, "expression_cancel"},
-    {"GET", "/healthz", handler, 0, "healthz"},
-};
-#define N (sizeof routes / sizeof routes[0])
+static size_t named(const char *name)
+{
+    for (size_t i = 0; i < N; i++)
+        if (!strcmp(api_routes[i].name, name))
+            return i;
+    fail_msg("no route named %s", name);
+    return N;
+}
 
 static void test_path_matching(void **state)
 {
@@ -59,13 +57,21 @@ static void test_find_by_method_and_path(void **state)
     (void)state;
     int64_t id = 0;
     size_t known;
-    assert_int_equal(route_find(routes, N, "POST", "/expression", &id, &known), 1);
-    assert_int_equal(route_find(routes, N, "GET", "/expression", &id, &known), 2);
-    assert_int_equal(route_find(routes, N, "GET", "/expression/12", &id, &known), 3);
+    assert_int_equal(route_find(api_routes, N, "POST", "/expression", &id, &known),
+                     named("expression_create"));
+    assert_int_equal(route_find(api_routes, N, "GET", "/expression", &id, &known),
+                     named("expression_list"));
+    assert_int_equal(route_find(api_routes, N, "GET", "/expression/12", &id, &known),
+                     named("expression_get"));
     assert_int_equal(id, 12);
-    assert_int_equal(route_find(routes, N, "DELETE", "/expression/13", &id, &known), 4);
+    assert_int_equal(route_find(api_routes, N, "DELETE", "/expression/13", &id, &known),
+                     named("expression_cancel"));
     assert_int_equal(id, 13);
-    assert_int_equal(known, 3);
+    assert_int_equal(known, named("expression_get"));
+    assert_int_equal(route_find(api_routes, N, "POST", "/api/v1/login", &id, &known),
+                     named("login"));
+    assert_int_equal(route_find(api_routes, N, "GET", "/openapi.json", &id, &known),
+                     named("openapi"));
 }
 
 static void test_404_and_405(void **state)
@@ -73,31 +79,53 @@ static void test_404_and_405(void **state)
     (void)state;
     int64_t id = 5;
     size_t known;
-    assert_int_equal(route_find(routes, N, "GET", "/nowhere", &id, &known), N);
+    assert_int_equal(route_find(api_routes, N, "GET", "/nowhere", &id, &known), N);
     assert_int_equal(known, N); /* 404 */
     assert_int_equal(id, 5);    /* untouched when nothing serves the request */
 
-    assert_int_equal(route_find(routes, N, "PUT", "/expression/1", &id, &known), N);
-    assert_int_equal(known, 3); /* 405: the first route of the pattern */
-    assert_int_equal(route_find(routes, N, "GET", "/api/v1/login", &id, &known), N);
-    assert_int_equal(known, 0);
-    assert_int_equal(route_find(routes, N, "get", "/healthz", &id, &known), N); /* exact case */
-    assert_int_equal(known, 5);
+    assert_int_equal(route_find(api_routes, N, "PUT", "/expression/1", &id, &known), N);
+    assert_int_equal(known, named("expression_get")); /* 405: the first route of the pattern */
+    assert_int_equal(route_find(api_routes, N, "GET", "/api/v1/login", &id, &known), N);
+    assert_int_equal(known, named("login"));
+    assert_int_equal(route_find(api_routes, N, "get", "/healthz", &id, &known), N); /* exact */
+    assert_int_equal(known, named("healthz"));
+}
+
+static void test_every_route_is_reachable_and_needs_what_it_says(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < N; i++) {
+        const char *pattern = api_routes[i].path;
+        size_t len = strlen(pattern), suffix = strlen(HTTP_ID_SUFFIX);
+        char path[128];
+        if (len >= suffix && !strcmp(pattern + len - suffix, HTTP_ID_SUFFIX))
+            snprintf(path, sizeof path, "%.*s7", (int)(len - suffix), pattern);
+        else
+            snprintf(path, sizeof path, "%s", pattern);
+        int64_t id = 0;
+        size_t known;
+        assert_int_equal(route_find(api_routes, N, api_routes[i].method, path, &id, &known), i);
+    }
+    /* The reference API's public routes need no token; every expression route does. */
+    assert_false(api_routes[named("register")].auth);
+    assert_false(api_routes[named("login")].auth);
+    assert_true(api_routes[named("expression_create")].auth);
+    assert_true(api_routes[named("expression_get")].auth);
 }
 
 static void test_allow_lists_every_method_of_a_pattern(void **state)
 {
     (void)state;
     char allow[64];
-    route_allow(routes, N, 1, allow, sizeof allow);
+    route_allow(api_routes, N, named("expression_list"), allow, sizeof allow);
     assert_string_equal(allow, "POST, GET");
-    route_allow(routes, N, 4, allow, sizeof allow);
+    route_allow(api_routes, N, named("expression_cancel"), allow, sizeof allow);
     assert_string_equal(allow, "GET, DELETE");
-    route_allow(routes, N, 5, allow, sizeof allow);
+    route_allow(api_routes, N, named("healthz"), allow, sizeof allow);
     assert_string_equal(allow, "GET");
 
     char tiny[8]; /* cut, never overrun, and always terminated */
-    route_allow(routes, N, 1, tiny, sizeof tiny);
+    route_allow(api_routes, N, named("expression_create"), tiny, sizeof tiny);
     assert_string_equal(tiny, "POST, G");
 }
 
@@ -107,6 +135,7 @@ int main(void)
         cmocka_unit_test(test_path_matching),
         cmocka_unit_test(test_find_by_method_and_path),
         cmocka_unit_test(test_404_and_405),
+        cmocka_unit_test(test_every_route_is_reachable_and_needs_what_it_says),
         cmocka_unit_test(test_allow_lists_every_method_of_a_pattern),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,22 @@
+/* The route table of calc-api: method, path, handler, whether a token is needed, metric name. */
+#include "api.h"
+
+const http_route api_routes[] = {
+    {"POST", "/api/v1/register", route_register, 0, "register"},
+    {"POST", "/api/v1/login", route_login, 0, "login"},
+    {"POST", "/api/v1/refresh", route_refresh, 0, "refresh"},
+    {"POST", "/api/v1/logout", route_logout, 0, "logout"},
+    {"POST", "/expression", route_expression_create, 1, "expression_create"},
+    {"GET", "/expression", route_expression_list, 1, "expression_list"},
+    {"GET", "/expression/" HTTP_ID_SUFFIX, route_expression_get, 1, "expression_get"},
+    {"DELETE", "/expression/" HTTP_ID_SUFFIX, route_expression_cancel, 1, "expression_cancel"},
+    {"GET", "/duration", route_duration_get, 1, "duration_get"},
+    {"POST", "/duration", route_duration_set, 1, "duration_set"},
+    {"GET", "/agent", route_agents, 1, "agent_list"},
+    {"GET", "/healthz", route_healthz, 0, "healthz"},
+    {"GET", "/readyz", route_readyz, 0, "readyz"},
+    {"GET", "/metrics", route_metrics, 0, "metrics"},
+    {"GET", "/openapi.json", route_openapi, 0, "openapi"},
+};
+
+const size_t api_n_routes = sizeof api_routes / sizeof api_routes[0];
