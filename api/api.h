@@ -15,7 +15,7 @@ typedef struct api_config {
         *admin_password, *amqp_queue_type, *amqp_tls_ca, *amqp_tls_cert, *amqp_tls_key;
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
         queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
-        max_unfinished, dba_timeout_ms;
+        max_unfinished, dba_timeout_ms, refresh_max_age_s, refresh_grace_ms, cookie_secure;
     mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 
@@ -30,6 +30,7 @@ void route_register(http_req *r);
 void route_login(http_req *r);
 void route_refresh(http_req *r);
 void route_logout(http_req *r);
+void route_password(http_req *r);
 /* routes_expr.c */
 void route_expression_create(http_req *r);
 void route_expression_list(http_req *r);

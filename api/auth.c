@@ -18,6 +18,8 @@ static char dummy_hash[AUTH_HASH_MAX]; /* checked against for unknown logins */
 static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
 /* Keys the digests of verified access tokens (below); random per process. */
 static unsigned char verified_hash_key[crypto_generichash_KEYBYTES];
+/* Keys the derivation of a refresh token's successor; from the secret, so every instance agrees. */
+static unsigned char successor_key[crypto_generichash_KEYBYTES];
 
 /* Made on first need, not at start: hashing takes a noticeable part of a second. */
 static void make_dummy_hash(void)
@@ -36,6 +38,11 @@ int auth_init(const char *s, const char *p, int ttl, int max_hashing)
     pepper = p;
     access_ttl = ttl;
     randombytes_buf(verified_hash_key, sizeof verified_hash_key);
+    /* A subkey of its own (context "refresh_"), not the JWT key itself: the two uses never mix. */
+    unsigned char master[crypto_kdf_KEYBYTES];
+    crypto_generichash(master, sizeof master, (const unsigned char *)s, strlen(s), NULL, 0);
+    crypto_kdf_derive_from_key(successor_key, sizeof successor_key, 1, "refresh_", master);
+    sodium_memzero(master, sizeof master);
     return sem_init(&hashing, 0, (unsigned)max_hashing);
 }
 
@@ -232,4 +239,13 @@ void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX])
     unsigned char h[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(h, (const unsigned char *)token, strlen(token));
     sodium_bin2hex(hash, AUTH_TOKEN_HEX, h, sizeof h);
+}
+
+void auth_successor_refresh(const char *token, char next[AUTH_TOKEN_HEX], char hash[AUTH_TOKEN_HEX])
+{
+    unsigned char raw[32];
+    crypto_generichash(raw, sizeof raw, (const unsigned char *)token, strlen(token), successor_key,
+                       sizeof successor_key);
+    sodium_bin2hex(next, AUTH_TOKEN_HEX, raw, sizeof raw);
+    auth_hash_refresh(next, hash);
 }

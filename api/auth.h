@@ -1,7 +1,7 @@
 /*
  * auth: passwords (argon2id through libsodium, a bounded number at once), access tokens (JWT
  * HS256 through libjwt, algorithm pinned, exp/iat/iss/sub checked) and refresh tokens (256
- * random bits, stored only as a SHA-256).
+ * random bits at a login, each successor derived from its predecessor; stored only as a SHA-256).
  */
 #ifndef CALC_AUTH_H
 #define CALC_AUTH_H
@@ -27,5 +27,13 @@ int64_t auth_verify_access(const char *token, char *err, size_t errlen);
 /* A new refresh token and its hash, both hex. */
 void auth_new_refresh(char token[AUTH_TOKEN_HEX], char hash[AUTH_TOKEN_HEX]);
 void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX]);
+/*
+ * The token that replaces token when it rotates, and its hash: a keyed BLAKE2b of token under a
+ * key derived from the secret. Every API instance computes the same successor, so a refresh
+ * retried after a lost reply can be given the same new token without storing it; without the
+ * secret the successor cannot be told from random.
+ */
+void auth_successor_refresh(const char *token, char next[AUTH_TOKEN_HEX],
+                            char hash[AUTH_TOKEN_HEX]);
 
 #endif

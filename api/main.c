@@ -41,8 +41,21 @@ static const cfg_entry config_table[] = {
      &api_cfg.admin_password},
     {"ACCESS_TOKEN_TTL_S", CFG_INT, "900", 10, 86400, "access token lifetime",
      &api_cfg.access_ttl_s},
-    {"REFRESH_TOKEN_TTL_S", CFG_INT, "2592000", 60, 31536000, "refresh token lifetime",
+    {"REFRESH_TOKEN_TTL_S", CFG_INT, "2592000", 60, 31536000,
+     "lifetime of one refresh token (each rotation starts a new one, within REFRESH_MAX_AGE_S)",
      &api_cfg.refresh_ttl_s},
+    {"REFRESH_MAX_AGE_S", CFG_INT, "2592000", 1, 31536000,
+     "a login's session (its refresh-token family) ends this long after the login, however often"
+     " it rotates",
+     &api_cfg.refresh_max_age_s},
+    {"REFRESH_REUSE_GRACE_MS", CFG_INT, "10000", 0, 60000,
+     "a refresh token presented again this soon after its rotation (a lost reply) gets the same"
+     " successor instead of revoking its family (0: never)",
+     &api_cfg.refresh_grace_ms},
+    {"COOKIE_SECURE", CFG_INT, "0", 0, 1,
+     "1: the refresh-token cookie is Secure (sent over HTTPS only); set it when clients reach the"
+     " API through a TLS proxy",
+     &api_cfg.cookie_secure},
     {"MAX_CONCURRENT_HASHING", CFG_INT, "2", 1, 64, "password hashes computed at once",
      &api_cfg.max_hashing},
     {"HEARTBEAT_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000,
@@ -73,7 +86,31 @@ static void on_signal(int sig)
     atomic_store(&stop_requested, 1);
 }
 
-/* Makes sure the configured admin exists; retried until dbagent answers. */
+/* One call to dbagent at start, retried while dbagent cannot answer; RPC_CANCELLED when told to
+ * stop meanwhile. Any other failure but RPC_NOT_FOUND is logged. */
+static int call_at_start(const char *path, const ProtobufCMessage *req,
+                         const ProtobufCMessageDescriptor *desc, Calc__V1__UserReply **rep)
+{
+    backoff pause;
+    backoff_init(&pause, 100, 2000);
+    while (!atomic_load(&stop_requested)) {
+        char err[256];
+        int rc = rpc_call(dba, path, req, desc, (ProtobufCMessage **)rep,
+                          (int)api_cfg.dba_timeout_ms, err, sizeof err);
+        if (rc != RPC_UNAVAILABLE && rc != RPC_DEADLINE_EXCEEDED) {
+            if (rc != RPC_OK && rc != RPC_NOT_FOUND)
+                log_error("%s: %s", path, err);
+            return rc;
+        }
+        log_warn("waiting for dbagent: %s", err);
+        backoff_sleep(&pause, &stop_requested);
+    }
+    return RPC_CANCELLED;
+}
+
+/* Makes sure the configured admin exists with the configured password. When that password is
+ * not the stored one (ADMIN_PASSWORD changed), the admin's sessions are revoked too; an
+ * unchanged password keeps its hash and the sessions. */
 static int ensure_admin(void)
 {
     if (!api_cfg.admin_login[0])
@@ -82,32 +119,34 @@ static int ensure_admin(void)
         log_error("ADMIN_PASSWORD must have at least 8 characters");
         return -1;
     }
-    char hash[AUTH_HASH_MAX];
-    if (auth_hash_password(api_cfg.admin_password, hash) != 0)
+    Calc__V1__FindUserRequest find = CALC__V1__FIND_USER_REQUEST__INIT;
+    find.login = (char *)api_cfg.admin_login;
+    Calc__V1__UserReply *found = NULL, *rep = NULL;
+    int rc = call_at_start(DBA_FIND_USER, &find.base, &calc__v1__user_reply__descriptor, &found);
+    if (rc != RPC_OK && rc != RPC_NOT_FOUND)
         return -1;
+    char hash[AUTH_HASH_MAX];
     Calc__V1__EnsureAdminRequest req = CALC__V1__ENSURE_ADMIN_REQUEST__INIT;
     req.login = (char *)api_cfg.admin_login;
     req.password_hash = hash;
-    backoff pause;
-    backoff_init(&pause, 100, 2000);
-    while (!atomic_load(&stop_requested)) {
-        Calc__V1__UserReply *rep = NULL;
-        char err[256];
-        int rc = rpc_call(dba, DBA_ENSURE_ADMIN, &req.base, &calc__v1__user_reply__descriptor,
-                          (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
-        if (rc == RPC_OK) {
-            log_info("admin '%s' is user %lld", api_cfg.admin_login, (long long)rep->user->id);
-            protobuf_c_message_free_unpacked(&rep->base, NULL);
-            return 0;
-        }
-        if (rc != RPC_UNAVAILABLE && rc != RPC_DEADLINE_EXCEEDED) {
-            log_error("EnsureAdmin: %s", err);
-            return -1;
-        }
-        log_warn("waiting for dbagent: %s", err);
-        backoff_sleep(&pause, &stop_requested);
+    if (found && auth_check_password(found->user->password_hash, api_cfg.admin_password)) {
+        snprintf(hash, sizeof hash, "%s", found->user->password_hash);
+    } else if (auth_hash_password(api_cfg.admin_password, hash) != 0) {
+        rc = -1;
+        goto out;
+    } else {
+        req.revoke_sessions = found != NULL;
     }
-    return -1;
+    rc = call_at_start(DBA_ENSURE_ADMIN, &req.base, &calc__v1__user_reply__descriptor, &rep);
+    if (rc == RPC_OK) {
+        log_info("admin '%s' is user %lld%s", api_cfg.admin_login, (long long)rep->user->id,
+                 req.revoke_sessions ? ": ADMIN_PASSWORD changed, its sessions are revoked" : "");
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    }
+out:
+    if (found)
+        protobuf_c_message_free_unpacked(&found->base, NULL);
+    return rc == RPC_OK ? 0 : -1;
 }
 
 int main(int argc, char **argv)

@@ -6,6 +6,7 @@ const http_route api_routes[] = {
     {"POST", "/api/v1/login", route_login, 0, "login"},
     {"POST", "/api/v1/refresh", route_refresh, 0, "refresh"},
     {"POST", "/api/v1/logout", route_logout, 0, "logout"},
+    {"POST", "/api/v1/password", route_password, 1, "password"},
     {"POST", "/expression", route_expression_create, 1, "expression_create"},
     {"GET", "/expression", route_expression_list, 1, "expression_list"},
     {"GET", "/expression/" HTTP_ID_SUFFIX, route_expression_get, 1, "expression_get"},

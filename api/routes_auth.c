@@ -57,20 +57,29 @@ static size_t utf8_length(const char *s)
     return n;
 }
 
+/* Replies 400 when password's length is out of bounds; returns 1 when it did. */
+static int weak_password(http_req *r, const char *field, const char *password)
+{
+    size_t plen = utf8_length(password);
+    if (plen >= PASSWORD_MIN && plen <= PASSWORD_MAX)
+        return 0;
+    http_error(r, 400, "field '%s' must have %d to %d characters (it has %zu)", field, PASSWORD_MIN,
+               PASSWORD_MAX, plen);
+    return 1;
+}
+
 void route_register(http_req *r)
 {
     const char *login, *password;
     json_t *body = credentials(r, &login, &password);
     if (!body)
         return;
-    size_t plen = utf8_length(password);
     char hash[AUTH_HASH_MAX];
     if (!valid_login(login)) {
         http_error(r, 400, "field 'login' must have %d to %d characters of A-Z a-z 0-9 _ . -",
                    LOGIN_MIN, LOGIN_MAX);
-    } else if (plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
-        http_error(r, 400, "field 'password' must have %d to %d characters (it has %zu)",
-                   PASSWORD_MIN, PASSWORD_MAX, plen);
+    } else if (weak_password(r, "password", password)) {
+        /* replied */
     } else if (auth_hash_password(password, hash) != 0) {
         http_error(r, 503, "cannot hash the password now, try again");
     } else {
@@ -89,24 +98,39 @@ void route_register(http_req *r)
     json_decref(body);
 }
 
-/* The refresh-token cookie's attributes: sent only by the browser to us, never read by scripts. */
+/* The refresh-token cookie's attributes: sent only by the browser to us, never read by scripts;
+ * with COOKIE_SECURE, only over HTTPS. */
 #define COOKIE_ATTRS "Path=/; HttpOnly; SameSite=Strict"
 
-static int64_t refresh_expiry_ms(void)
+static const char *cookie_secure(void)
 {
-    return ((int64_t)time(NULL) + api_cfg.refresh_ttl_s) * 1000;
+    return api_cfg.cookie_secure ? "; Secure" : "";
 }
 
-/* Replies with a new access token for user_id and sets refresh_token as the cookie. */
-static void reply_tokens(http_req *r, int64_t user_id, const char *refresh_token)
+/* A new family's times: its first token's expiry and the family's end (ms since the epoch). */
+static void family_times(int64_t *expires_ms, int64_t *family_ms)
+{
+    int64_t now = time_now_ms();
+    int64_t ttl = api_cfg.refresh_ttl_s < api_cfg.refresh_max_age_s ? api_cfg.refresh_ttl_s
+                                                                    : api_cfg.refresh_max_age_s;
+    *expires_ms = now + ttl * 1000;
+    *family_ms = now + api_cfg.refresh_max_age_s * 1000;
+}
+
+/* Replies with a new access token for user_id and sets refresh_token as the cookie, which the
+ * browser keeps until expires_ms (rounded up to a second: 0 would delete it). */
+static void reply_tokens(http_req *r, int64_t user_id, const char *refresh_token,
+                         int64_t expires_ms)
 {
     char *access = auth_issue_access(user_id);
     if (!access) {
         http_error(r, 503, "cannot issue a token now, try again");
         return;
     }
-    r->set_cookie = xasprintf("refresh-token=%s; Max-Age=%lld; " COOKIE_ATTRS, refresh_token,
-                              (long long)api_cfg.refresh_ttl_s);
+    int64_t left_ms = expires_ms - time_now_ms();
+    long long max_age = left_ms > 0 ? (left_ms + 999) / 1000 : 1;
+    r->set_cookie = xasprintf("refresh-token=%s; Max-Age=%lld; " COOKIE_ATTRS "%s", refresh_token,
+                              max_age, cookie_secure());
     http_json(r, 200, json_pack("{s:s}", "accessToken", access));
     free(access);
 }
@@ -119,13 +143,13 @@ static void issue_tokens(http_req *r, int64_t user_id)
     Calc__V1__StoreRefreshTokenRequest req = CALC__V1__STORE_REFRESH_TOKEN_REQUEST__INIT;
     req.user_id = user_id;
     req.token_hash = hash;
-    req.expires_at_ms = refresh_expiry_ms();
+    family_times(&req.expires_at_ms, &req.family_expires_at_ms);
     Calc__V1__StoreRefreshTokenReply *rep = NULL;
     if (dba_call(r, DBA_STORE_REFRESH_TOKEN, &req.base,
                  &calc__v1__store_refresh_token_reply__descriptor, &rep) != RPC_OK)
         return;
     protobuf_c_message_free_unpacked(&rep->base, NULL);
-    reply_tokens(r, user_id, token);
+    reply_tokens(r, user_id, token, req.expires_at_ms);
 }
 
 void route_login(http_req *r)
@@ -174,17 +198,23 @@ void route_refresh(http_req *r)
     }
     char old_hash[AUTH_TOKEN_HEX], new_token[AUTH_TOKEN_HEX], new_hash[AUTH_TOKEN_HEX];
     auth_hash_refresh(token, old_hash);
-    auth_new_refresh(new_token, new_hash);
+    /* Derived, not random: a retry of this refresh names the same successor (the grace). */
+    auth_successor_refresh(token, new_token, new_hash);
     Calc__V1__RotateRefreshTokenRequest req = CALC__V1__ROTATE_REFRESH_TOKEN_REQUEST__INIT;
     req.old_hash = old_hash;
     req.new_hash = new_hash;
-    req.expires_at_ms = refresh_expiry_ms();
+    req.expires_at_ms = time_now_ms() + api_cfg.refresh_ttl_s * 1000;
+    req.grace_ms = (int32_t)api_cfg.refresh_grace_ms;
     Calc__V1__RotateRefreshTokenReply *rep = NULL;
     if (dba_call(r, DBA_ROTATE_REFRESH_TOKEN, &req.base,
                  &calc__v1__rotate_refresh_token_reply__descriptor, &rep) != RPC_OK)
         return;
     if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__ROTATED) {
-        reply_tokens(r, rep->user_id, new_token);
+        reply_tokens(r, rep->user_id, new_token, rep->expires_at_ms);
+    } else if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REPLAYED) {
+        log_info("user=%lld: a refresh retried within the grace gets the same new token",
+                 (long long)rep->user_id);
+        reply_tokens(r, rep->user_id, new_token, rep->expires_at_ms);
     } else if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REUSED) {
         log_warn("user=%lld: a rotated refresh token was presented again: family revoked",
                  (long long)rep->user_id);
@@ -209,6 +239,84 @@ void route_logout(http_req *r)
             return;
         protobuf_c_message_free_unpacked(&rep->base, NULL);
     }
-    r->set_cookie = xstrdup("refresh-token=; Max-Age=0; " COOKIE_ATTRS);
+    r->set_cookie = xasprintf("refresh-token=; Max-Age=0; " COOKIE_ATTRS "%s", cookie_secure());
     http_json(r, 200, json_pack("{s:i}", "status", 200));
+}
+
+/* Reads the string field name of body into *out; replies 400 naming it when it is not one. */
+static int string_field(http_req *r, json_t *body, const char *name, const char **out)
+{
+    json_t *v = json_object_get(body, name);
+    if (json_is_string(v)) {
+        *out = json_string_value(v);
+        return 1;
+    }
+    http_error(r, 400, "field '%s' is required and must be a string", name);
+    return 0;
+}
+
+/* Stores hash as user's password (in place of old_hash), revokes every session of the user and
+ * starts a new one for the caller; replies with its tokens. */
+static void store_new_password(http_req *r, int64_t user_id, const char *old_hash, const char *hash)
+{
+    char token[AUTH_TOKEN_HEX], token_hash[AUTH_TOKEN_HEX];
+    auth_new_refresh(token, token_hash);
+    Calc__V1__ChangePasswordRequest req = CALC__V1__CHANGE_PASSWORD_REQUEST__INIT;
+    req.user_id = user_id;
+    req.old_password_hash = (char *)old_hash;
+    req.new_password_hash = (char *)hash;
+    req.token_hash = token_hash;
+    family_times(&req.expires_at_ms, &req.family_expires_at_ms);
+    Calc__V1__Empty *rep = NULL;
+    if (dba_call(r, DBA_CHANGE_PASSWORD, &req.base, &calc__v1__empty__descriptor, &rep) != RPC_OK)
+        return;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    log_info("user=%lld changed the password: every other session is revoked", (long long)user_id);
+    reply_tokens(r, user_id, token, req.expires_at_ms);
+}
+
+/*
+ * The caller's new password, given the old one. A wrong old password counts as a failed login of
+ * the user's login (same limit, 429), so a stolen access token cannot guess it quickly.
+ */
+void route_password(http_req *r)
+{
+    json_t *body = http_body_object(r);
+    if (!body)
+        return;
+    const char *old_pw, *new_pw;
+    Calc__V1__UserReply *rep = NULL;
+    char hash[AUTH_HASH_MAX];
+    if (!string_field(r, body, "old_password", &old_pw) ||
+        !string_field(r, body, "new_password", &new_pw) || weak_password(r, "new_password", new_pw))
+        goto out;
+    Calc__V1__FindUserRequest find = CALC__V1__FIND_USER_REQUEST__INIT;
+    find.id = r->user_id;
+    char err[256];
+    int rc = rpc_call(dba, DBA_FIND_USER, &find.base, &calc__v1__user_reply__descriptor,
+                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
+    if (rc == RPC_NOT_FOUND) {
+        http_error(r, 401, "the user of this access token no longer exists");
+        goto out;
+    }
+    if (rc != RPC_OK) {
+        dba_reply_failure(r, DBA_FIND_USER, rc, err);
+        goto out;
+    }
+    const char *login = rep->user->login;
+    if (ratelimit_blocked(login, time_now_ms())) {
+        http_error(r, 429, "too many failed password checks for '%s': wait a minute", login);
+    } else if (!auth_check_password(rep->user->password_hash, old_pw)) {
+        ratelimit_failure(login, time_now_ms());
+        http_error(r, 403, "field 'old_password' does not match the current password");
+    } else if (auth_hash_password(new_pw, hash) != 0) {
+        http_error(r, 503, "cannot hash the password now, try again");
+    } else {
+        ratelimit_success(login);
+        store_new_password(r, r->user_id, rep->user->password_hash, hash);
+    }
+out:
+    if (rep)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    json_decref(body);
 }

@@ -36,6 +36,8 @@ H(get_durations);
 H(get_stats);
 H(set_durations);
 H(list_events);
+/* users.c, appended */
+H(change_password);
 
 #undef H
 

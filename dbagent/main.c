@@ -104,6 +104,7 @@ static const rpc_method methods[] = {
     M(DBA_GET_STATS, get_stats, empty),
     M(DBA_SET_DURATIONS, set_durations, set_durations_request),
     M(DBA_LIST_EVENTS, list_events, list_events_request),
+    M(DBA_CHANGE_PASSWORD, change_password, change_password_request),
 };
 #undef M
 #undef L

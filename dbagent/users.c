@@ -77,40 +77,47 @@ int h_find_user(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     return user_or(ctx, r, resp, RPC_NOT_FOUND, "no such user");
 }
 
-/* The configured password wins: changing ADMIN_PASSWORD and restarting resets it. */
+/* The configured password wins: changing ADMIN_PASSWORD and restarting resets it. With $3 the
+ * password changed, and every session the admin had ends with it. */
 static const db_stmt ensure_admin_stmt = {
     "ensure_admin",
-    "INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, true)"
+    "WITH u AS (INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, true)"
     " ON CONFLICT (login) DO UPDATE SET is_admin = true, password_hash = EXCLUDED.password_hash"
-    " RETURNING " USER_COLS,
-    2};
+    " RETURNING " USER_COLS "),"
+    " r AS (UPDATE refresh_tokens SET revoked = true WHERE $3::boolean AND NOT revoked"
+    " AND user_id = (SELECT id FROM u))"
+    " SELECT * FROM u",
+    3};
 
 int h_ensure_admin(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__EnsureAdminRequest *req = (const void *)m;
     if (!req->login[0] || !req->password_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "login and password_hash are required");
-    const char *p[] = {req->login, req->password_hash};
+    const char *p[] = {req->login, req->password_hash, req->revoke_sessions ? "t" : "f"};
     return user_or(ctx, db_call(rpc_thread_state(ctx), ctx, &ensure_admin_stmt, p), resp,
                    RPC_INTERNAL, "the admin was not stored");
 }
 
+/* A family that names no end of its own ends with its first token. */
 static const db_stmt store_token_stmt = {
     "store_refresh_token",
-    "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"
-    " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0))",
-    4};
+    "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at, family_expires_at)"
+    " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0),"
+    " to_timestamp(CASE WHEN $5::bigint > 0 THEN $5::bigint ELSE $4::bigint END / 1000.0))",
+    5};
 
 int h_store_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__StoreRefreshTokenRequest *req = (const void *)m;
     if (!req->token_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "token_hash is required");
-    char uid[32], exp[32];
+    char uid[32], exp[32], fexp[32];
     /* A new family is named by its first token. */
     const char *family = req->family[0] ? req->family : req->token_hash;
     const char *p[] = {req->token_hash, db_fmt_i64(uid, req->user_id), family,
-                       db_fmt_i64(exp, req->expires_at_ms)};
+                       db_fmt_i64(exp, req->expires_at_ms),
+                       db_fmt_i64(fexp, req->family_expires_at_ms)};
     PGresult *r = db_call(rpc_thread_state(ctx), ctx, &store_token_stmt, p);
     if (!r)
         return db_failed(ctx);
@@ -122,61 +129,80 @@ int h_store_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMess
     return RPC_OK;
 }
 
+/* The rules (replay grace, reuse, the family's end) are in calc_rotate_refresh. */
+static const db_stmt rotate_token_stmt = {
+    "rotate_refresh_token",
+    "SELECT o_outcome, o_user, o_expires_ms FROM calc_rotate_refresh($1, $2,"
+    " to_timestamp($3::bigint / 1000.0), $4::integer)",
+    4};
+
+static const struct {
+    const char *word;
+    Calc__V1__RotateRefreshTokenReply__Outcome outcome;
+} rotate_outcomes[] = {
+    {"rotated", CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__ROTATED},
+    {"replayed", CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REPLAYED},
+    {"reused", CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REUSED},
+    {"unknown", CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__UNKNOWN},
+};
+
 int h_rotate_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__RotateRefreshTokenRequest *req = (const void *)m;
-    db *d = rpc_thread_state(ctx);
     if (!req->old_hash[0] || !req->new_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "old_hash and new_hash are required");
+    if (req->grace_ms < 0)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "grace_ms must not be negative");
+    char exp[32], grace[32];
+    const char *p[] = {req->old_hash, req->new_hash, db_fmt_i64(exp, req->expires_at_ms),
+                       db_fmt_i64(grace, req->grace_ms)};
+    PGresult *r = db_call(rpc_thread_state(ctx), ctx, &rotate_token_stmt, p);
+    if (!r)
+        return db_failed(ctx);
     Calc__V1__RotateRefreshTokenReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__rotate_refresh_token_reply__init(rep);
+    const char *word = db_str(r, 0, 0);
+    rep->outcome = CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__UNKNOWN;
+    for (size_t i = 0; i < sizeof rotate_outcomes / sizeof rotate_outcomes[0]; i++)
+        if (!strcmp(word, rotate_outcomes[i].word))
+            rep->outcome = rotate_outcomes[i].outcome;
+    rep->user_id = db_i64(r, 0, 1);
+    rep->expires_at_ms = db_i64(r, 0, 2);
+    PQclear(r);
     *resp = &rep->base;
-    int rc = db_begin(d, ctx);
-    if (rc)
-        return rc;
-    const char *p1[] = {req->old_hash};
-    PGresult *r = db_query(d, ctx,
-                           "SELECT user_id, family, revoked OR replaced_by IS NOT NULL,"
-                           " expires_at < now() FROM refresh_tokens WHERE token_hash = $1"
-                           " FOR UPDATE",
-                           1, p1);
+    return RPC_OK;
+}
+
+static const db_stmt change_password_stmt = {
+    "change_password",
+    "SELECT calc_change_password($1, $2, $3, $4, to_timestamp($5::bigint / 1000.0),"
+    " to_timestamp($6::bigint / 1000.0))",
+    6};
+
+int h_change_password(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__ChangePasswordRequest *req = (const void *)m;
+    if (req->user_id <= 0 || !req->old_password_hash[0] || !req->new_password_hash[0] ||
+        !req->token_hash[0] || req->expires_at_ms <= 0 || req->family_expires_at_ms <= 0)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "user_id, both password hashes, token_hash and both expiries are required");
+    char uid[32], exp[32], fexp[32];
+    const char *p[] = {db_fmt_i64(uid, req->user_id),
+                       req->old_password_hash,
+                       req->new_password_hash,
+                       req->token_hash,
+                       db_fmt_i64(exp, req->expires_at_ms),
+                       db_fmt_i64(fexp, req->family_expires_at_ms)};
+    PGresult *r = db_call(rpc_thread_state(ctx), ctx, &change_password_stmt, p);
     if (!r)
-        goto fail;
-    if (PQntuples(r) == 0 || db_str(r, 0, 3)[0] == 't') {
-        PQclear(r);
-        rep->outcome = CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__UNKNOWN;
-        return db_commit(d, ctx);
-    }
-    rep->user_id = db_i64(r, 0, 0);
-    char *family = rpc_strdup(ctx, db_str(r, 0, 1));
-    int reused = db_str(r, 0, 2)[0] == 't';
+        return db_failed(ctx);
+    int changed = db_str(r, 0, 0)[0] == 't';
     PQclear(r);
-    const char *p2[] = {family};
-    if (reused) {
-        /* A rotated token came back: someone holds a copy. Revoke the whole family. */
-        r = db_query(d, ctx, "UPDATE refresh_tokens SET revoked = true WHERE family = $1", 1, p2);
-        if (!r)
-            goto fail;
-        PQclear(r);
-        rep->outcome = CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REUSED;
-        return db_commit(d, ctx);
-    }
-    char uid[32], exp[32];
-    const char *p3[] = {req->new_hash, db_fmt_i64(uid, rep->user_id), family,
-                        db_fmt_i64(exp, req->expires_at_ms), req->old_hash};
-    r = db_query(d, ctx,
-                 "WITH n AS (INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)"
-                 " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0)))"
-                 " UPDATE refresh_tokens SET replaced_by = $1 WHERE token_hash = $5",
-                 5, p3);
-    if (!r)
-        goto fail;
-    PQclear(r);
-    rep->outcome = CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__ROTATED;
-    return db_commit(d, ctx);
-fail:
-    db_rollback(d);
-    return db_failed(ctx);
+    if (!changed)
+        return rpc_fail(ctx, RPC_FAILED_PRECONDITION,
+                        "the password was changed meanwhile: log in again");
+    *resp = empty_reply(ctx);
+    return RPC_OK;
 }
 
 static const db_stmt revoke_family_stmt = {

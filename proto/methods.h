@@ -26,5 +26,6 @@
 #define DBA_GET_STATS             DBA_SERVICE "GetStats"
 #define DBA_SET_DURATIONS         DBA_SERVICE "SetDurations"
 #define DBA_LIST_EVENTS           DBA_SERVICE "ListEvents"
+#define DBA_CHANGE_PASSWORD       DBA_SERVICE "ChangePassword"
 
 #endif

@@ -16,7 +16,9 @@ from api_helpers import claims, expression, forge_jwt, module_cluster, new_user,
 
 @pytest.fixture(scope="module")
 def cl(calc_session):
-    c = module_cluster(calc_session, "api")
+    # No replay grace: a rotated token presented again is always a reuse here (the grace has its
+    # tests in test_sessions.py).
+    c = module_cluster(calc_session, "api", env={"REFRESH_REUSE_GRACE_MS": "0"})
     try:
         yield c
     finally:
