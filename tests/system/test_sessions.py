@@ -12,6 +12,8 @@ import pytest
 import requests
 
 from api_helpers import module_cluster
+from dba_client import DbaClient, pb
+from dbagent_helpers import SC
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,13 @@ def cl(calc_session):
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def dba(cl):
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    yield c
+    c.close()
 
 
 def error_of(r, status):
@@ -231,3 +240,53 @@ def test_settings_out_of_bounds_stop_the_api_at_start(cl):
         p.expect_clean_exit = False
         assert p.wait(30) == 64, name
         assert name in p.log(), name
+
+
+# ---- the dbagent methods underneath ---------------------------------------------------------------
+
+ROTATED, REPLAYED, REUSED, UNKNOWN = (pb.RotateRefreshTokenReply.ROTATED, pb.RotateRefreshTokenReply.REPLAYED,
+                                      pb.RotateRefreshTokenReply.REUSED, pb.RotateRefreshTokenReply.UNKNOWN)
+
+
+def test_rotation_keeps_the_family_end_and_replays_only_the_same_live_successor(dba):
+    u = dba.CreateUser(login=f"d{secrets.token_hex(4)}", password_hash="h").user
+    now = int(time.time() * 1000)
+    end = now + 60_000
+    dba.StoreRefreshToken(user_id=u.id, token_hash=f"a1-{u.id}", expires_at_ms=now + 30_000, family_expires_at_ms=end)
+    # A rotation asking for more than the family has left gets the family's end.
+    r = dba.RotateRefreshToken(old_hash=f"a1-{u.id}", new_hash=f"a2-{u.id}", expires_at_ms=now + 3600_000, grace_ms=10_000)
+    assert r.outcome == ROTATED and r.user_id == u.id and abs(r.expires_at_ms - end) <= 1, (r, end)
+    # The same retry within the grace: the same successor, nothing new stored.
+    r = dba.RotateRefreshToken(old_hash=f"a1-{u.id}", new_hash=f"a2-{u.id}", expires_at_ms=now + 3600_000, grace_ms=10_000)
+    assert r.outcome == REPLAYED and r.user_id == u.id and abs(r.expires_at_ms - end) <= 1
+    # A retry naming another successor is a copy of the token: the family is revoked.
+    r = dba.RotateRefreshToken(old_hash=f"a1-{u.id}", new_hash=f"other-{u.id}", expires_at_ms=now + 3600_000, grace_ms=10_000)
+    assert r.outcome == REUSED
+    assert dba.RotateRefreshToken(old_hash=f"a2-{u.id}", new_hash=f"a3-{u.id}", expires_at_ms=end, grace_ms=10_000).outcome == REUSED
+    # Without a family end of its own (an older caller) a family ends with its first token.
+    dba.StoreRefreshToken(user_id=u.id, token_hash=f"b1-{u.id}", expires_at_ms=now + 30_000)
+    r = dba.RotateRefreshToken(old_hash=f"b1-{u.id}", new_hash=f"b2-{u.id}", expires_at_ms=now + 3600_000)
+    assert r.outcome == ROTATED and abs(r.expires_at_ms - (now + 30_000)) <= 1
+    # No grace asked: the retry is a reuse.
+    assert dba.RotateRefreshToken(old_hash=f"b1-{u.id}", new_hash=f"b2-{u.id}", expires_at_ms=now).outcome == REUSED
+    assert dba.code_of("RotateRefreshToken", old_hash="x", new_hash="y", expires_at_ms=now, grace_ms=-1) == SC.INVALID_ARGUMENT
+
+
+def test_change_password_needs_the_hash_it_checked(dba):
+    u = dba.CreateUser(login=f"d{secrets.token_hex(4)}", password_hash="h1").user
+    far = int(time.time() * 1000) + 3600_000
+    dba.StoreRefreshToken(user_id=u.id, token_hash=f"p1-{u.id}", expires_at_ms=far, family_expires_at_ms=far)
+    args = dict(user_id=u.id, old_password_hash="h1", new_password_hash="h2", token_hash=f"p2-{u.id}",
+                expires_at_ms=far, family_expires_at_ms=far)
+    for missing in ("user_id", "old_password_hash", "new_password_hash", "token_hash", "expires_at_ms"):
+        assert dba.code_of("ChangePassword", **dict(args, **{missing: type(args[missing])()})) == SC.INVALID_ARGUMENT
+    dba.ChangePassword(**args)
+    assert dba.FindUser(id=u.id).user.password_hash == "h2"
+    # The old session is revoked, the new one rotates.
+    assert dba.RotateRefreshToken(old_hash=f"p1-{u.id}", new_hash=f"p3-{u.id}", expires_at_ms=far).outcome == REUSED
+    assert dba.RotateRefreshToken(old_hash=f"p2-{u.id}", new_hash=f"p4-{u.id}", expires_at_ms=far).outcome == ROTATED
+    # A change checked against a hash that is no longer stored changes nothing.
+    stale = dict(args, new_password_hash="h3", token_hash=f"p5-{u.id}")
+    assert dba.code_of("ChangePassword", **stale) == SC.FAILED_PRECONDITION
+    assert dba.FindUser(id=u.id).user.password_hash == "h2"
+    assert dba.RotateRefreshToken(old_hash=f"p4-{u.id}", new_hash=f"p6-{u.id}", expires_at_ms=far).outcome == ROTATED
