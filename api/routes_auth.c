@@ -209,12 +209,14 @@ void route_refresh(http_req *r)
     if (dba_call(r, DBA_ROTATE_REFRESH_TOKEN, &req.base,
                  &calc__v1__rotate_refresh_token_reply__descriptor, &rep) != RPC_OK)
         return;
+    /* A dbagent older than the family's end answers no expiry: the one asked for holds. */
+    int64_t expires_ms = rep->expires_at_ms ? rep->expires_at_ms : req.expires_at_ms;
     if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__ROTATED) {
-        reply_tokens(r, rep->user_id, new_token, rep->expires_at_ms);
+        reply_tokens(r, rep->user_id, new_token, expires_ms);
     } else if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REPLAYED) {
         log_info("user=%lld: a refresh retried within the grace gets the same new token",
                  (long long)rep->user_id);
-        reply_tokens(r, rep->user_id, new_token, rep->expires_at_ms);
+        reply_tokens(r, rep->user_id, new_token, expires_ms);
     } else if (rep->outcome == CALC__V1__ROTATE_REFRESH_TOKEN_REPLY__OUTCOME__REUSED) {
         log_warn("user=%lld: a rotated refresh token was presented again: family revoked",
                  (long long)rep->user_id);

@@ -92,7 +92,7 @@ def test_a_session_ends_at_its_max_age_however_often_it_rotates(cl):
 
     cl.wait_for(rotate_until_refused, 20, "the session to end", interval=0.2)
     # Every rotation kept the end where the login put it: the cookie's life only shrinks.
-    assert len(ages) >= 5 and ages == sorted(ages, reverse=True) and ages[0] <= 3, ages
+    assert len(ages) >= 3 and ages == sorted(ages, reverse=True) and ages[0] <= 3, ages
     assert ended[0] >= 2.9, ended  # not before the max age
     assert ended[0] < 10, ended
     # The same login starts a new session.
