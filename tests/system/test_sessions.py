@@ -4,6 +4,7 @@ password change (by the user, or ADMIN_PASSWORD at a restart) ends the user's ot
 the cookie is Secure when configured. One cluster (no agents) serves the module; tests that need
 other settings start an API instance of their own on the same database."""
 
+import concurrent.futures
 import re
 import secrets
 import time
@@ -120,6 +121,17 @@ def test_a_refresh_retried_within_the_grace_gets_the_same_token(cl):
     # The first token again, now that its successor was used: a copy; the whole family goes.
     error_of(refresh(url, first), 401)
     error_of(refresh(url, third), 401)
+
+
+def test_refreshes_racing_with_one_token_all_get_its_successor(cl):
+    url = cl.apis[0].url
+    _, first, _ = log_in(url, register(url))
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda _: refresh(url, first), range(6)))
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    tokens = {cookie_of(r)[0] for r in replies}
+    assert len(tokens) == 1 and first not in tokens
+    assert refresh(url, tokens.pop()).status_code == 200  # the family is intact
 
 
 def test_a_reuse_after_the_grace_revokes_the_family(cl):
