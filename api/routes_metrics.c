@@ -99,8 +99,13 @@ static char *gauges_get(http_req *r)
     char err[256];
     if (!api_cfg.metrics_cache_ms) {
         char *text = fetch_gauges(&rc, err, sizeof err);
-        if (!text)
+        if (!text) {
             dba_reply_failure(r, DBA_GET_STATS, rc, err);
+            return NULL;
+        }
+        pthread_mutex_lock(&gauges.mu);
+        gauges.refreshes++;
+        pthread_mutex_unlock(&gauges.mu);
         return text;
     }
     pthread_mutex_lock(&gauges.mu);
@@ -136,6 +141,7 @@ static void cache_metrics(buf *b)
 {
     pthread_mutex_lock(&gauges.mu);
     unsigned long long refreshes = gauges.refreshes;
+    /* Without a cache (METRICS_CACHE_MS=0) the gauges are fetched for this answer: age 0. */
     double age = gauges.text ? (double)(time_monotonic_ms() - gauges.at_ms) / 1000.0 : 0.0;
     pthread_mutex_unlock(&gauges.mu);
     metrics_family(b, "calc_gauges_refreshes_total", "counter",

@@ -373,6 +373,7 @@ def test_a_scrape_storm_asks_dbagent_once_per_cache_period(cl):
     scrape(every.url, 5)
     assert not problems, problems[:3]
     assert dba.GetStats().stats_calls - before - 1 == 5
+    assert gauge(requests.get(every.url + "/metrics", timeout=10).text, "calc_gauges_refreshes_total") == 6
     dba.close()
 
 
