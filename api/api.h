@@ -12,10 +12,12 @@
 typedef struct api_config {
     rpc_tls dba_tls;
     const char *host, *dba_addr, *dba_token, *amqp_url, *secret, *pepper, *admin_login,
-        *admin_password, *amqp_queue_type, *amqp_tls_ca, *amqp_tls_cert, *amqp_tls_key;
+        *admin_password, *amqp_queue_type, *amqp_tls_ca, *amqp_tls_cert, *amqp_tls_key,
+        *metrics_token;
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
         queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
-        max_unfinished, dba_timeout_ms, refresh_max_age_s, refresh_grace_ms, cookie_secure;
+        max_unfinished, dba_timeout_ms, refresh_max_age_s, refresh_grace_ms, cookie_secure,
+        metrics_cache_ms;
     mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 
@@ -42,8 +44,9 @@ void route_duration_set(http_req *r);
 void route_agents(http_req *r);
 void route_healthz(http_req *r);
 void route_readyz(http_req *r);
-void route_metrics(http_req *r);
 void route_openapi(http_req *r);
+/* routes_metrics.c */
+void route_metrics(http_req *r);
 
 /* api/openapi.json, embedded at build time. */
 extern const char openapi_json[];

@@ -73,6 +73,12 @@ static const cfg_entry config_table[] = {
     {"EXPR_MAX_DEPTH", CFG_INT, "100", 1, 10000, "deepest parenthesis nesting", &api_cfg.max_depth},
     {"MAX_UNFINISHED", CFG_INT, "1000", 1, 1000000, "unfinished expressions one user may have",
      &api_cfg.max_unfinished},
+    {"METRICS_CACHE_MS", CFG_INT, "5000", 0, 3600000,
+     "the cluster's gauges in /metrics are asked of dbagent at most this often (0: every scrape)",
+     &api_cfg.metrics_cache_ms},
+    {"METRICS_TOKEN", CFG_SECRET, "", 0, 256,
+     "when set (16+ characters), /metrics needs it as a bearer token in Authorization",
+     &api_cfg.metrics_token},
 };
 #define N_CONFIG (sizeof config_table / sizeof config_table[0])
 
@@ -167,6 +173,13 @@ int main(int argc, char **argv)
                 "%s: configuration: DBAGENT_TIMEOUT_MS=%lld: must be under the HTTP connection "
                 "timeout (%d s), or a reply could find its client gone\n(see %s --help)\n",
                 argv[0], (long long)api_cfg.dba_timeout_ms, HTTP_CONNECTION_TIMEOUT_S, argv[0]);
+        return 64;
+    }
+    if (api_cfg.metrics_token[0] && strlen(api_cfg.metrics_token) < 16) {
+        fprintf(stderr,
+                "%s: configuration: METRICS_TOKEN must have 16 or more characters (or be empty)\n"
+                "(see %s --help)\n",
+                argv[0], argv[0]);
         return 64;
     }
     if (rpc_tls_check(&api_cfg.dba_tls, 0, "DBAGENT_TLS", err, sizeof err) < 0 ||

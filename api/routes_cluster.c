@@ -5,9 +5,7 @@
 #include "api.h"
 #include "dba.h"
 #include "dispatcher.h"
-#include "reads.h"
 #include "mem.h"
-#include "metrics.h"
 #include "methods.h"
 
 static void reply_durations(http_req *r, const Calc__V1__DurationsReply *rep)
@@ -146,50 +144,6 @@ void route_readyz(http_req *r)
               json_pack("{s:s, s:s, s:s, s:i}", "state", ready ? "ready" : "not ready", "dbagent",
                         db_ok ? "ok" : "unreachable", "rabbitmq", mq_ok ? "ok" : "unreachable",
                         "status", ready ? 200 : 503));
-}
-
-/* Gauges of expressions and unfinished nodes by state, from dbagent. */
-static void state_metrics(http_req *r, buf *b)
-{
-    Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
-    Calc__V1__StatsReply *rep = NULL;
-    if (dba_call(r, DBA_GET_STATS, &req.base, &calc__v1__stats_reply__descriptor, &rep) != RPC_OK)
-        return;
-    char labels[128];
-    metrics_family(b, "calc_expressions", "gauge", "Expressions by state.");
-    for (size_t i = 0; i < rep->n_expressions; i++) {
-        snprintf(labels, sizeof labels, "state=\"%s\"", rep->expressions[i]->state);
-        metrics_i64(b, "calc_expressions", labels, (long long)rep->expressions[i]->count);
-    }
-    metrics_family(b, "calc_nodes", "gauge", "Unfinished nodes by state.");
-    for (size_t i = 0; i < rep->n_nodes; i++) {
-        snprintf(labels, sizeof labels, "state=\"%s\"", rep->nodes[i]->state);
-        metrics_i64(b, "calc_nodes", labels, (long long)rep->nodes[i]->count);
-    }
-    protobuf_c_message_free_unpacked(&rep->base, NULL);
-}
-
-void route_metrics(http_req *r)
-{
-    buf b;
-    buf_init(&b, 1 << 20);
-    http_metrics(&b);
-    dispatcher_metrics(&b);
-    reads_metrics(&b);
-    state_metrics(r, &b);
-    Calc__V1__ListAgentsReply *rep = list_agents(r);
-    if (rep) {
-        int alive = 0;
-        for (size_t i = 0; i < rep->n_agents; i++)
-            alive += rep->agents[i]->alive;
-        metrics_family(&b, "calc_agents_alive", "gauge", "Agents whose last heartbeat is recent.");
-        metrics_i64(&b, "calc_agents_alive", NULL, alive);
-        protobuf_c_message_free_unpacked(&rep->base, NULL);
-    }
-    if (!rep && r->reply)
-        buf_free(&b); /* dbagent is down: the 503 already in r stays */
-    else
-        http_text(r, 200, buf_take(&b), "text/plain; version=0.0.4");
 }
 
 void route_openapi(http_req *r)

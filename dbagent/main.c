@@ -18,6 +18,7 @@
 #include "methods.h"
 #include "migrations.h"
 #include "ready.h"
+#include "retention.h"
 #include "rpc.h"
 #include "timeutil.h"
 
@@ -26,6 +27,7 @@ static struct {
     const char *host, *token, *agent_token;
     rpc_tls tls;
     int64_t port, threads, batches, max_attempts, migrate;
+    retention_settings retention;
 } cfg;
 
 static const cfg_entry config_table[] = {
@@ -69,6 +71,24 @@ static const cfg_entry config_table[] = {
      &cfg.max_attempts},
     {"DBAGENT_MIGRATE", CFG_INT, "1", 0, 1, "apply pending migrations at start (1) or not (0)",
      &cfg.migrate},
+    {"RETENTION_INTERVAL_MS", CFG_INT, "600000", 0, 86400000,
+     "retention: a pass at start, then one every this many ms (0: nothing is ever deleted;"
+     " else 100 or more); of several dbagents, one at a time runs it",
+     &cfg.retention.interval_ms},
+    {"RETENTION_EXPRESSIONS_S", CFG_INT, "2592000", 0, 315360000,
+     "delete expressions finished longer ago than this, with their nodes and events (0: keep;"
+     " else 60 or more)",
+     &cfg.retention.expressions_s},
+    {"RETENTION_AGENTS_S", CFG_INT, "86400", 0, 315360000,
+     "delete agents silent this long and holding no running node (0: keep; else 60 or more)",
+     &cfg.retention.agents_s},
+    {"RETENTION_REFRESH_TOKENS_S", CFG_INT, "86400", 0, 315360000,
+     "delete refresh tokens this long after they expired (0: keep)", &cfg.retention.tokens_s},
+    {"RETENTION_BATCH", CFG_INT, "500", 1, 10000,
+     "retention: rows deleted per transaction (an expression counts with its nodes)",
+     &cfg.retention.batch},
+    {"RETENTION_PAUSE_MS", CFG_INT, "100", 0, 60000, "retention: pause between two transactions",
+     &cfg.retention.pause_ms},
 };
 #define N_CONFIG (sizeof config_table / sizeof config_table[0])
 
@@ -150,6 +170,22 @@ static int check_config(char *err, size_t errlen)
                  "could call every method");
         return -1;
     }
+    if (cfg.retention.interval_ms && cfg.retention.interval_ms < 100) {
+        snprintf(err, errlen, "RETENTION_INTERVAL_MS must be 0 (off) or 100 or more");
+        return -1;
+    }
+    /* Younger than a minute could take an agent's row between two of its heartbeats, or an
+     * expression from a client that has not yet read its result. */
+    const struct {
+        const char *name;
+        int64_t v;
+    } ages[] = {{"RETENTION_EXPRESSIONS_S", cfg.retention.expressions_s},
+                {"RETENTION_AGENTS_S", cfg.retention.agents_s}};
+    for (size_t i = 0; i < sizeof ages / sizeof ages[0]; i++)
+        if (ages[i].v && ages[i].v < 60) {
+            snprintf(err, errlen, "%s must be 0 (keep) or 60 or more", ages[i].name);
+            return -1;
+        }
     return rpc_tls_check(&cfg.tls, 1, "DBAGENT_TLS", err, errlen);
 }
 
@@ -317,6 +353,7 @@ int main(int argc, char **argv)
     }
 
     ready_start(&params);
+    retention_start(&params, &cfg.retention);
     rpc_global_init();
     char addr[300];
     snprintf(addr, sizeof addr, "%s:%lld", cfg.host, (long long)cfg.port);
@@ -333,6 +370,7 @@ int main(int argc, char **argv)
     rpc_server *srv = rpc_server_start(&sc, err, sizeof err);
     if (!srv) {
         log_error("%s", err);
+        retention_stop();
         ready_stop();
         rpc_global_shutdown();
         return 1;
@@ -348,6 +386,7 @@ int main(int argc, char **argv)
     /* Long polls answer now (empty) instead of holding the stop for their whole wait. */
     ready_release_waiters();
     rpc_server_stop(srv);
+    retention_stop();
     ready_stop();
     rpc_global_shutdown();
     log_info("stopped");

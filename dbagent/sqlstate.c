@@ -20,6 +20,8 @@ static const struct {
     {"22", RPC_INVALID_ARGUMENT},
     {"23", RPC_INVALID_ARGUMENT},
     {"40", RPC_ABORTED}, /* a deadlock or a serialization failure: the caller may retry */
+    /* calc_list_events: the reader's place is below what retention deleted */
+    {"CL410", RPC_OUT_OF_RANGE},
 };
 
 int sqlstate_rpc_code(const char *sqlstate)

@@ -5,6 +5,7 @@ users."""
 import json
 import os
 import socket
+import subprocess
 import threading
 
 import jsonschema
@@ -12,6 +13,7 @@ import pytest
 import requests
 
 from api_helpers import claims, expression, forge_jwt, module_cluster, new_user, submit
+from dba_client import DbaClient
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +336,76 @@ def test_health_readiness_and_metrics(cl):
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert int(samples['calc_expressions{state="ok"}']) >= 1
     assert int(samples["calc_dispatch_latency_seconds_count"]) >= 1
+
+
+def gauge(text, name):
+    return int(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")))
+
+
+def test_a_scrape_storm_asks_dbagent_once_per_cache_period(cl):
+    """The cluster's gauges cost dbagent a pass over the expressions table: an instance asks for
+    them at most once per METRICS_CACHE_MS however many scrapes come (dbagent counts its
+    GetStats calls); with 0 it asks at every scrape."""
+    dba = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    cached = cl.start_api(METRICS_CACHE_MS="60000")
+    every = cl.start_api(METRICS_CACHE_MS="0")
+    problems = []
+
+    def scrape(url, n):
+        s = requests.Session()
+        for _ in range(n):
+            r = s.get(url + "/metrics", timeout=10)
+            if r.status_code != 200 or 'calc_expressions{state="ok"}' not in r.text:
+                problems.append((r.status_code, r.text[:200]))
+
+    before = dba.GetStats().stats_calls
+    threads = [threading.Thread(target=scrape, args=(cached.url, 25)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not problems, problems[:3]
+    calls = dba.GetStats().stats_calls - before - 1  # less our own
+    assert calls == 1, f"200 scrapes asked dbagent {calls} times"
+    text = requests.get(cached.url + "/metrics", timeout=10).text
+    assert gauge(text, "calc_gauges_refreshes_total") == 1
+    assert 0 <= float(next(line.split()[1] for line in text.splitlines()
+                            if line.startswith("calc_gauges_age_seconds "))) < 60
+    before = dba.GetStats().stats_calls
+    scrape(every.url, 5)
+    assert not problems, problems[:3]
+    assert dba.GetStats().stats_calls - before - 1 == 5
+    assert gauge(requests.get(every.url + "/metrics", timeout=10).text, "calc_gauges_refreshes_total") == 6
+    dba.close()
+
+
+def test_cached_gauges_follow_the_cluster_once_stale(cl):
+    api = new_user(cl, "gauges")
+    quick = cl.start_api(METRICS_CACHE_MS="300")
+    ok = gauge(requests.get(quick.url + "/metrics", timeout=10).text, 'calc_expressions{state="ok"}')
+    eid = submit(api, "40+2")
+    cl.wait_for(lambda: expression(api, eid)["status"] == "Ok", 30, "40+2")
+    cl.wait_for(lambda: gauge(requests.get(quick.url + "/metrics", timeout=10).text,
+                              'calc_expressions{state="ok"}') > ok, 10, "the gauge to count it")
+
+
+def test_metrics_token_is_required_when_set(cl):
+    token = "metrics-" + "k" * 24
+    guarded = cl.start_api(METRICS_TOKEN=token)
+    user = new_user(cl, "scraper")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {token}x"},
+                    {"Authorization": f"Bearer {token[:-1]}"}, {"Authorization": f"Basic {token}"},
+                    {"Authorization": f"Bearer {user.token}"}):
+        error_of(requests.get(guarded.url + "/metrics", headers=headers, timeout=10), 401)
+    r = requests.get(guarded.url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert r.status_code == 200 and "calc_http_requests_total{" in r.text
+    # Other routes are not guarded by it, and an instance without it serves anyone.
+    assert requests.get(guarded.url + "/healthz", timeout=10).status_code == 200
+    assert requests.get(cl.apis[0].url + "/metrics", timeout=10).status_code == 200
+    # A token too short to be a secret is refused at start.
+    env = dict(os.environ, **cl.env, METRICS_TOKEN="short")
+    r = subprocess.run([cl.binary("calc-api")], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 64 and "METRICS_TOKEN" in r.stderr, r.stderr
 
 
 def test_openapi_describes_every_route_and_responses_match(cl):

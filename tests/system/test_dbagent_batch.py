@@ -189,8 +189,22 @@ HOT_QUERIES = {
 }
 
 
+RETENTION_QUERIES = {
+    "finished long ago": "SELECT id FROM expressions WHERE status IN ('ok', 'error', 'cancelled')"
+                         " AND finished_at < now() - interval '30 days' ORDER BY finished_at LIMIT 500",
+    "a user's oldest event": "SELECT created_at FROM events WHERE user_id = 900000 ORDER BY seq LIMIT 1",
+    "a user's oldest numbered events": "SELECT seq FROM events WHERE user_id = 900000 AND seq IS NOT NULL"
+                                       " ORDER BY seq LIMIT 500",
+    "delete a user's oldest events": "DELETE FROM events WHERE user_id = 900000 AND seq <= 500",
+    "running nodes of an agent": "SELECT 1 FROM nodes WHERE state = 'running' AND agent = 'agent-x'",
+    "expired refresh tokens": "SELECT token_hash FROM refresh_tokens WHERE expires_at < now() ORDER BY expires_at"
+                              " LIMIT 500",
+}
+
+
 def test_hot_paths_use_indexes(dba):
-    """With 200k finished nodes and 200k events, no hot query scans nodes or events sequentially."""
+    """With 200k finished nodes and 200k events, no hot query scans nodes or events sequentially,
+    and no statement of retention scans a table sequentially."""
     dba.psql(
         """
         INSERT INTO users (id, login, password_hash) VALUES (900000, 'bulk', 'x');
@@ -200,7 +214,9 @@ def test_hot_paths_use_indexes(dba):
             SELECT 900000 + g / 10 + 1, '+', 0, 'done', 0, g % 100, 1, 'agent-x' FROM generate_series(0, 199999) g;
         INSERT INTO events (user_id, seq, expression_id, kind)
             SELECT 900000, g, 900001, 'node_done' FROM generate_series(1, 200000) g;
-        ANALYZE nodes; ANALYZE events; ANALYZE expressions;
+        INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)
+            SELECT 'bulk' || g, 900000, 'bulk', now() + g * interval '1 s' FROM generate_series(1, 20000) g;
+        ANALYZE nodes; ANALYZE events; ANALYZE expressions; ANALYZE refresh_tokens;
         """
     )
     plans = {}
@@ -208,6 +224,11 @@ def test_hot_paths_use_indexes(dba):
         plan = dba.psql(f"EXPLAIN {q}")
         plans[name] = plan
         assert "Seq Scan on nodes" not in plan and "Seq Scan on events" not in plan, f"{name}:\n{plan}"
+    # Retention's statements (schema/functions/calc_retain_*.sql) read no table whole either.
+    for name, q in RETENTION_QUERIES.items():
+        plan = dba.psql(f"EXPLAIN {q}")
+        plans[name] = plan
+        assert "Seq Scan" not in plan, f"{name}:\n{plan}"
     for name, plan in plans.items():
         print(f"-- {name}\n{plan}")
     statements_dbagent_runs_use_indexes(dba)

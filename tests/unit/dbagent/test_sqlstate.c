@@ -18,6 +18,8 @@ static void test_whole_codes_before_their_class(void **state)
     assert_int_equal(sqlstate_rpc_code("57014"), RPC_DEADLINE_EXCEEDED); /* query_canceled */
     assert_int_equal(sqlstate_rpc_code("57P01"), RPC_UNAVAILABLE);       /* admin_shutdown */
     assert_int_equal(sqlstate_rpc_code("57P03"), RPC_UNAVAILABLE);       /* cannot_connect_now */
+    /* calc_list_events: events below the reader's place were deleted */
+    assert_int_equal(sqlstate_rpc_code("CL410"), RPC_OUT_OF_RANGE);
 }
 
 static void test_classes(void **state)

@@ -1,0 +1,199 @@
+/*
+ * GET /metrics: this instance's counters, read from memory at every scrape, and the cluster's
+ * gauges (expressions by status, unfinished nodes by state, live agents), which cost dbagent a
+ * pass over the expressions table. Those are asked for at most once per METRICS_CACHE_MS per
+ * instance, whatever the scrape rate: one scrape refreshes them while the others serve the
+ * previous answer. With METRICS_TOKEN set, a scrape must present it as a bearer token.
+ */
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api.h"
+#include "dba.h"
+#include "dispatcher.h"
+#include "mem.h"
+#include "methods.h"
+#include "metrics.h"
+#include "reads.h"
+#include "timeutil.h"
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a refresh ended */
+    char *text;        /* the gauges' Prometheus text, owned; NULL before the first answer */
+    int64_t at_ms;     /* monotonic time text was fetched */
+    int refreshing;    /* one scrape is asking dbagent */
+    unsigned long long refreshes;
+} gauges = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0};
+
+/* Expressions and unfinished nodes by state, appended to b. Returns the rpc code. */
+static int state_gauges(buf *b, char *err, size_t errlen)
+{
+    Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
+    Calc__V1__StatsReply *rep = NULL;
+    int rc = rpc_call(dba, DBA_GET_STATS, &req.base, &calc__v1__stats_reply__descriptor,
+                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, errlen);
+    if (rc != RPC_OK)
+        return rc;
+    char labels[128];
+    metrics_family(b, "calc_expressions", "gauge", "Expressions by state.");
+    for (size_t i = 0; i < rep->n_expressions; i++) {
+        snprintf(labels, sizeof labels, "state=\"%s\"", rep->expressions[i]->state);
+        metrics_i64(b, "calc_expressions", labels, (long long)rep->expressions[i]->count);
+    }
+    metrics_family(b, "calc_nodes", "gauge", "Unfinished nodes by state.");
+    for (size_t i = 0; i < rep->n_nodes; i++) {
+        snprintf(labels, sizeof labels, "state=\"%s\"", rep->nodes[i]->state);
+        metrics_i64(b, "calc_nodes", labels, (long long)rep->nodes[i]->count);
+    }
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return RPC_OK;
+}
+
+/* Live agents, appended to b. Returns the rpc code. */
+static int agent_gauges(buf *b, char *err, size_t errlen)
+{
+    Calc__V1__ListAgentsRequest req = CALC__V1__LIST_AGENTS_REQUEST__INIT;
+    req.alive_within_ms = (int32_t)api_cfg.heartbeat_timeout_ms;
+    Calc__V1__ListAgentsReply *rep = NULL;
+    int rc = rpc_call(dba, DBA_LIST_AGENTS, &req.base, &calc__v1__list_agents_reply__descriptor,
+                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, errlen);
+    if (rc != RPC_OK)
+        return rc;
+    int alive = 0;
+    for (size_t i = 0; i < rep->n_agents; i++)
+        alive += rep->agents[i]->alive;
+    metrics_family(b, "calc_agents_alive", "gauge", "Agents whose last heartbeat is recent.");
+    metrics_i64(b, "calc_agents_alive", NULL, alive);
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return RPC_OK;
+}
+
+/* The gauges from dbagent: a new string (the caller frees it), or NULL with *rc and err set. */
+static char *fetch_gauges(int *rc, char *err, size_t errlen)
+{
+    buf b;
+    buf_init(&b, 1 << 20);
+    if ((*rc = state_gauges(&b, err, errlen)) != RPC_OK ||
+        (*rc = agent_gauges(&b, err, errlen)) != RPC_OK) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_take(&b);
+}
+
+static int fresh_locked(int64_t now)
+{
+    return gauges.text && now - gauges.at_ms < api_cfg.metrics_cache_ms;
+}
+
+/* A copy of the gauges, fresh within METRICS_CACHE_MS, or the previous answer while another
+ * scrape refreshes them. NULL after replying to r that dbagent failed. */
+static char *gauges_get(http_req *r)
+{
+    int rc = RPC_OK;
+    char err[256];
+    if (!api_cfg.metrics_cache_ms) {
+        char *text = fetch_gauges(&rc, err, sizeof err);
+        if (!text) {
+            dba_reply_failure(r, DBA_GET_STATS, rc, err);
+            return NULL;
+        }
+        pthread_mutex_lock(&gauges.mu);
+        gauges.refreshes++;
+        pthread_mutex_unlock(&gauges.mu);
+        return text;
+    }
+    pthread_mutex_lock(&gauges.mu);
+    while (!fresh_locked(time_monotonic_ms()) && gauges.refreshing && !gauges.text)
+        pthread_cond_wait(&gauges.cv, &gauges.mu);
+    if (fresh_locked(time_monotonic_ms()) || gauges.refreshing) {
+        char *copy = xstrdup(gauges.text);
+        pthread_mutex_unlock(&gauges.mu);
+        return copy;
+    }
+    gauges.refreshing = 1;
+    pthread_mutex_unlock(&gauges.mu);
+    char *text = fetch_gauges(&rc, err, sizeof err);
+    pthread_mutex_lock(&gauges.mu);
+    gauges.refreshing = 0;
+    char *copy = NULL;
+    if (text) {
+        free(gauges.text);
+        gauges.text = text;
+        gauges.at_ms = time_monotonic_ms();
+        gauges.refreshes++;
+        copy = xstrdup(text);
+    }
+    pthread_cond_broadcast(&gauges.cv);
+    pthread_mutex_unlock(&gauges.mu);
+    if (!copy)
+        dba_reply_failure(r, DBA_GET_STATS, rc, err);
+    return copy;
+}
+
+/* How old the cached gauges are, and how often they were fetched, appended to b. */
+static void cache_metrics(buf *b)
+{
+    pthread_mutex_lock(&gauges.mu);
+    unsigned long long refreshes = gauges.refreshes;
+    /* Without a cache (METRICS_CACHE_MS=0) the gauges are fetched for this answer: age 0. */
+    double age = gauges.text ? (double)(time_monotonic_ms() - gauges.at_ms) / 1000.0 : 0.0;
+    pthread_mutex_unlock(&gauges.mu);
+    metrics_family(b, "calc_gauges_refreshes_total", "counter",
+                   "Times this instance asked dbagent for the cluster's gauges.");
+    metrics_u64(b, "calc_gauges_refreshes_total", NULL, refreshes);
+    metrics_family(b, "calc_gauges_age_seconds", "gauge",
+                   "Age of the cluster's gauges in this answer (METRICS_CACHE_MS bounds it).");
+    metrics_f64(b, "calc_gauges_age_seconds", NULL, age);
+}
+
+/* With METRICS_TOKEN set: 1 when r carries it as a bearer token, else replies 401 and returns
+ * 0. The tokens are compared as BLAKE2b digests, in constant time, so neither their bytes nor
+ * their lengths show in the time taken. */
+static int authorized(http_req *r)
+{
+    const char *want = api_cfg.metrics_token;
+    if (!want[0])
+        return 1;
+    const char *h = http_header(r, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        http_error(r, 401, "metrics need the METRICS_TOKEN as a bearer token in Authorization");
+        return 0;
+    }
+    unsigned char a[crypto_generichash_BYTES], b[crypto_generichash_BYTES];
+    crypto_generichash(a, sizeof a, (const unsigned char *)h + 7, strlen(h + 7), NULL, 0);
+    crypto_generichash(b, sizeof b, (const unsigned char *)want, strlen(want), NULL, 0);
+    if (sodium_memcmp(a, b, sizeof a) != 0) {
+        http_error(r, 401, "wrong metrics token");
+        return 0;
+    }
+    return 1;
+}
+
+void route_metrics(http_req *r)
+{
+    if (!authorized(r))
+        return;
+    char *cluster = gauges_get(r);
+    if (!cluster)
+        return; /* dbagent failed: the 503 is in r */
+    buf b;
+    buf_init(&b, 1 << 20);
+    http_metrics(&b);
+    dispatcher_metrics(&b);
+    reads_metrics(&b);
+    cache_metrics(&b);
+    if (buf_add(&b, cluster, strlen(cluster)) < 0) {
+        buf_free(&b);
+        free(cluster);
+        http_error(r, 500, "metrics text over its 1 MiB cap");
+        return;
+    }
+    free(cluster);
+    http_text(r, 200, buf_take(&b), "text/plain; version=0.0.4");
+}
