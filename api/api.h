@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "http.h"
 #include "rpc_tls.h"
 #include "mq_opts.h"
@@ -22,6 +23,10 @@ typedef struct api_config {
 } api_config;
 
 extern api_config api_cfg;
+
+/* config.c: every setting of calc-api, filling api_cfg when loaded (common/config.h). */
+extern const cfg_entry api_config_table[];
+extern const size_t api_config_n;
 
 /* routes.c: every route calc-api serves, in matching order. */
 extern const http_route api_routes[];

@@ -20,68 +20,6 @@
 #include "rpc.h"
 #include "timeutil.h"
 
-static const cfg_entry config_table[] = {
-    {"API_HOST", CFG_STR, "0.0.0.0", 1, 64, "address to serve HTTP on", &api_cfg.host},
-    {"API_PORT", CFG_INT, "8080", 1, 65535, "port to serve HTTP on", &api_cfg.port},
-    {"API_THREADS", CFG_INT, "16", 1, 256, "HTTP worker threads", &api_cfg.threads},
-    {"DBAGENT_ADDR", CFG_STR, "127.0.0.1:50051", 1, 255, "dbagent address (host:port)",
-     &api_cfg.dba_addr},
-    {"DBAGENT_TOKEN", CFG_SECRET, NULL, 16, 256, "token for dbagent (its DBAGENT_TOKEN)",
-     &api_cfg.dba_token},
-    RPC_TLS_CLIENT_CONFIG("DBAGENT_TLS", &api_cfg.dba_tls),
-    DBAGENT_TIMEOUT_CONFIG("deadline of one call to dbagent (under the HTTP connection timeout)",
-                           &api_cfg.dba_timeout_ms),
-    MQ_CONFIG(&api_cfg),
-    {"AUTH_SECRET", CFG_SECRET, NULL, 32, 1024, "HS256 key for access tokens", &api_cfg.secret},
-    {"AUTH_SALT", CFG_SECRET, "", 0, 1024, "pepper mixed into every password hash",
-     &api_cfg.pepper},
-    {"ADMIN_LOGIN", CFG_STR, "", 0, 64, "the first admin's login (none when empty)",
-     &api_cfg.admin_login},
-    {"ADMIN_PASSWORD", CFG_SECRET, "", 0, 128, "the first admin's password",
-     &api_cfg.admin_password},
-    {"ACCESS_TOKEN_TTL_S", CFG_INT, "900", 10, 86400, "access token lifetime",
-     &api_cfg.access_ttl_s},
-    {"REFRESH_TOKEN_TTL_S", CFG_INT, "2592000", 60, 31536000,
-     "lifetime of one refresh token (each rotation starts a new one, within REFRESH_MAX_AGE_S)",
-     &api_cfg.refresh_ttl_s},
-    {"REFRESH_MAX_AGE_S", CFG_INT, "2592000", 1, 31536000,
-     "a login's session (its refresh-token family) ends this long after the login, however often"
-     " it rotates",
-     &api_cfg.refresh_max_age_s},
-    {"REFRESH_REUSE_GRACE_MS", CFG_INT, "10000", 0, 60000,
-     "a refresh token presented again this soon after its rotation (a lost reply) gets the same"
-     " successor instead of revoking its family (0: never)",
-     &api_cfg.refresh_grace_ms},
-    {"COOKIE_SECURE", CFG_INT, "0", 0, 1,
-     "1: the refresh-token cookie is Secure (sent over HTTPS only); set it when clients reach the"
-     " API through a TLS proxy",
-     &api_cfg.cookie_secure},
-    {"MAX_CONCURRENT_HASHING", CFG_INT, "2", 1, 64, "password hashes computed at once",
-     &api_cfg.max_hashing},
-    {"HEARTBEAT_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000,
-     "an agent silent this long loses its running nodes", &api_cfg.heartbeat_timeout_ms},
-    {"QUEUED_TIMEOUT_MS", CFG_INT, "120000", 100, 86400000,
-     "a queued node nobody claimed this long is dispatched again", &api_cfg.queued_timeout_ms},
-    {"MONITOR_INTERVAL_MS", CFG_INT, "1000", 50, 600000, "how often the monitor looks",
-     &api_cfg.monitor_interval_ms},
-    {"RETRY_TTL_MS", CFG_INT, "20000", 0, 86400000,
-     "time a message waits in the retry queue (must match every component)", &api_cfg.retry_ttl_ms},
-    {"EXPR_MAX_LENGTH", CFG_INT, "4096", 1, 1048576, "longest expression text in bytes",
-     &api_cfg.max_text},
-    {"EXPR_MAX_NODES", CFG_INT, "1000", 1, 100000, "most operations in one expression",
-     &api_cfg.max_nodes},
-    {"EXPR_MAX_DEPTH", CFG_INT, "100", 1, 10000, "deepest parenthesis nesting", &api_cfg.max_depth},
-    {"MAX_UNFINISHED", CFG_INT, "1000", 1, 1000000, "unfinished expressions one user may have",
-     &api_cfg.max_unfinished},
-    {"METRICS_CACHE_MS", CFG_INT, "5000", 0, 3600000,
-     "the cluster's gauges in /metrics are asked of dbagent at most this often (0: every scrape)",
-     &api_cfg.metrics_cache_ms},
-    {"METRICS_TOKEN", CFG_SECRET, "", 0, 256,
-     "when set (16+ characters), /metrics needs it as a bearer token in Authorization",
-     &api_cfg.metrics_token},
-};
-#define N_CONFIG (sizeof config_table / sizeof config_table[0])
-
 /* Set by the signal handler; read by main and by ensure_admin's pauses. A lock-free atomic is
  * async-signal-safe. */
 static atomic_int stop_requested;
@@ -158,8 +96,8 @@ out:
 int main(int argc, char **argv)
 {
     log_init("api");
-    cfg_init_or_exit(argc, argv, "calc-api\nThe HTTP API of the arithmetic cluster.", config_table,
-                     N_CONFIG);
+    cfg_init_or_exit(argc, argv, "calc-api\nThe HTTP API of the arithmetic cluster.",
+                     api_config_table, api_config_n);
     char err[512];
     mq_settings ms = {.url_list = api_cfg.amqp_url,
                       .queue_type = api_cfg.amqp_queue_type,
