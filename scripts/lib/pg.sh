@@ -61,8 +61,21 @@ pg_ready() {
     as_user "$PG_USER" "$(pg_bindir)/pg_isready" -q -h "$(pg_sockdir "$dir")" -p "$port" -U "$PG_USER" -d postgres
 }
 
+# PostgreSQL keeps its durability (fsync, full-page writes) unless PG_UNSAFE_NO_FSYNC=1: then an OS
+# crash or a power loss can lose commits already acknowledged (accepted expressions, results) and can
+# corrupt the database. A crash of PostgreSQL alone loses nothing either way (synchronous_commit
+# stays on). The test harness opts out, for speed, on its throw-away servers.
+pg_fsync_wanted() {
+    case ${PG_UNSAFE_NO_FSYNC:-0} in
+    0) echo on ;;
+    1) echo off ;;
+    *) die "PG_UNSAFE_NO_FSYNC must be 0 or 1, not '${PG_UNSAFE_NO_FSYNC}'" ;;
+    esac
+}
+
 pg_start() {
     local dir=$1 port=$2 bin
+    pg_fsync_wanted >/dev/null
     dir=$(realpath -m "$dir")
     bin=$(pg_bindir)
     mkdir -p "$dir"
@@ -72,7 +85,12 @@ pg_start() {
     if pg_running "$dir"; then
         wait_until 30 "PostgreSQL in $dir to accept connections" pg_ready "$dir" "$port" ||
             die "PostgreSQL in $dir is running but not answering on port $port (see $dir/postgres.log)"
-        return 0
+        local fsync
+        fsync=$(pg_psql "$dir" "$port" -d postgres -Atc "SHOW fsync")
+        [[ $fsync == "$(pg_fsync_wanted)" ]] && return 0
+        # Started with the other durability: restarted with the one asked for now.
+        log "PostgreSQL in $dir runs with fsync=$fsync: restarting it with fsync=$(pg_fsync_wanted)"
+        pg_stop "$dir"
     fi
     wait_until 30 "the processes of a crashed PostgreSQL in $dir to go" pg_no_leftovers "$dir" || true
     port_listening "$port" && die "port $port (PostgreSQL) is already in use by another program; choose another port (PG_PORT)"
@@ -88,11 +106,10 @@ pg_start() {
     chown "$PG_USER:" "$sockdir"
     chmod 755 "$sockdir"
     # Settings on the command line, so a changed port or directory needs no config rewrite.
-    # fsync and full-page writes off: a local cluster trades safety against an OS crash for speed.
-    # A crash of PostgreSQL itself loses nothing (the WAL is in the page cache); synchronous_commit
-    # stays on, or a killed postmaster would take the last commits with it.
+    # Durable unless PG_UNSAFE_NO_FSYNC=1 (see pg_fsync_wanted).
     local opts="-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$sockdir'"
-    opts+=" -c fsync=off -c full_page_writes=off -c max_connections=200"
+    opts+=" -c max_connections=200 -c fsync=$(pg_fsync_wanted)"
+    [[ $(pg_fsync_wanted) == on ]] || opts+=" -c full_page_writes=off"
     # PG_EXTRA_OPTS: more settings, later ones winning (another listen address, TLS, ...).
     opts+=" ${PG_EXTRA_OPTS:-}"
     as_user "$PG_USER" "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -o "$opts" -w -t 60 -s start ||

@@ -265,7 +265,7 @@ REGISTRY = Registry()
 atexit.register(REGISTRY.kill_everything)
 
 
-def _run_servers(args, log_path, stdin_text=None, timeout=180):
+def _run_servers(args, log_path, stdin_text=None, timeout=180, env=None):
     """Run scripts/lib/servers ARGS, appending its output to log_path; fail with that output."""
     with open(log_path, "ab") as log:
         log.write(f"$ servers {' '.join(args)}\n".encode())
@@ -278,6 +278,7 @@ def _run_servers(args, log_path, stdin_text=None, timeout=180):
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 timeout=timeout,
+                env=env,
             )
         except subprocess.TimeoutExpired:
             raise AssertionError(f"servers {args[0]} took more than {timeout}s; log:\n{tail(log_path)}")
@@ -421,7 +422,9 @@ class Servers:
         return self._pid(os.path.join(self.rmq_dir, "rabbitmq.pid"))
 
     def start_postgres(self):
-        _run_servers(["start-pg", self.pg_dir, str(self.pg_port)], self.log_path)
+        # Throw-away servers: no fsync (an OS crash would end the session anyway).
+        _run_servers(["start-pg", self.pg_dir, str(self.pg_port)], self.log_path,
+                     env=dict(os.environ, PG_UNSAFE_NO_FSYNC="1"))
 
     def stop_postgres(self):
         _run_servers(["stop-pg", self.pg_dir], self.log_path)
