@@ -45,6 +45,19 @@ static const cfg_entry config_table[] = {
      &api_cfg.refresh_ttl_s},
     {"MAX_CONCURRENT_HASHING", CFG_INT, "2", 1, 64, "password hashes computed at once",
      &api_cfg.max_hashing},
+    {"AUTH_ADDRESS_BUDGET", CFG_INT, "120", 1, 1000000,
+     "login and register attempts one client address may make per AUTH_ADDRESS_WINDOW_S (429"
+     " beyond; counted in PostgreSQL, shared by every API)",
+     &api_cfg.auth_budget},
+    {"AUTH_ADDRESS_WINDOW_S", CFG_INT, "60", 1, 86400, "the window of AUTH_ADDRESS_BUDGET",
+     &api_cfg.auth_window_s},
+    {"API_MAX_CONNECTIONS_PER_ADDRESS", CFG_INT, "128", 1, 4096,
+     "HTTP connections one client address may hold at once (more are refused)",
+     &api_cfg.per_address_connections},
+    {"API_REQUEST_READ_TIMEOUT_S", CFG_INT, "10", 1, 59,
+     "a connection must send a whole request (headers and body) within this long of opening or"
+     " of its previous reply, or it is closed",
+     &api_cfg.read_timeout_s},
     {"HEARTBEAT_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000,
      "an agent silent this long loses its running nodes", &api_cfg.heartbeat_timeout_ms},
     {"QUEUED_TIMEOUT_MS", CFG_INT, "120000", 100, 86400000,
@@ -83,8 +96,11 @@ static int ensure_admin(void)
         return -1;
     }
     char hash[AUTH_HASH_MAX];
-    if (auth_hash_password(api_cfg.admin_password, hash) != 0)
+    /* Nothing else hashes before the API serves: a slot is free. */
+    if (auth_hash_password(api_cfg.admin_password, hash) != 0) {
+        log_error("cannot hash ADMIN_PASSWORD");
         return -1;
+    }
     Calc__V1__EnsureAdminRequest req = CALC__V1__ENSURE_ADMIN_REQUEST__INIT;
     req.login = (char *)api_cfg.admin_login;
     req.password_hash = hash;
@@ -158,8 +174,10 @@ int main(int argc, char **argv)
             rc = 0;
         goto out;
     }
-    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, api_routes, api_n_routes,
-                   err, sizeof err) < 0) {
+    http_limits limits = {.per_address = (int)api_cfg.per_address_connections,
+                          .read_timeout_ms = api_cfg.read_timeout_s * 1000};
+    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, &limits, api_routes,
+                   api_n_routes, err, sizeof err) < 0) {
         log_error("%s", err);
         goto out;
     }

@@ -1,77 +1,50 @@
 #include "ratelimit.h"
 
-#include <pthread.h>
-#include <string.h>
+#include "api.h"
+#include "dba.h"
+#include "log.h"
+#include "methods.h"
 
-#define SLOTS     4096
-#define LOGIN_CAP 64
-
-typedef struct slot {
-    char login[LOGIN_CAP + 1];
-    int64_t failures[RATELIMIT_MAX_FAILURES]; /* a ring of failure times */
-    int next;
-} slot;
-
-static slot table[SLOTS];
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-
-static uint32_t hash(const char *s)
+int ratelimit_admit(http_req *r, const char *login)
 {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    Calc__V1__LimitLoginRequest req = CALC__V1__LIMIT_LOGIN_REQUEST__INIT;
+    req.address = r->address;
+    req.login = login ? (char *)login : "";
+    req.address_budget = (int32_t)api_cfg.auth_budget;
+    req.address_window_ms = (int32_t)(api_cfg.auth_window_s * 1000);
+    req.max_failures = RATELIMIT_MAX_FAILURES;
+    req.failure_window_ms = RATELIMIT_WINDOW_MS;
+    Calc__V1__LimitLoginReply *rep = NULL;
+    if (dba_call(r, DBA_LIMIT_LOGIN, &req.base, &calc__v1__limit_login_reply__descriptor, &rep) !=
+        RPC_OK)
+        return -1;
+    int64_t after_ms = rep->retry_after_ms;
+    Calc__V1__LimitLoginReply__Verdict verdict = rep->verdict;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    if (verdict == CALC__V1__LIMIT_LOGIN_REPLY__VERDICT__ALLOWED)
+        return 0;
+    r->retry_after_s = after_ms > 1000 ? (int)((after_ms + 999) / 1000) : 1;
+    if (verdict == CALC__V1__LIMIT_LOGIN_REPLY__VERDICT__LOGIN_LOCKED)
+        http_error(r, 429, "too many failed logins for '%s': wait %d s", login, r->retry_after_s);
+    else
+        http_error(r, 429, "too many login and register attempts from %s: wait %d s", r->address,
+                   r->retry_after_s);
+    return -1;
 }
 
-static int recent(const slot *s, int64_t now)
+void ratelimit_outcome(http_req *r, const char *login, int succeeded)
 {
-    int n = 0;
-    for (int i = 0; i < RATELIMIT_MAX_FAILURES; i++)
-        n += s->failures[i] && now - s->failures[i] < RATELIMIT_WINDOW_MS;
-    return n;
-}
-
-/* The slot of login, or NULL. Names longer than LOGIN_CAP never match (they are invalid). */
-static slot *find(const char *login)
-{
-    slot *s = &table[hash(login) % SLOTS];
-    return strcmp(s->login, login) == 0 ? s : NULL;
-}
-
-int ratelimit_blocked(const char *login, int64_t now)
-{
-    pthread_mutex_lock(&lock);
-    slot *s = find(login);
-    int blocked = s && recent(s, now) >= RATELIMIT_MAX_FAILURES;
-    pthread_mutex_unlock(&lock);
-    return blocked;
-}
-
-void ratelimit_failure(const char *login, int64_t now)
-{
-    if (strlen(login) > LOGIN_CAP)
-        return;
-    pthread_mutex_lock(&lock);
-    slot *s = &table[hash(login) % SLOTS];
-    /* A colliding login takes the slot only once its owner has nothing recent. */
-    if (strcmp(s->login, login) != 0) {
-        if (recent(s, now) > 0) {
-            pthread_mutex_unlock(&lock);
-            return;
-        }
-        memset(s, 0, sizeof *s);
-        strcpy(s->login, login);
-    }
-    s->failures[s->next] = now;
-    s->next = (s->next + 1) % RATELIMIT_MAX_FAILURES;
-    pthread_mutex_unlock(&lock);
-}
-
-void ratelimit_success(const char *login)
-{
-    pthread_mutex_lock(&lock);
-    slot *s = find(login);
-    if (s)
-        memset(s, 0, sizeof *s);
-    pthread_mutex_unlock(&lock);
+    Calc__V1__RecordLoginRequest req = CALC__V1__RECORD_LOGIN_REQUEST__INIT;
+    req.login = (char *)login;
+    req.succeeded = succeeded;
+    req.max_failures = RATELIMIT_MAX_FAILURES;
+    req.failure_window_ms = RATELIMIT_WINDOW_MS;
+    Calc__V1__Empty *rep = NULL;
+    char err[256];
+    int rc = rpc_call(dba, DBA_RECORD_LOGIN, &req.base, &calc__v1__empty__descriptor,
+                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
+    if (rc == RPC_OK)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    else
+        log_warn("%s %s: RecordLogin login=%s: %s (code %d)", r->method, r->path, login, err, rc);
 }

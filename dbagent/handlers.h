@@ -36,6 +36,9 @@ H(get_durations);
 H(get_stats);
 H(set_durations);
 H(list_events);
+/* login_limits.c */
+H(limit_login);
+H(record_login);
 
 #undef H
 

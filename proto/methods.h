@@ -26,5 +26,7 @@
 #define DBA_GET_STATS             DBA_SERVICE "GetStats"
 #define DBA_SET_DURATIONS         DBA_SERVICE "SetDurations"
 #define DBA_LIST_EVENTS           DBA_SERVICE "ListEvents"
+#define DBA_LIMIT_LOGIN           DBA_SERVICE "LimitLogin"
+#define DBA_RECORD_LOGIN          DBA_SERVICE "RecordLogin"
 
 #endif
