@@ -1,18 +1,22 @@
 """Hostile clients: the password hashing pool full (503 at once, /healthz unaffected), the budget
 of login and register attempts per address, the login limiter's exact counts shared through
 dbagent (a colliding login of the old fixed table, two API instances), the per-address connection
-cap, a client that trickles its request, and an oversized body announced with Expect."""
+cap, a client that trickles its request, and an oversized body announced with Expect; and dbagent's
+LimitLogin/RecordLogin under concurrent calls."""
 
+import concurrent.futures as cf
 import json
 import select
 import socket
 import threading
 import time
 
+import grpc
 import pytest
 import requests
 
 import harness
+from dba_client import DbaClient, RpcError, pb
 
 
 def hostport(api):
@@ -223,3 +227,42 @@ def test_an_oversized_login_body_with_expect_gets_413_and_no_100_continue(cluste
     assert head.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"100 Continue" not in reply
     assert json.loads(body)["status"] == 413
+
+
+def limit(c, address, login="", budget=1000, window_ms=60000, **kw):
+    return c.LimitLogin(address=address, login=login, address_budget=budget, address_window_ms=window_ms,
+                        max_failures=kw.get("max_failures", 5), failure_window_ms=kw.get("failure_window_ms", 60000))
+
+
+def test_limit_login_counts_concurrent_attempts_exactly_and_prunes_old_rows(bare_cluster):
+    cl = bare_cluster
+    cl.start_dbagent()
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    # Nonsense is refused by name.
+    for fields in (dict(address=""), dict(address="a" * 300), dict(address="x", budget=0)):
+        with pytest.raises(RpcError) as e:
+            limit(c, **fields)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(RpcError) as e:
+        c.RecordLogin(login="x", succeeded=False, max_failures=0, failure_window_ms=1)
+    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "max_failures" in e.value.details
+    # 64 attempts at once from one address with a budget of 20: exactly 20 are allowed.
+    with cf.ThreadPoolExecutor(16) as ex:
+        verdicts = list(ex.map(lambda i: limit(c, "10.0.0.1", budget=20).verdict, range(64)))
+    assert verdicts.count(pb.LimitLoginReply.ALLOWED) == 20
+    assert verdicts.count(pb.LimitLoginReply.ADDRESS_OVER_BUDGET) == 44
+    # Failures of one login at once: every one counted, the login locked after the fifth.
+    with cf.ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda i: c.RecordLogin(login="racer", succeeded=False, max_failures=5, failure_window_ms=60000),
+                    range(8)))
+    r = limit(c, "10.0.0.2", login="racer")
+    assert r.verdict == pb.LimitLoginReply.LOGIN_LOCKED and 59000 < r.retry_after_ms <= 60000
+    c.RecordLogin(login="racer", succeeded=True, max_failures=5, failure_window_ms=60000)
+    assert limit(c, "10.0.0.2", login="racer").verdict == pb.LimitLoginReply.ALLOWED
+    # Rows whose window has passed are pruned by later calls: the table holds one window's keys.
+    for i in range(40):
+        limit(c, f"10.1.0.{i}", window_ms=5000)
+    count = lambda: int(cl.servers.psql("SELECT count(*) FROM login_limits", db=cl.db).strip())
+    assert count() >= 40
+    harness.wait_for(lambda: limit(c, "10.0.0.3") and count() <= 5, 30, "expired rows to be pruned", interval=0.5)
+    c.close()
