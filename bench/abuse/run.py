@@ -113,14 +113,16 @@ def main():
               f"({len(quiet)} requests, statuses {quiet_status})")
         print(f"poller under attack: p50 {pct(loud, 0.5):.2f} ms, p99 {pct(loud, 0.99):.2f} ms "
               f"({len(loud)} requests, statuses {loud_status})")
-        print(f"p99 ratio (attack / alone): {pct(loud, 0.99) / pct(quiet, 0.99):.2f} (target <= 3)")
+        print(f"p99 ratio (attack / alone): {pct(loud, 0.99) / pct(quiet, 0.99):.2f} (target <= 3); "
+              f"p50 ratio {pct(loud, 0.5) / pct(quiet, 0.5):.2f}")
         print(f"attack: {args.connections} connections, {rps.group(1) if rps else '?'} logins/s, "
               f"non-2xx {non2xx.group(1) if non2xx else 0}; {summary.group(0) if summary else out[-300:]}")
         login_stats = [l for l in harness.requests.get(f"{url}/metrics", timeout=10).text.splitlines()
                        if l.startswith("calc_http_requests_total") and "login" in l]
         print("API counts of login replies: " + "; ".join(l.split("{", 1)[1] for l in login_stats))
         print(f"CPU steal over the run: {steal1 - steal0} ticks of {total1 - total0} "
-              f"({100.0 * (steal1 - steal0) / max(1, total1 - total0):.1f}%)")
+              f"({100.0 * (steal1 - steal0) / max(1, total1 - total0):.1f}%); load average now "
+              f"{open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} CPUs")
     finally:
         if cluster:
             cluster.close()
