@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "holdback.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
@@ -281,9 +282,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (r->held) /* resumed: its time is up */
+        return send_reply(r);
     readguard_read(r->guard);
     size_t route = dispatch(r);
     record(route, r->status, time_monotonic_us() - r->start_us);
+    if (r->hold_ms > 0 && holdback_add(conn, r->hold_ms) == 0) {
+        r->held = 1;
+        return MHD_YES;
+    }
     return send_reply(r);
 }
 
@@ -332,8 +339,14 @@ int http_start(const char *host, int port, int threads, const http_limits *limit
         snprintf(err, errlen, "cannot start the request read deadline thread");
         return -1;
     }
+    if (holdback_start() < 0) {
+        readguard_stop();
+        snprintf(err, errlen, "cannot start the held replies thread");
+        return -1;
+    }
     daemon_handle = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+            MHD_ALLOW_SUSPEND_RESUME,
         (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
         MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
@@ -341,6 +354,7 @@ int http_start(const char *host, int port, int threads, const http_limits *limit
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)limits->per_address,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
     if (!daemon_handle) {
+        holdback_stop();
         readguard_stop();
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", host, port);
         return -1;
@@ -361,6 +375,7 @@ void http_stop(void)
      * "Connection: close", so the count reaches zero. */
     for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++)
         time_sleep_ms(100, NULL);
+    holdback_stop(); /* libmicrohttpd must not stop with a connection suspended */
     MHD_stop_daemon(daemon_handle);
     daemon_handle = NULL;
     readguard_stop();

@@ -39,6 +39,8 @@ typedef struct http_req {
     const char *allow;
     const char *content_type; /* NULL: application/json */
     int retry_after_s;        /* > 0: sent as Retry-After (a 503 gets 1 anyway) */
+    int hold_ms;              /* > 0: the reply goes this long later (see holdback.h) */
+    int held;
     int64_t start_us;
 } http_req;
 

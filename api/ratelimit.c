@@ -59,6 +59,7 @@ static void refuse(const char *key, int64_t until)
 static int reply_refused(http_req *r, const char *login, int64_t after_ms)
 {
     r->retry_after_s = after_ms > 1000 ? (int)((after_ms + 999) / 1000) : 1;
+    r->hold_ms = RATELIMIT_HOLD_MS;
     if (login)
         http_error(r, 429, "too many failed logins for '%s': wait %d s", login, r->retry_after_s);
     else

@@ -12,6 +12,9 @@
  * leaves it, even with the right password. */
 #define RATELIMIT_MAX_FAILURES 5
 #define RATELIMIT_WINDOW_MS    60000
+/* A refusal (429) is sent this long after the request, without holding a thread (holdback.h):
+ * a client that comes straight back is slowed to one attempt per connection per this long. */
+#define RATELIMIT_HOLD_MS 1000
 
 /*
  * Counts an attempt from r's client address against its budget (AUTH_ADDRESS_BUDGET per

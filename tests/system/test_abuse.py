@@ -92,7 +92,7 @@ def test_a_full_hashing_pool_is_503_at_once_and_healthz_does_not_wait(cluster):
     assert max(d for _, d in health) < 1.0, health
 
 
-@pytest.mark.cluster(agents=0, env={"AUTH_ADDRESS_BUDGET": "6", "AUTH_ADDRESS_WINDOW_S": "60"})
+@pytest.mark.cluster(agents=0, env={"AUTH_ADDRESS_BUDGET": "6", "AUTH_ADDRESS_WINDOW_S": "60", "API_THREADS": "1"})
 def test_an_address_over_its_budget_gets_429_before_any_hash(cluster):
     api = cluster.apis[0]
     assert register(api, "budgeted").status_code == 200
@@ -103,8 +103,30 @@ def test_an_address_over_its_budget_gets_429_before_any_hash(cluster):
         assert r.status_code == 429, r.text
         assert "attempts from 127.0.0.1" in r.json()["error"]
         assert 1 <= int(r.headers["Retry-After"]) <= 60
-    # Other routes do not count against it.
+        assert r.elapsed.total_seconds() >= 0.9  # held back a second
+    # Refusals held back hold no thread: with one HTTP thread, /healthz answers meanwhile.
+    refused = []
+    threads = [threading.Thread(target=lambda i=i: refused.append(login(api, f"late{i}").status_code)) for i in range(4)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    harness.wait_for(lambda: "login" in api_metrics(api, 'status="429"', 5), 5, "the refusals to be counted")
+    h0 = time.monotonic()
     assert requests.get(f"{api.url}/healthz", timeout=10).status_code == 200
+    assert time.monotonic() - h0 < 0.5
+    for t in threads:
+        t.join()
+    assert refused == [429] * 4 and time.monotonic() - t0 >= 0.9
+
+
+def api_metrics(api, needle, at_least):
+    """The login route's request count with needle in its labels, as text, when it is at least
+    at_least ("" otherwise)."""
+    for line in requests.get(f"{api.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("calc_http_requests_total") and 'route="login"' in line and needle in line:
+            if float(line.split()[-1]) >= at_least:
+                return line
+    return ""
 
 
 @pytest.mark.cluster(agents=0)
