@@ -18,7 +18,7 @@ typedef struct api_config {
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
         queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
         max_unfinished, dba_timeout_ms, refresh_max_age_s, refresh_grace_ms, cookie_secure,
-        metrics_cache_ms;
+        metrics_cache_ms, auth_budget, auth_window_s, per_address_connections, read_timeout_s;
     mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 

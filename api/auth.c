@@ -32,13 +32,27 @@ static unsigned char verified_hash_key[crypto_generichash_KEYBYTES];
 /* Keys the derivation of a refresh token's successor; from the secret, so every instance agrees. */
 static unsigned char successor_key[crypto_generichash_KEYBYTES];
 
-/* Made on first need, not at start: hashing takes a noticeable part of a second. */
+static int hash_now(const char *pw, char out[AUTH_HASH_MAX])
+{
+    return crypto_pwhash_str(out, pw, strlen(pw), AUTH_PWHASH_OPS, AUTH_PWHASH_MEM);
+}
+
+/* Made on first need, not at start: hashing takes a noticeable part of a second. Runs inside a
+ * hashing slot the caller holds. */
 static void make_dummy_hash(void)
 {
     char random_password[AUTH_TOKEN_HEX], unused[AUTH_TOKEN_HEX];
     auth_new_refresh(random_password, unused);
-    if (auth_hash_password(random_password, dummy_hash) != 0)
+    if (hash_now(random_password, dummy_hash) != 0)
         abort();
+}
+
+/* A slot of the hashing pool, taken without waiting: a request thread that waited here would
+ * hold its connection and its thread while the pool is busy, so /healthz and every other route
+ * would queue behind a burst of logins. No free slot: the caller answers 503 at once. */
+static int take_slot(void)
+{
+    return sem_trywait(&hashing) == 0 ? 0 : AUTH_BUSY;
 }
 
 int auth_init(const char *s, const char *p, int ttl, int max_hashing)
@@ -83,8 +97,9 @@ int auth_hash_password(const char *password, char out[AUTH_HASH_MAX])
     char pep[crypto_auth_hmacsha256_BYTES * 2 + 1];
     const char *pw;
     peppered(password, pep, &pw);
-    sem_wait(&hashing);
-    int rc = crypto_pwhash_str(out, pw, strlen(pw), AUTH_PWHASH_OPS, AUTH_PWHASH_MEM);
+    if (take_slot() != 0)
+        return AUTH_BUSY;
+    int rc = hash_now(pw, out) == 0 ? 0 : AUTH_FAILED;
     sem_post(&hashing);
     return rc;
 }
@@ -92,6 +107,8 @@ int auth_hash_password(const char *password, char out[AUTH_HASH_MAX])
 int auth_check_password(const char *hash, const char *password)
 {
     int known = hash != NULL;
+    if (take_slot() != 0)
+        return AUTH_BUSY;
     if (!known) {
         pthread_once(&dummy_once, make_dummy_hash);
         hash = dummy_hash;
@@ -99,7 +116,6 @@ int auth_check_password(const char *hash, const char *password)
     char pep[crypto_auth_hmacsha256_BYTES * 2 + 1];
     const char *pw;
     peppered(password, pep, &pw);
-    sem_wait(&hashing);
     int ok = crypto_pwhash_str_verify(hash, pw, strlen(pw)) == 0;
     sem_post(&hashing);
     return ok && known;

@@ -1,7 +1,8 @@
 /*
- * auth: passwords (argon2id through libsodium, a bounded number at once), access tokens (JWT
- * HS256 through libjwt, algorithm pinned, exp/iat/iss/sub checked) and refresh tokens (256
- * random bits at a login, each successor derived from its predecessor; stored only as a SHA-256).
+ * auth: passwords (argon2id through libsodium, a bounded number at once, never waited for), access
+ * tokens (JWT HS256 through libjwt, algorithm pinned, exp/iat/iss/sub checked) and refresh tokens
+ * (256 random bits at a login, each successor derived from its predecessor; stored only as a
+ * SHA-256).
  */
 #ifndef CALC_AUTH_H
 #define CALC_AUTH_H
@@ -15,9 +16,17 @@
 /* secret: >= 32 bytes; pepper may be empty. Both are kept, not copied. */
 int auth_init(const char *secret, const char *pepper, int access_ttl_s, int max_hashing);
 
-int auth_hash_password(const char *password, char out[AUTH_HASH_MAX]);
-/* 1 when password matches hash. A NULL hash (unknown login) costs the same and fails. */
-int auth_check_password(const char *hash, const char *password);
+/* Failures of the password functions. AUTH_BUSY: every hashing slot (max_hashing) is taken;
+ * nothing was computed and the caller should answer 503 rather than wait. */
+#define AUTH_FAILED (-1)
+#define AUTH_BUSY   (-2)
+
+/* 0 with the argon2id string in out, AUTH_BUSY, or AUTH_FAILED (out of memory). */
+int auth_hash_password(const char *password, char out[AUTH_HASH_MAX])
+    __attribute__((warn_unused_result));
+/* 1 when password matches hash, 0 when not, AUTH_BUSY when no hashing slot is free. A NULL
+ * hash (unknown login) costs the same and fails. */
+int auth_check_password(const char *hash, const char *password) __attribute__((warn_unused_result));
 
 /* A new access token for user_id (free()). */
 char *auth_issue_access(int64_t user_id);

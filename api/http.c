@@ -10,9 +10,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "holdback.h"
 #include "log.h"
 #include "mem.h"
 #include "metrics.h"
+#include "readguard.h"
 #include "route.h"
 #include "timeutil.h"
 
@@ -206,13 +208,47 @@ static enum MHD_Result send_reply(http_req *r)
         MHD_add_response_header(resp, "Set-Cookie", r->set_cookie);
     if (r->allow)
         MHD_add_response_header(resp, "Allow", r->allow);
-    if (r->status == 503)
-        MHD_add_response_header(resp, "Retry-After", "1");
+    if (r->retry_after_s > 0 || r->status == 503) {
+        char after[16];
+        snprintf(after, sizeof after, "%d", r->retry_after_s > 0 ? r->retry_after_s : 1);
+        MHD_add_response_header(resp, "Retry-After", after);
+    }
     if (atomic_load(&stopping))
         MHD_add_response_header(resp, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+/* The client's address and the connection's read deadline, into r. */
+static void client_of(struct MHD_Connection *conn, http_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    snprintf(r->address, sizeof r->address, "unknown");
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->address,
+                  sizeof r->address);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->address,
+                  sizeof r->address);
+    ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->guard = ci ? ci->socket_context : NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = ci ? readguard_open(ci->connect_fd) : NULL;
+    } else {
+        readguard_close(*socket_context);
+        *socket_context = NULL;
+    }
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -230,6 +266,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->start_us = time_monotonic_us();
         atomic_fetch_add(&active_requests, 1);
         buf_init(&r->body, HTTP_MAX_BODY);
+        client_of(conn, r);
         *con_cls = r;
         /* A declared length over the cap is answered now, before any of the body is read: a
          * reply queued on the first call means libmicrohttpd sends no "100 Continue" to a
@@ -245,8 +282,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (r->held) /* resumed: its time is up */
+        return send_reply(r);
+    readguard_read(r->guard);
     size_t route = dispatch(r);
     record(route, r->status, time_monotonic_us() - r->start_us);
+    if (r->hold_ms > 0 && holdback_add(conn, r->hold_ms) == 0) {
+        r->held = 1;
+        return MHD_YES;
+    }
     return send_reply(r);
 }
 
@@ -260,6 +304,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     atomic_fetch_sub(&active_requests, 1);
+    readguard_replied(r->guard);
     buf_free(&r->body);
     free(r->reply);
     free(r->set_cookie);
@@ -278,8 +323,8 @@ static void on_log(void *cls, const char *fmt, va_list ap)
     log_warn("http: %s", msg);
 }
 
-int http_start(const char *host, int port, int threads, const http_route *rt, size_t n, char *err,
-               size_t errlen)
+int http_start(const char *host, int port, int threads, const http_limits *limits,
+               const http_route *rt, size_t n, char *err, size_t errlen)
 {
     routes = rt;
     n_routes = n < MAX_ROUTES ? n : MAX_ROUTES;
@@ -289,14 +334,28 @@ int http_start(const char *host, int port, int threads, const http_route *rt, si
         snprintf(err, errlen, "API_HOST '%s' is not an IPv4 address", host);
         return -1;
     }
+    /* Before the first connection: each gets its deadline from the timeout set here. */
+    if (readguard_start(limits->read_timeout_ms) < 0) {
+        snprintf(err, errlen, "cannot start the request read deadline thread");
+        return -1;
+    }
+    if (holdback_start() < 0) {
+        readguard_stop();
+        snprintf(err, errlen, "cannot start the held replies thread");
+        return -1;
+    }
     daemon_handle = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC,
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_USE_ITC |
+            MHD_ALLOW_SUSPEND_RESUME,
         (uint16_t)port, NULL, NULL, on_request, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_log, NULL,
         MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096,
-        MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)limits->per_address,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, NULL, MHD_OPTION_END);
     if (!daemon_handle) {
+        holdback_stop();
+        readguard_stop();
         snprintf(err, errlen, "cannot listen on %s:%d (address in use?)", host, port);
         return -1;
     }
@@ -316,6 +375,8 @@ void http_stop(void)
      * "Connection: close", so the count reaches zero. */
     for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++)
         time_sleep_ms(100, NULL);
+    holdback_stop(); /* libmicrohttpd must not stop with a connection suspended */
     MHD_stop_daemon(daemon_handle);
     daemon_handle = NULL;
+    readguard_stop();
 }

@@ -13,11 +13,21 @@
 #define HTTP_MAX_BODY (64 * 1024)
 /* An idle connection is closed after this long (seconds). */
 #define HTTP_CONNECTION_TIMEOUT_S 60
+#define HTTP_ADDRESS_MAX          64 /* the text of a client address, NUL included */
+
+/* What one client may hold: connections from one address at once, and the time to send a whole
+ * request (see readguard.h). */
+typedef struct http_limits {
+    int per_address;
+    int64_t read_timeout_ms;
+} http_limits;
 
 typedef struct http_req {
     struct MHD_Connection *conn;
     const char *method;
     const char *path;
+    char address[HTTP_ADDRESS_MAX]; /* the client's, as text */
+    struct readguard *guard;        /* the connection's read deadline */
     buf body;
     int too_large;
     int64_t user_id; /* set for routes that need a login */
@@ -28,6 +38,9 @@ typedef struct http_req {
     char *set_cookie; /* owned */
     const char *allow;
     const char *content_type; /* NULL: application/json */
+    int retry_after_s;        /* > 0: sent as Retry-After (a 503 gets 1 anyway) */
+    int hold_ms;              /* > 0: the reply goes this long later (see holdback.h) */
+    int held;
     int64_t start_us;
 } http_req;
 
@@ -44,8 +57,8 @@ typedef struct http_route {
 #define HTTP_ID_SUFFIX "{id}"
 
 /* Starts serving on host:port with threads threads. Returns 0, or -1 with err set. */
-int http_start(const char *host, int port, int threads, const http_route *routes, size_t n,
-               char *err, size_t errlen);
+int http_start(const char *host, int port, int threads, const http_limits *limits,
+               const http_route *routes, size_t n, char *err, size_t errlen);
 /* Stops accepting, finishes the requests in flight, stops the threads. */
 void http_stop(void);
 

@@ -73,9 +73,11 @@ static int ensure_admin(void)
     Calc__V1__EnsureAdminRequest req = CALC__V1__ENSURE_ADMIN_REQUEST__INIT;
     req.login = (char *)api_cfg.admin_login;
     req.password_hash = hash;
-    if (found && auth_check_password(found->user->password_hash, api_cfg.admin_password)) {
+    /* Nothing else hashes before the API serves: a slot is free. */
+    if (found && auth_check_password(found->user->password_hash, api_cfg.admin_password) == 1) {
         snprintf(hash, sizeof hash, "%s", found->user->password_hash);
     } else if (auth_hash_password(api_cfg.admin_password, hash) != 0) {
+        log_error("cannot hash ADMIN_PASSWORD");
         rc = -1;
         goto out;
     } else {
@@ -148,8 +150,10 @@ int main(int argc, char **argv)
             rc = 0;
         goto out;
     }
-    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, api_routes, api_n_routes,
-                   err, sizeof err) < 0) {
+    http_limits limits = {.per_address = (int)api_cfg.per_address_connections,
+                          .read_timeout_ms = api_cfg.read_timeout_s * 1000};
+    if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, &limits, api_routes,
+                   api_n_routes, err, sizeof err) < 0) {
         log_error("%s", err);
         goto out;
     }

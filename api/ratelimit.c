@@ -1,77 +1,117 @@
 #include "ratelimit.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
-#define SLOTS     4096
-#define LOGIN_CAP 64
+#include "api.h"
+#include "dba.h"
+#include "log.h"
+#include "methods.h"
+#include "timeutil.h"
 
-typedef struct slot {
-    char login[LOGIN_CAP + 1];
-    int64_t failures[RATELIMIT_MAX_FAILURES]; /* a ring of failure times */
-    int next;
-} slot;
+/*
+ * Refusals already given, until they lapse: an address over its budget stays over until its
+ * window ends, and a locked login stays locked until its oldest failure leaves the window (it
+ * cannot succeed meanwhile, so nothing clears it early). Answering those from here gives the
+ * same answer dbagent would, without a round trip: a flood from one address costs the database
+ * one call per window, not one per request. Only refusals are kept; a slot taken by another key
+ * just means asking dbagent again.
+ */
+#define REFUSAL_SLOTS 1024
+#define REFUSAL_KEY   (HTTP_ADDRESS_MAX + 80)
 
-static slot table[SLOTS];
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct refusal {
+    char key[REFUSAL_KEY]; /* "a <address>" or "l <login>" */
+    int64_t until_ms;      /* monotonic */
+} refusals[REFUSAL_SLOTS];
+static pthread_mutex_t refusals_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint32_t hash(const char *s)
+static size_t refusal_slot(const char *key)
 {
     uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h;
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 16777619u;
+    return h % REFUSAL_SLOTS;
 }
 
-static int recent(const slot *s, int64_t now)
+/* Milliseconds left of a refusal of key, 0 when none is kept. */
+static int64_t refused_for(const char *key, int64_t now)
 {
-    int n = 0;
-    for (int i = 0; i < RATELIMIT_MAX_FAILURES; i++)
-        n += s->failures[i] && now - s->failures[i] < RATELIMIT_WINDOW_MS;
-    return n;
+    struct refusal *f = &refusals[refusal_slot(key)];
+    int64_t left = 0;
+    pthread_mutex_lock(&refusals_lock);
+    if (f->until_ms > now && strcmp(f->key, key) == 0)
+        left = f->until_ms - now;
+    pthread_mutex_unlock(&refusals_lock);
+    return left;
 }
 
-/* The slot of login, or NULL. Names longer than LOGIN_CAP never match (they are invalid). */
-static slot *find(const char *login)
+static void refuse(const char *key, int64_t until)
 {
-    slot *s = &table[hash(login) % SLOTS];
-    return strcmp(s->login, login) == 0 ? s : NULL;
+    struct refusal *f = &refusals[refusal_slot(key)];
+    pthread_mutex_lock(&refusals_lock);
+    snprintf(f->key, sizeof f->key, "%s", key);
+    f->until_ms = until;
+    pthread_mutex_unlock(&refusals_lock);
 }
 
-int ratelimit_blocked(const char *login, int64_t now)
+static int reply_refused(http_req *r, const char *login, int64_t after_ms)
 {
-    pthread_mutex_lock(&lock);
-    slot *s = find(login);
-    int blocked = s && recent(s, now) >= RATELIMIT_MAX_FAILURES;
-    pthread_mutex_unlock(&lock);
-    return blocked;
+    r->retry_after_s = after_ms > 1000 ? (int)((after_ms + 999) / 1000) : 1;
+    r->hold_ms = RATELIMIT_HOLD_MS;
+    if (login)
+        http_error(r, 429, "too many failed logins for '%s': wait %d s", login, r->retry_after_s);
+    else
+        http_error(r, 429, "too many login and register attempts from %s: wait %d s", r->address,
+                   r->retry_after_s);
+    return -1;
 }
 
-void ratelimit_failure(const char *login, int64_t now)
+int ratelimit_admit(http_req *r, const char *login)
 {
-    if (strlen(login) > LOGIN_CAP)
-        return;
-    pthread_mutex_lock(&lock);
-    slot *s = &table[hash(login) % SLOTS];
-    /* A colliding login takes the slot only once its owner has nothing recent. */
-    if (strcmp(s->login, login) != 0) {
-        if (recent(s, now) > 0) {
-            pthread_mutex_unlock(&lock);
-            return;
-        }
-        memset(s, 0, sizeof *s);
-        strcpy(s->login, login);
-    }
-    s->failures[s->next] = now;
-    s->next = (s->next + 1) % RATELIMIT_MAX_FAILURES;
-    pthread_mutex_unlock(&lock);
+    char addr_key[REFUSAL_KEY], login_key[REFUSAL_KEY];
+    snprintf(addr_key, sizeof addr_key, "a %s", r->address);
+    snprintf(login_key, sizeof login_key, "l %s", login ? login : "");
+    int64_t now = time_monotonic_ms(), left;
+    if ((left = refused_for(addr_key, now)) > 0)
+        return reply_refused(r, NULL, left);
+    if (login && (left = refused_for(login_key, now)) > 0)
+        return reply_refused(r, login, left);
+    Calc__V1__LimitLoginRequest req = CALC__V1__LIMIT_LOGIN_REQUEST__INIT;
+    req.address = r->address;
+    req.login = login ? (char *)login : "";
+    req.address_budget = (int32_t)api_cfg.auth_budget;
+    req.address_window_ms = (int32_t)(api_cfg.auth_window_s * 1000);
+    req.max_failures = RATELIMIT_MAX_FAILURES;
+    req.failure_window_ms = RATELIMIT_WINDOW_MS;
+    Calc__V1__LimitLoginReply *rep = NULL;
+    if (dba_call(r, DBA_LIMIT_LOGIN, &req.base, &calc__v1__limit_login_reply__descriptor, &rep) !=
+        RPC_OK)
+        return -1;
+    int64_t after_ms = rep->retry_after_ms;
+    Calc__V1__LimitLoginReply__Verdict verdict = rep->verdict;
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+    if (verdict == CALC__V1__LIMIT_LOGIN_REPLY__VERDICT__ALLOWED)
+        return 0;
+    int locked = verdict == CALC__V1__LIMIT_LOGIN_REPLY__VERDICT__LOGIN_LOCKED;
+    refuse(locked ? login_key : addr_key, now + after_ms);
+    return reply_refused(r, locked ? login : NULL, after_ms);
 }
 
-void ratelimit_success(const char *login)
+void ratelimit_outcome(http_req *r, const char *login, int succeeded)
 {
-    pthread_mutex_lock(&lock);
-    slot *s = find(login);
-    if (s)
-        memset(s, 0, sizeof *s);
-    pthread_mutex_unlock(&lock);
+    Calc__V1__RecordLoginRequest req = CALC__V1__RECORD_LOGIN_REQUEST__INIT;
+    req.login = (char *)login;
+    req.succeeded = succeeded;
+    req.max_failures = RATELIMIT_MAX_FAILURES;
+    req.failure_window_ms = RATELIMIT_WINDOW_MS;
+    Calc__V1__Empty *rep = NULL;
+    char err[256];
+    int rc = rpc_call(dba, DBA_RECORD_LOGIN, &req.base, &calc__v1__empty__descriptor,
+                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
+    if (rc == RPC_OK)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    else
+        log_warn("%s %s: RecordLogin login=%s: %s (code %d)", r->method, r->path, login, err, rc);
 }

@@ -48,6 +48,9 @@ static int valid_login(const char *s)
     return 1;
 }
 
+/* The 503 when every hashing slot is taken: nothing waits for one (see auth.h). */
+#define HASHING_BUSY "every password hashing slot is busy: try again in a second"
+
 /* Characters, not bytes: the body is valid UTF-8 (jansson checked it). */
 static size_t utf8_length(const char *s)
 {
@@ -75,13 +78,16 @@ void route_register(http_req *r)
     if (!body)
         return;
     char hash[AUTH_HASH_MAX];
+    int rc;
     if (!valid_login(login)) {
         http_error(r, 400, "field 'login' must have %d to %d characters of A-Z a-z 0-9 _ . -",
                    LOGIN_MIN, LOGIN_MAX);
     } else if (weak_password(r, "password", password)) {
         /* replied */
-    } else if (auth_hash_password(password, hash) != 0) {
-        http_error(r, 503, "cannot hash the password now, try again");
+    } else if (ratelimit_admit(r, NULL) != 0) {
+        /* replied: 429 or 503 */
+    } else if ((rc = auth_hash_password(password, hash)) != 0) {
+        http_error(r, 503, "%s", rc == AUTH_BUSY ? HASHING_BUSY : "cannot hash the password now");
     } else {
         Calc__V1__CreateUserRequest req = CALC__V1__CREATE_USER_REQUEST__INIT;
         req.login = (char *)login;
@@ -158,8 +164,9 @@ void route_login(http_req *r)
     json_t *body = credentials(r, &login, &password);
     if (!body)
         return;
-    if (ratelimit_blocked(login, time_now_ms())) {
-        http_error(r, 429, "too many failed logins for '%s': wait a minute", login);
+    /* Only a valid login can have failures counted: no user has any other. */
+    int valid = valid_login(login);
+    if (ratelimit_admit(r, valid ? login : NULL) != 0) {
         json_decref(body);
         return;
     }
@@ -167,7 +174,7 @@ void route_login(http_req *r)
     req.login = (char *)login;
     Calc__V1__UserReply *rep = NULL;
     char err[256];
-    int rc = valid_login(login)
+    int rc = valid
                  ? rpc_call(dba, DBA_FIND_USER, &req.base, &calc__v1__user_reply__descriptor,
                             (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err)
                  : RPC_NOT_FOUND;
@@ -176,11 +183,14 @@ void route_login(http_req *r)
     } else {
         /* An unknown login costs the same hashing as a wrong password: no timing hint. */
         int ok = auth_check_password(rep ? rep->user->password_hash : NULL, password);
-        if (rep && ok) {
-            ratelimit_success(login);
+        if (ok == AUTH_BUSY) {
+            http_error(r, 503, HASHING_BUSY);
+        } else if (rep && ok) {
+            ratelimit_outcome(r, login, 1);
             issue_tokens(r, rep->user->id);
         } else {
-            ratelimit_failure(login, time_now_ms());
+            if (valid)
+                ratelimit_outcome(r, login, 0);
             http_error(r, 401, "wrong login or password");
         }
     }
@@ -306,15 +316,18 @@ void route_password(http_req *r)
         goto out;
     }
     const char *login = rep->user->login;
-    if (ratelimit_blocked(login, time_now_ms())) {
-        http_error(r, 429, "too many failed password checks for '%s': wait a minute", login);
-    } else if (!auth_check_password(rep->user->password_hash, old_pw)) {
-        ratelimit_failure(login, time_now_ms());
+    int ok;
+    if (ratelimit_admit(r, login) != 0) {
+        /* replied: 429 or 503 */
+    } else if ((ok = auth_check_password(rep->user->password_hash, old_pw)) == AUTH_BUSY) {
+        http_error(r, 503, HASHING_BUSY);
+    } else if (!ok) {
+        ratelimit_outcome(r, login, 0);
         http_error(r, 403, "field 'old_password' does not match the current password");
-    } else if (auth_hash_password(new_pw, hash) != 0) {
-        http_error(r, 503, "cannot hash the password now, try again");
+    } else if ((rc = auth_hash_password(new_pw, hash)) != 0) {
+        http_error(r, 503, "%s", rc == AUTH_BUSY ? HASHING_BUSY : "cannot hash the password now");
     } else {
-        ratelimit_success(login);
+        ratelimit_outcome(r, login, 1);
         store_new_password(r, r->user_id, rep->user->password_hash, hash);
     }
 out:

@@ -38,6 +38,9 @@ H(set_durations);
 H(list_events);
 /* users.c, appended */
 H(change_password);
+/* login_limits.c */
+H(limit_login);
+H(record_login);
 
 #undef H
 

@@ -125,6 +125,8 @@ static const rpc_method methods[] = {
     M(DBA_SET_DURATIONS, set_durations, set_durations_request),
     M(DBA_LIST_EVENTS, list_events, list_events_request),
     M(DBA_CHANGE_PASSWORD, change_password, change_password_request),
+    M(DBA_LIMIT_LOGIN, limit_login, limit_login_request),
+    M(DBA_RECORD_LOGIN, record_login, record_login_request),
 };
 #undef M
 #undef L

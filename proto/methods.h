@@ -27,5 +27,7 @@
 #define DBA_SET_DURATIONS         DBA_SERVICE "SetDurations"
 #define DBA_LIST_EVENTS           DBA_SERVICE "ListEvents"
 #define DBA_CHANGE_PASSWORD       DBA_SERVICE "ChangePassword"
+#define DBA_LIMIT_LOGIN           DBA_SERVICE "LimitLogin"
+#define DBA_RECORD_LOGIN          DBA_SERVICE "RecordLogin"
 
 #endif

@@ -76,7 +76,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     setenv("AUTH_SECRET", "fuzz-secret-0123456789-0123456789-0123456789", 1);
     setenv("ADMIN_LOGIN", "", 1);
     setenv("API_THREADS", "2", 1);
-    setenv("LOG_LEVEL", "error", 1); /* every malformed request would log a line */
+    setenv("AUTH_ADDRESS_BUDGET", "1000000", 1); /* every input comes from one address */
+    setenv("LOG_LEVEL", "error", 1);             /* every malformed request would log a line */
     log_init("api");
     char err[512];
     if (cfg_load(api_config_table, api_config_n, err, sizeof err) < 0 ||

@@ -112,6 +112,8 @@ def test_expressions_accepted_while_rabbitmq_is_down_finish_once_it_is_back(clus
         assert expression(api, eid)["result"] == 10
 
 
+# One hashing slot per loading thread: a login that found the pool full would get 503 at once.
+@pytest.mark.cluster(env={"MAX_CONCURRENT_HASHING": "4"})
 def test_sigterm_finishes_requests_in_flight_and_exits_0(cluster):
     api_proc = cluster.apis[0]
     url = api_proc.url
