@@ -476,6 +476,10 @@ def test_sigterm_while_waiting_for_the_migration_lock_exits_0(bare_cluster):
     finally:
         holder.kill()
         holder.wait()
+        # Killing the client does not end its backend's pg_sleep: end it, and the lock with it.
+        cl.servers.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND query LIKE '%pg_advisory_lock%'"
+                        " AND pid <> pg_backend_pid()", db=cl.db)
 
 
 def test_a_password_with_quotes_backslashes_and_spaces_connects(bare_cluster):

@@ -155,6 +155,7 @@ def test_one_dbagent_at_a_time(bare_cluster):
         held = (
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
             " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'psql'"
+            " AND a.datname = current_database()"
         )
         cl.wait_for(lambda: count(cl, held) == 1, 10, "the lock to be held")
         cl.servers.psql(
