@@ -26,6 +26,15 @@ def new_user(cluster, prefix="u", api=None):
     return client
 
 
+def error_of(r, status):
+    """The JSON error body of reply r, which must have that status and name the problem."""
+    assert r.status_code == status, f"{r.status_code}: {r.text}"
+    assert r.headers["Content-Type"].startswith("application/json")
+    body = r.json()
+    assert body["status"] == status and body["error"]
+    return body
+
+
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import requests
 
-from api_helpers import claims, expression, forge_jwt, module_cluster, new_user, submit
+from api_helpers import claims, error_of, expression, forge_jwt, module_cluster, new_user, submit
 from dba_client import DbaClient
 
 
@@ -25,14 +25,6 @@ def cl(calc_session):
         yield c
     finally:
         c.close()
-
-
-def error_of(r, status):
-    assert r.status_code == status, f"{r.status_code}: {r.text}"
-    assert r.headers["Content-Type"].startswith("application/json")
-    body = r.json()
-    assert body["status"] == status and body["error"]
-    return body
 
 
 # ---- the reference README, request by request ----------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from api_helpers import module_cluster
+from api_helpers import error_of, module_cluster
 from dba_client import DbaClient, pb
 from dbagent_helpers import SC
 
@@ -31,14 +31,6 @@ def dba(cl):
     c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
     yield c
     c.close()
-
-
-def error_of(r, status):
-    assert r.status_code == status, f"{r.status_code}: {r.text}"
-    assert r.headers["Content-Type"].startswith("application/json")
-    body = r.json()
-    assert body["status"] == status and body["error"]
-    return body
 
 
 def cookie_of(r):
