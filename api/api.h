@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calc.pb-c.h"
 #include "config.h"
 #include "http.h"
 #include "rpc_tls.h"
@@ -17,8 +18,9 @@ typedef struct api_config {
         *metrics_token;
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
         queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
-        max_unfinished, dba_timeout_ms, refresh_max_age_s, refresh_grace_ms, cookie_secure,
-        metrics_cache_ms, auth_budget, auth_window_s, per_address_connections, read_timeout_s;
+        max_unfinished, dba_timeout_ms, wait_poll_ms, refresh_max_age_s, refresh_grace_ms,
+        cookie_secure, metrics_cache_ms, auth_budget, auth_window_s, per_address_connections,
+        read_timeout_s;
     mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 
@@ -41,6 +43,8 @@ void route_password(http_req *r);
 /* routes_expr.c */
 void route_expression_create(http_req *r);
 void route_expression_list(http_req *r);
+/* The reply of GET /expression/{id} for e (cached once final); waiters.c replies with it too. */
+void route_expression_reply(http_req *r, const Calc__V1__Expression *e);
 void route_expression_get(http_req *r);
 void route_expression_cancel(http_req *r);
 /* routes_cluster.c */

@@ -17,6 +17,7 @@
 #include "readguard.h"
 #include "route.h"
 #include "timeutil.h"
+#include "waiters.h"
 
 int64_t (*http_authenticate)(const char *token, char *err, size_t errlen);
 
@@ -287,6 +288,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     readguard_read(r->guard);
     size_t route = dispatch(r);
     record(route, r->status, time_monotonic_us() - r->start_us);
+    if (r->wait_until_ms > 0) {
+        /* Set first: once suspended, another thread may resume it and run this again. */
+        r->held = 1;
+        if (waiters_add(r, r->wait_until_ms) == 0)
+            return MHD_YES;
+        r->held = 0; /* not waiting: the reply it has goes now */
+    }
     if (r->hold_ms > 0 && holdback_add(conn, r->hold_ms) == 0) {
         r->held = 1;
         return MHD_YES;
@@ -371,6 +379,7 @@ void http_stop(void)
     MHD_socket listen_fd = MHD_quiesce_daemon(daemon_handle);
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
+    waiters_stop(); /* the waiting requests get the replies they have now */
     /* Keep-alive clients may still send on their connections: each gets its reply with
      * "Connection: close", so the count reaches zero. */
     for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++)

@@ -41,6 +41,7 @@ typedef struct http_req {
     int retry_after_s;        /* > 0: sent as Retry-After (a 503 gets 1 anyway) */
     int hold_ms;              /* > 0: the reply goes this long later (see holdback.h) */
     int held;
+    int64_t wait_until_ms; /* > 0: the reply waits (monotonic deadline) for a change (waiters.h) */
     int64_t start_us;
 } http_req;
 

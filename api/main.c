@@ -19,6 +19,7 @@
 #include "methods.h"
 #include "rpc.h"
 #include "timeutil.h"
+#include "waiters.h"
 
 /* Set by the signal handler; read by main and by ensure_admin's pauses. A lock-free atomic is
  * async-signal-safe. */
@@ -155,6 +156,11 @@ int main(int argc, char **argv)
     if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, &limits, api_routes,
                    api_n_routes, err, sizeof err) < 0) {
         log_error("%s", err);
+        goto out;
+    }
+    if (waiters_start(api_cfg.wait_poll_ms, route_expression_reply) < 0) {
+        log_error("cannot start the thread of waiting requests");
+        http_stop();
         goto out;
     }
     dispatcher_start();

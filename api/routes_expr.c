@@ -13,6 +13,8 @@
 #include "methods.h"
 #include "reads.h"
 #include "plan.h"
+#include "timeutil.h"
+#include "waiters.h"
 
 #define REQ_UID_MAX 128
 
@@ -233,7 +235,7 @@ static int is_final(const char *status)
 }
 
 /* Replies with e, and remembers the reply when it is final: it never changes again. */
-static void reply_final_cached(http_req *r, const Calc__V1__Expression *e)
+void route_expression_reply(http_req *r, const Calc__V1__Expression *e)
 {
     reply_expression(r, e);
     if (is_final(e->status))
@@ -242,6 +244,18 @@ static void reply_final_cached(http_req *r, const Calc__V1__Expression *e)
 
 void route_expression_get(http_req *r)
 {
+    /* ?wait=MS: a reply that is not final waits up to MS for the expression to be (waiters.h). */
+    const char *wait = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "wait");
+    long wait_ms = 0;
+    if (wait) {
+        char *end = NULL;
+        wait_ms = strtol(wait, &end, 10);
+        if (!*wait || *end || wait_ms < 0 || wait_ms > WAITERS_MAX_WAIT_MS) {
+            http_error(r, 400, "query parameter 'wait' must be 0..%d (milliseconds)",
+                       WAITERS_MAX_WAIT_MS);
+            return;
+        }
+    }
     /* A finished expression never changes: its reply is served from the cache. */
     char *cached = cache_get(r->user_id, r->path_id);
     if (cached) {
@@ -257,7 +271,9 @@ void route_expression_get(http_req *r)
         dba_reply_failure(r, DBA_GET_EXPRESSIONS, rc, err);
         return;
     }
-    reply_final_cached(r, e);
+    route_expression_reply(r, e);
+    if (wait_ms > 0 && !is_final(e->status))
+        r->wait_until_ms = deadline_after_ms(wait_ms);
     reads_release(batch);
 }
 
@@ -270,6 +286,6 @@ void route_expression_cancel(http_req *r)
     if (dba_call(r, DBA_CANCEL_EXPRESSION, &req.base, &calc__v1__expression_reply__descriptor,
                  &rep) != RPC_OK)
         return;
-    reply_final_cached(r, rep->expression);
+    route_expression_reply(r, rep->expression);
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
