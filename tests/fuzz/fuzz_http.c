@@ -96,8 +96,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     int started = -1;
     for (int attempt = 0; attempt < 5 && started < 0; attempt++) {
         int port = free_port();
-        started = http_start("127.0.0.1", port, (int)api_cfg.threads, api_routes, api_n_routes, err,
-                             sizeof err);
+        http_limits limits = {.per_address = (int)api_cfg.per_address_connections,
+                              .read_timeout_ms = api_cfg.read_timeout_s * 1000};
+        started = http_start("127.0.0.1", port, (int)api_cfg.threads, &limits, api_routes,
+                             api_n_routes, err, sizeof err);
         server = (struct sockaddr_in){.sin_family = AF_INET,
                                       .sin_port = htons((uint16_t)port),
                                       .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};

@@ -214,8 +214,9 @@ def test_hot_paths_use_indexes(dba):
             SELECT 900000 + g / 10 + 1, '+', 0, 'done', 0, g % 100, 1, 'agent-x' FROM generate_series(0, 199999) g;
         INSERT INTO events (user_id, seq, expression_id, kind)
             SELECT 900000, g, 900001, 'node_done' FROM generate_series(1, 200000) g;
-        INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at)
-            SELECT 'bulk' || g, 900000, 'bulk', now() + g * interval '1 s' FROM generate_series(1, 20000) g;
+        INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at, family_expires_at)
+            SELECT 'bulk' || g, 900000, 'bulk', now() + g * interval '1 s', now() + interval '30 days'
+            FROM generate_series(1, 20000) g;
         ANALYZE nodes; ANALYZE events; ANALYZE expressions; ANALYZE refresh_tokens;
         """
     )
