@@ -45,6 +45,8 @@ void route_expression_create(http_req *r);
 void route_expression_list(http_req *r);
 /* The reply of GET /expression/{id} for e (cached once final); waiters.c replies with it too. */
 void route_expression_reply(http_req *r, const Calc__V1__Expression *e);
+/* 1 when an expression's status (dbagent's word) is final: ok, error or cancelled. */
+int expression_is_final(const char *status);
 void route_expression_get(http_req *r);
 void route_expression_cancel(http_req *r);
 /* routes_cluster.c */

@@ -34,10 +34,11 @@ static void send_lookups(void *arg, void **calls, int n);
 
 static batcher reads_batcher = BATCHER_INIT(MAX_BATCH, 1, send_lookups);
 
-static const Calc__V1__Expression *find(const Calc__V1__ExpressionsReply *rep, const lookup *l)
+const Calc__V1__Expression *reads_find(const Calc__V1__ExpressionsReply *rep, int64_t user_id,
+                                       int64_t id)
 {
     for (size_t i = 0; i < rep->n_expressions; i++)
-        if (rep->expressions[i]->id == l->id && rep->expressions[i]->user_id == l->user_id)
+        if (rep->expressions[i]->id == id && rep->expressions[i]->user_id == user_id)
             return rep->expressions[i];
     return NULL;
 }
@@ -70,7 +71,7 @@ static void send_lookups(void *arg, void **calls, int n)
         l->rc = rc;
         if (rc != RPC_OK) {
             snprintf(l->err, sizeof l->err, "%s", err);
-        } else if ((l->expr = find(rep, l))) {
+        } else if ((l->expr = reads_find(rep, l->user_id, l->id))) {
             l->batch = shared;
             refs++;
         } else {

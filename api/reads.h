@@ -25,6 +25,9 @@ typedef struct reads_batch reads_batch;
 int reads_get(int64_t user_id, int64_t id, const Calc__V1__Expression **expr, reads_batch **batch,
               char *err, size_t errlen);
 void reads_release(reads_batch *batch);
+/* The expression id of user_id in a GetExpressions reply, or NULL when the reply lacks it. */
+const Calc__V1__Expression *reads_find(const Calc__V1__ExpressionsReply *rep, int64_t user_id,
+                                       int64_t id);
 
 /* Appends the lookups and the calls that carried them to b, in the Prometheus text format. */
 struct buf;

@@ -229,7 +229,7 @@ void route_expression_list(http_req *r)
     protobuf_c_message_free_unpacked(&rep->base, NULL);
 }
 
-static int is_final(const char *status)
+int expression_is_final(const char *status)
 {
     return !strcmp(status, "ok") || !strcmp(status, "error") || !strcmp(status, "cancelled");
 }
@@ -238,7 +238,7 @@ static int is_final(const char *status)
 void route_expression_reply(http_req *r, const Calc__V1__Expression *e)
 {
     reply_expression(r, e);
-    if (is_final(e->status))
+    if (expression_is_final(e->status))
         cache_put(r->user_id, r->path_id, r->reply);
 }
 
@@ -272,7 +272,7 @@ void route_expression_get(http_req *r)
         return;
     }
     route_expression_reply(r, e);
-    if (wait_ms > 0 && !is_final(e->status))
+    if (wait_ms > 0 && !expression_is_final(e->status))
         r->wait_until_ms = deadline_after_ms(wait_ms);
     reads_release(batch);
 }

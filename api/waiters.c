@@ -13,6 +13,7 @@
 #include "mem.h"
 #include "methods.h"
 #include "metrics.h"
+#include "reads.h"
 #include "rpc.h"
 #include "timeutil.h"
 
@@ -32,19 +33,6 @@ static pthread_t thread;
 static atomic_int stop;
 static int64_t poll_interval_ms;
 static waiters_reply_fn reply_with;
-
-static int is_final(const char *status)
-{
-    return !strcmp(status, "ok") || !strcmp(status, "error") || !strcmp(status, "cancelled");
-}
-
-static const Calc__V1__Expression *find(const Calc__V1__ExpressionsReply *rep, const http_req *r)
-{
-    for (size_t i = 0; i < rep->n_expressions; i++)
-        if (rep->expressions[i]->id == r->path_id && rep->expressions[i]->user_id == r->user_id)
-            return rep->expressions[i];
-    return NULL;
-}
 
 /* Takes out of the list and resumes w. Under lock. */
 static void resume(waiter **p)
@@ -93,8 +81,9 @@ static void look(void)
             p = &(*p)->next;
         for (int k = 0; k < n; k++) {
             http_req *r = (*p)->r;
-            const Calc__V1__Expression *e = rc == RPC_OK ? find(rep, r) : NULL;
-            if (e && (is_final(e->status) || now >= (*p)->deadline_ms)) {
+            const Calc__V1__Expression *e =
+                rc == RPC_OK ? reads_find(rep, r->user_id, r->path_id) : NULL;
+            if (e && (expression_is_final(e->status) || now >= (*p)->deadline_ms)) {
                 reply_with(r, e);
             } else if (rc == RPC_OK && !e) {
                 http_error(r, 404, "no expression %lld", (long long)r->path_id);

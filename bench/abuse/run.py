@@ -124,11 +124,7 @@ def main():
               f"({100.0 * (steal1 - steal0) / max(1, total1 - total0):.1f}%); load average now "
               f"{open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} CPUs")
     finally:
-        if cluster:
-            cluster.close()
-        servers.stop()
-        harness.REGISTRY.kill_everything()
-        harness.remove_tree(root)
+        harness.stop_private(servers, root, cluster)
 
 
 if __name__ == "__main__":

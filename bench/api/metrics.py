@@ -80,11 +80,7 @@ def main():
     finally:
         if dba:
             dba.close()
-        if cluster:
-            cluster.close()
-        servers.stop()
-        harness.REGISTRY.kill_everything()
-        harness.remove_tree(root)
+        harness.stop_private(servers, root, cluster)
 
 
 if __name__ == "__main__":

@@ -176,11 +176,7 @@ def main():
         print(f"2+2*2 POST to readable result: p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, "
               f"mean {statistics.mean(times):.1f} ms over {len(times)} samples")
     finally:
-        if cluster:
-            cluster.close()
-        servers.stop()
-        harness.REGISTRY.kill_everything()
-        harness.remove_tree(root)
+        harness.stop_private(servers, root, cluster)
 
 
 if __name__ == "__main__":

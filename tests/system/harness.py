@@ -265,6 +265,16 @@ REGISTRY = Registry()
 atexit.register(REGISTRY.kill_everything)
 
 
+def stop_private(servers, root, cluster=None):
+    """Stops what a benchmark started by hand: its cluster, its servers, anything still running,
+    and deletes its folder."""
+    if cluster:
+        cluster.close()
+    servers.stop()
+    REGISTRY.kill_everything()
+    remove_tree(root)
+
+
 def _run_servers(args, log_path, stdin_text=None, timeout=180, env=None):
     """Run scripts/lib/servers ARGS, appending its output to log_path; fail with that output."""
     with open(log_path, "ab") as log:
