@@ -10,6 +10,7 @@
 #include "http.h"
 #include "rpc_tls.h"
 #include "mq_opts.h"
+#include "plan.h"
 
 typedef struct api_config {
     rpc_tls dba_tls;
@@ -49,6 +50,25 @@ void route_expression_reply(http_req *r, const Calc__V1__Expression *e);
 int expression_is_final(const char *status);
 void route_expression_get(http_req *r);
 void route_expression_cancel(http_req *r);
+/* An expression as its routes show it (the reference README's fields, then ours); new. */
+json_t *expression_json(const Calc__V1__Expression *e);
+/* A value as the reference project writes it: 6, not 6.0, when it is a whole number; new. */
+json_t *number_json(double v);
+/* Reads "expression" and "source_order" of a request body: 0, or -1 after a 400 naming the
+ * field. *text lives as long as body. */
+int expression_fields(http_req *r, json_t *body, const char **text, int *source_order);
+/* The operator delays in force now, into *d: 0, or -1 after replying with dbagent's failure. */
+int expression_durations(http_req *r, plan_durations *d);
+/* Plans text under the delays in force now (into *dur): 0 with *out the plan (plan_free it), or
+ * -1 after replying (a 400 with the 1-based position of a syntax error, or dbagent's failure). */
+int expression_plan(http_req *r, const char *text, int source_order, plan_durations *dur,
+                    plan **out);
+/* routes_dag.c */
+void route_plan_preview(http_req *r);
+void route_expression_nodes(http_req *r);
+/* routes_ui.c */
+void route_ui_page(http_req *r);
+void route_ui_asset(http_req *r);
 /* routes_cluster.c */
 void route_duration_get(http_req *r);
 void route_duration_set(http_req *r);

@@ -6,18 +6,22 @@
 
 int route_path_matches(const char *pattern, const char *path, int64_t *id)
 {
+    size_t plen = strlen(pattern), rest = strlen(HTTP_REST_SUFFIX);
+    if (plen >= rest && !strcmp(pattern + plen - rest, HTTP_REST_SUFFIX))
+        return strncmp(pattern, path, plen - rest) == 0 && path[plen - rest] != '\0';
     const char *brace = strstr(pattern, HTTP_ID_SUFFIX);
     if (!brace)
         return strcmp(pattern, path) == 0;
     size_t prefix = (size_t)(brace - pattern);
     if (strncmp(pattern, path, prefix) != 0)
         return 0;
-    const char *digits = path + prefix;
-    if (!*digits || strlen(digits) > 18)
+    const char *digits = path + prefix, *after = digits;
+    while (*after >= '0' && *after <= '9')
+        after++;
+    size_t n = (size_t)(after - digits);
+    /* What follows the digits must be the pattern's text after {id}, exactly. */
+    if (n == 0 || n > 18 || strcmp(after, brace + strlen(HTTP_ID_SUFFIX)) != 0)
         return 0;
-    for (const char *p = digits; *p; p++)
-        if (*p < '0' || *p > '9')
-            return 0;
     *id = strtoll(digits, NULL, 10);
     return 1;
 }

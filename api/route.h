@@ -10,8 +10,9 @@
 
 #include "http.h"
 
-/* 1 when path matches pattern (exact, or ending in HTTP_ID_SUFFIX for 1 to 18 digits); then
- * *id gets the digits' value (left alone for an exact pattern). */
+/* 1 when path matches pattern: exact; with HTTP_ID_SUFFIX standing for 1 to 18 digits (then *id
+ * gets their value; left alone otherwise); or ending in HTTP_REST_SUFFIX, for one or more
+ * characters of any kind. */
 int route_path_matches(const char *pattern, const char *path, int64_t *id);
 
 /* The index of the route serving method on path (n when none), with *id its {id}. *known gets

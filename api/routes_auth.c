@@ -201,6 +201,8 @@ void route_login(http_req *r)
 
 void route_refresh(http_req *r)
 {
+    if (!http_same_site(r))
+        return;
     const char *token = http_cookie(r, "refresh-token");
     if (!token || strlen(token) != AUTH_TOKEN_HEX - 1) {
         http_error(r, 401, "missing or malformed refresh-token cookie");
@@ -239,6 +241,8 @@ void route_refresh(http_req *r)
 
 void route_logout(http_req *r)
 {
+    if (!http_same_site(r))
+        return;
     const char *token = http_cookie(r, "refresh-token");
     if (token && strlen(token) == AUTH_TOKEN_HEX - 1) {
         char hash[AUTH_TOKEN_HEX];

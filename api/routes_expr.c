@@ -44,7 +44,7 @@ static const char *status_word(const char *status)
 }
 
 /* A value as the reference project writes it: 6, not 6.0, when it is a whole number. */
-static json_t *number_json(double v)
+json_t *number_json(double v)
 {
     /* The range check comes first: casting a larger double to an integer is undefined. */
     if (v > -9007199254740992.0 && v < 9007199254740992.0 && v == (double)(json_int_t)v)
@@ -53,7 +53,7 @@ static json_t *number_json(double v)
 }
 
 /* The reference README's fields, then ours. */
-static json_t *expression_json(const Calc__V1__Expression *e)
+json_t *expression_json(const Calc__V1__Expression *e)
 {
     return json_pack(
         "{s:I, s:I, s:s, s:s, s:o, s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:i, s:I}", "expression_id",
@@ -71,7 +71,7 @@ static void reply_expression(http_req *r, const Calc__V1__Expression *e)
 }
 
 /* The operator delays in force now: the expression keeps this snapshot. */
-static int current_durations(http_req *r, plan_durations *d)
+int expression_durations(http_req *r, plan_durations *d)
 {
     Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
     Calc__V1__DurationsReply *rep = NULL;
@@ -100,22 +100,31 @@ static void fill_operand(Calc__V1__Operand *o, const plan_operand *po)
     }
 }
 
-static void create(http_req *r, const char *text, const char *req_uid, int source_order)
+int expression_plan(http_req *r, const char *text, int source_order, plan_durations *dur,
+                    plan **out)
 {
-    plan_durations dur;
-    if (current_durations(r, &dur) < 0)
-        return;
+    *out = NULL;
+    if (expression_durations(r, dur) < 0)
+        return -1;
     plan_limits lim = {.max_text = (size_t)api_cfg.max_text,
                        .max_nodes = (size_t)api_cfg.max_nodes,
                        .max_depth = (size_t)api_cfg.max_depth};
-    plan *p = NULL;
     plan_error perr;
-    if (plan_build(text, strlen(text), &lim, &dur, source_order, &p, &perr) != PLAN_OK) {
+    if (plan_build(text, strlen(text), &lim, dur, source_order, out, &perr) != PLAN_OK) {
         http_json(r, 400,
                   json_pack("{s:s, s:I, s:i}", "error", perr.message, "position",
                             (json_int_t)perr.position, "status", 400));
-        return;
+        return -1;
     }
+    return 0;
+}
+
+static void create(http_req *r, const char *text, const char *req_uid, int source_order)
+{
+    plan_durations dur;
+    plan *p = NULL;
+    if (expression_plan(r, text, source_order, &dur, &p) < 0)
+        return;
     size_t n = p->n_nodes;
     Calc__V1__PlanNode *nodes = xcalloc(n + 1, sizeof *nodes);
     Calc__V1__PlanNode **ptrs = xcalloc(n + 1, sizeof *ptrs);
@@ -160,25 +169,39 @@ static void create(http_req *r, const char *text, const char *req_uid, int sourc
     plan_free(p);
 }
 
+int expression_fields(http_req *r, json_t *body, const char **text, int *source_order)
+{
+    json_t *expr = json_object_get(body, "expression");
+    json_t *so = json_object_get(body, "source_order");
+    if (!json_is_string(expr))
+        http_error(r, 400, "field 'expression' is required and must be a string");
+    else if (so && !json_is_boolean(so))
+        http_error(r, 400, "field 'source_order' must be true or false");
+    else if (memchr(json_string_value(expr), '\0', json_string_length(expr)))
+        http_error(r, 400, "field 'expression' must not contain NUL characters");
+    else {
+        *text = json_string_value(expr);
+        *source_order = so && json_is_true(so);
+        return 0;
+    }
+    return -1;
+}
+
 void route_expression_create(http_req *r)
 {
     json_t *body = http_body_object(r);
     if (!body)
         return;
-    json_t *expr = json_object_get(body, "expression");
     json_t *uid = json_object_get(body, "req_uid");
-    json_t *so = json_object_get(body, "source_order");
+    const char *text;
+    int source_order;
     char generated[33];
-    if (!json_is_string(expr)) {
-        http_error(r, 400, "field 'expression' is required and must be a string");
+    if (expression_fields(r, body, &text, &source_order) < 0) {
+        /* replied */
     } else if (uid && !json_is_null(uid) &&
                (!json_is_string(uid) || json_string_length(uid) == 0 ||
                 json_string_length(uid) > REQ_UID_MAX)) {
         http_error(r, 400, "field 'req_uid' must be a string of 1 to %d characters", REQ_UID_MAX);
-    } else if (so && !json_is_boolean(so)) {
-        http_error(r, 400, "field 'source_order' must be true or false");
-    } else if (memchr(json_string_value(expr), '\0', json_string_length(expr))) {
-        http_error(r, 400, "field 'expression' must not contain NUL characters");
     } else {
         const char *req_uid = json_string_value(uid);
         if (!req_uid) {
@@ -187,7 +210,7 @@ void route_expression_create(http_req *r)
             sodium_bin2hex(generated, sizeof generated, raw, sizeof raw);
             req_uid = generated;
         }
-        create(r, json_string_value(expr), req_uid, so && json_is_true(so));
+        create(r, text, req_uid, source_order);
     }
     json_decref(body);
 }

@@ -303,3 +303,68 @@ out:
     *resp = NULL;
     return rc;
 }
+
+#define NODE_COLS                                                                                  \
+    "n.id, n.op, n.left_node, n.left_value, n.right_node, n.right_value, n.parent_id, n.state,"    \
+    " n.result, n.error, n.delay_ms, n.agent, n.attempts"
+enum { N_COLS = 13 };
+
+/* The node in row, whose NODE_COLS start at column c. */
+static Calc__V1__NodeView *node_from_row(rpc_ctx *ctx, const PGresult *r, int row, int c)
+{
+    Calc__V1__NodeView *v = rpc_alloc(ctx, sizeof *v);
+    calc__v1__node_view__init(v);
+    v->id = db_i64(r, row, c);
+    v->op = rpc_strdup(ctx, db_str(r, row, c + 1));
+    v->left_node = db_i64(r, row, c + 2);
+    v->has_left_value = !db_null(r, row, c + 3);
+    v->left_value = db_f64(r, row, c + 3);
+    v->right_node = db_i64(r, row, c + 4);
+    v->has_right_value = !db_null(r, row, c + 5);
+    v->right_value = db_f64(r, row, c + 5);
+    v->parent_id = db_i64(r, row, c + 6);
+    v->state = rpc_strdup(ctx, db_str(r, row, c + 7));
+    v->has_result = !db_null(r, row, c + 8);
+    v->result = db_f64(r, row, c + 8);
+    v->error = rpc_strdup(ctx, db_str(r, row, c + 9));
+    v->delay_ms = (int32_t)db_i64(r, row, c + 10);
+    v->agent = rpc_strdup(ctx, db_str(r, row, c + 11));
+    v->attempts = (int32_t)db_i64(r, row, c + 12);
+    return v;
+}
+
+/* One statement, so the expression and its nodes are one snapshot; the left join keeps the
+ * expression of a lone number, which has no nodes (one row of NULL node columns). */
+static const db_stmt get_nodes_stmt = {"get_nodes",
+                                       "SELECT x.*, " NODE_COLS " FROM (SELECT " EXPR_COLS
+                                       " FROM expressions WHERE id = $2 AND user_id = $1) x"
+                                       " LEFT JOIN nodes n ON n.expression_id = x.id ORDER BY n.id",
+                                       2};
+
+int h_get_nodes(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
+{
+    const Calc__V1__GetExpressionRequest *req = (const void *)m;
+    db *d = rpc_thread_state(ctx);
+    char uid[32], id[32];
+    const char *p[] = {db_fmt_i64(uid, req->user_id), db_fmt_i64(id, req->id)};
+    PGresult *r = db_call(d, ctx, &get_nodes_stmt, p);
+    if (!r)
+        return db_failed(ctx);
+    int n = PQntuples(r);
+    /* Another user's expression is as absent as a missing one. */
+    if (n == 0) {
+        PQclear(r);
+        return rpc_fail(ctx, RPC_NOT_FOUND, "no expression %lld", (long long)req->id);
+    }
+    Calc__V1__NodesReply *rep = rpc_alloc(ctx, sizeof *rep);
+    calc__v1__nodes_reply__init(rep);
+    rep->expression = expr_from_row(ctx, r, 0, 0);
+    rep->nodes = rpc_alloc(ctx, (size_t)(n + 1) * sizeof *rep->nodes);
+    int c = PQnfields(r) - N_COLS;
+    for (int row = 0; row < n; row++)
+        if (!db_null(r, row, c))
+            rep->nodes[rep->n_nodes++] = node_from_row(ctx, r, row, c);
+    PQclear(r);
+    *resp = &rep->base;
+    return RPC_OK;
+}

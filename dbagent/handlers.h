@@ -38,6 +38,8 @@ H(set_durations);
 H(list_events);
 /* users.c, appended */
 H(change_password);
+/* expressions.c, appended */
+H(get_nodes);
 /* login_limits.c */
 H(limit_login);
 H(record_login);

@@ -127,6 +127,7 @@ static const rpc_method methods[] = {
     M(DBA_CHANGE_PASSWORD, change_password, change_password_request),
     M(DBA_LIMIT_LOGIN, limit_login, limit_login_request),
     M(DBA_RECORD_LOGIN, record_login, record_login_request),
+    M(DBA_GET_NODES, get_nodes, get_expression_request),
 };
 #undef M
 #undef L

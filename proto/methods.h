@@ -29,5 +29,6 @@
 #define DBA_CHANGE_PASSWORD       DBA_SERVICE "ChangePassword"
 #define DBA_LIMIT_LOGIN           DBA_SERVICE "LimitLogin"
 #define DBA_RECORD_LOGIN          DBA_SERVICE "RecordLogin"
+#define DBA_GET_NODES             DBA_SERVICE "GetNodes"
 
 #endif
