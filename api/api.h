@@ -41,6 +41,8 @@ void route_login(http_req *r);
 void route_refresh(http_req *r);
 void route_logout(http_req *r);
 void route_password(http_req *r);
+/* GET /api/v1/me: the caller's id, login and whether an admin (the page shows what it may do). */
+void route_me(http_req *r);
 /* routes_expr.c */
 void route_expression_create(http_req *r);
 void route_expression_list(http_req *r);

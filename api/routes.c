@@ -18,6 +18,7 @@ const http_route api_routes[] = {
     {"GET", "/readyz", route_readyz, 0, "readyz"},
     {"GET", "/metrics", route_metrics, 0, "metrics"},
     {"GET", "/openapi.json", route_openapi, 0, "openapi"},
+    {"GET", "/api/v1/me", route_me, 1, "me"},
     {"POST", "/api/v1/plan", route_plan_preview, 1, "plan_preview"},
     {"GET", "/expression/" HTTP_ID_SUFFIX "/nodes", route_expression_nodes, 1, "expression_nodes"},
     {"GET", "/", route_ui_page, 0, "ui_page"},

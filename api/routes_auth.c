@@ -339,3 +339,16 @@ out:
         protobuf_c_message_free_unpacked(&rep->base, NULL);
     json_decref(body);
 }
+
+void route_me(http_req *r)
+{
+    Calc__V1__FindUserRequest req = CALC__V1__FIND_USER_REQUEST__INIT;
+    req.id = r->user_id;
+    Calc__V1__UserReply *rep = NULL;
+    if (dba_call(r, DBA_FIND_USER, &req.base, &calc__v1__user_reply__descriptor, &rep) != RPC_OK)
+        return;
+    http_json(r, 200,
+              json_pack("{s:I, s:s, s:b, s:i}", "id", (json_int_t)rep->user->id, "login",
+                        rep->user->login, "admin", rep->user->is_admin, "status", 200));
+    protobuf_c_message_free_unpacked(&rep->base, NULL);
+}
