@@ -52,10 +52,16 @@ json_t *number_json(double v)
     return json_real(v);
 }
 
-/* The reference README's fields, then ours. */
+/* A time in ms since the epoch, or JSON null for 0 (not yet). */
+static json_t *ms_or_null(int64_t ms)
+{
+    return ms > 0 ? json_integer((json_int_t)ms) : json_null();
+}
+
+/* The reference README's fields, then ours (the times again in ms: the page measures with them). */
 json_t *expression_json(const Calc__V1__Expression *e)
 {
-    return json_pack(
+    json_t *j = json_pack(
         "{s:I, s:I, s:s, s:s, s:o, s:s, s:s, s:o, s:o, s:o, s:i, s:i, s:i, s:I}", "expression_id",
         (json_int_t)e->id, "user_id", (json_int_t)e->user_id, "req_uid", e->req_uid,
         "expression_value", e->text, "result", e->has_result ? number_json(e->result) : json_null(),
@@ -63,6 +69,10 @@ json_t *expression_json(const Calc__V1__Expression *e)
         api_time(e->created_at_ms), "eval_started_at", api_time(e->started_at_ms),
         "eval_finished_at", api_time(e->finished_at_ms), "node_count", e->node_count, "nodes_done",
         e->nodes_done, "depth", e->depth, "critical_path_ms", (json_int_t)e->critical_path_ms);
+    json_object_set_new(j, "created_at_ms", ms_or_null(e->created_at_ms));
+    json_object_set_new(j, "eval_started_at_ms", ms_or_null(e->started_at_ms));
+    json_object_set_new(j, "eval_finished_at_ms", ms_or_null(e->finished_at_ms));
+    return j;
 }
 
 static void reply_expression(http_req *r, const Calc__V1__Expression *e)

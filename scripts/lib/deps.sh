@@ -12,6 +12,12 @@ CALC_PACKAGES=(
     curl procps util-linux openssl
 )
 
+# What the browser test (tests/browser) needs besides: a headless Chromium, its driver and the
+# Python bindings that drive it. Only scripts/test installs them; a cluster runs without.
+CALC_BROWSER_PACKAGES=(
+    chromium chromium-driver python3-selenium
+)
+
 # What the compose test (tests/compose) needs besides: podman with runc, its netavark network
 # stack (which drives iptables) and podman-compose, and debootstrap for the local base image.
 CALC_CONTAINER_PACKAGES=(

@@ -280,10 +280,12 @@ function rowOf(id) {
   return tr;
 }
 
+// From acceptance to the end, or to now while it runs. The server's clock and this one may
+// differ a little; an unfinished expression never shows less than zero.
 function elapsedOf(e) {
-  const start = Date.parse(e.created_at);
-  if (Number.isNaN(start)) return null;
-  const end = e.eval_finished_at ? Date.parse(e.eval_finished_at) : Date.now();
+  const start = e.created_at_ms ?? Date.parse(e.created_at);
+  if (!start) return null;
+  const end = e.eval_finished_at_ms ?? Date.now();
   return Math.max(0, end - start);
 }
 

@@ -50,6 +50,29 @@ static void test_path_matching(void **state)
     assert_false(route_path_matches(p, "/expression/1a", &id));
     assert_false(route_path_matches(p, "/expression/1/", &id));
     assert_false(route_path_matches(p, "/expressions/1", &id));
+
+    /* Text after {id} must follow the digits exactly. */
+    const char *q = "/expression/" HTTP_ID_SUFFIX "/nodes";
+    id = -1;
+    assert_true(route_path_matches(q, "/expression/31/nodes", &id));
+    assert_int_equal(id, 31);
+    assert_false(route_path_matches(q, "/expression/31", &id));
+    assert_false(route_path_matches(q, "/expression/31/nodes/", &id));
+    assert_false(route_path_matches(q, "/expression/31/node", &id));
+    assert_false(route_path_matches(q, "/expression//nodes", &id));
+    assert_false(route_path_matches(q, "/expression/3x/nodes", &id));
+    assert_false(route_path_matches(q, "/expression/1234567890123456789/nodes", &id)); /* 19 */
+    assert_false(route_path_matches(p, "/expression/31/nodes", &id));
+
+    /* A rest pattern: its prefix and at least one more character, of any kind. */
+    const char *rest = "/ui/" HTTP_REST_SUFFIX;
+    id = -1;
+    assert_true(route_path_matches(rest, "/ui/js/app.js", &id));
+    assert_true(route_path_matches(rest, "/ui/../x", &id));
+    assert_int_equal(id, -1);
+    assert_false(route_path_matches(rest, "/ui/", &id));
+    assert_false(route_path_matches(rest, "/ui", &id));
+    assert_false(route_path_matches(rest, "/uix/a", &id));
 }
 
 static void test_find_by_method_and_path(void **state)
@@ -98,8 +121,12 @@ static void test_every_route_is_reachable_and_needs_what_it_says(void **state)
         const char *pattern = api_routes[i].path;
         size_t len = strlen(pattern), suffix = strlen(HTTP_ID_SUFFIX);
         char path[128];
-        if (len >= suffix && !strcmp(pattern + len - suffix, HTTP_ID_SUFFIX))
-            snprintf(path, sizeof path, "%.*s7", (int)(len - suffix), pattern);
+        const char *brace = strstr(pattern, HTTP_ID_SUFFIX);
+        size_t rest = strlen(HTTP_REST_SUFFIX);
+        if (brace)
+            snprintf(path, sizeof path, "%.*s7%s", (int)(brace - pattern), pattern, brace + suffix);
+        else if (len >= rest && !strcmp(pattern + len - rest, HTTP_REST_SUFFIX))
+            snprintf(path, sizeof path, "%.*sx", (int)(len - rest), pattern);
         else
             snprintf(path, sizeof path, "%s", pattern);
         int64_t id = 0;
@@ -111,6 +138,28 @@ static void test_every_route_is_reachable_and_needs_what_it_says(void **state)
     assert_false(api_routes[named("login")].auth);
     assert_true(api_routes[named("expression_create")].auth);
     assert_true(api_routes[named("expression_get")].auth);
+    assert_true(api_routes[named("expression_nodes")].auth);
+    assert_true(api_routes[named("plan_preview")].auth);
+    assert_false(api_routes[named("ui_page")].auth); /* the page loads before anyone signs in */
+    assert_false(api_routes[named("ui_asset")].auth);
+}
+
+static void test_the_page_and_the_nodes_route(void **state)
+{
+    (void)state;
+    int64_t id = 0;
+    size_t known;
+    assert_int_equal(route_find(api_routes, N, "GET", "/", &id, &known), named("ui_page"));
+    assert_int_equal(route_find(api_routes, N, "GET", "/ui/js/app.js", &id, &known),
+                     named("ui_asset"));
+    assert_int_equal(route_find(api_routes, N, "GET", "/expression/9/nodes", &id, &known),
+                     named("expression_nodes"));
+    assert_int_equal(id, 9);
+    /* The nodes of an expression are not the expression: GET /expression/{id} still is. */
+    assert_int_equal(route_find(api_routes, N, "GET", "/expression/9", &id, &known),
+                     named("expression_get"));
+    assert_int_equal(route_find(api_routes, N, "DELETE", "/expression/9/nodes", &id, &known), N);
+    assert_int_equal(known, named("expression_nodes")); /* 405 */
 }
 
 static void test_allow_lists_every_method_of_a_pattern(void **state)
@@ -137,6 +186,7 @@ int main(void)
         cmocka_unit_test(test_404_and_405),
         cmocka_unit_test(test_every_route_is_reachable_and_needs_what_it_says),
         cmocka_unit_test(test_allow_lists_every_method_of_a_pattern),
+        cmocka_unit_test(test_the_page_and_the_nodes_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
