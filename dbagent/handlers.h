@@ -41,6 +41,9 @@ H(change_password);
 /* login_limits.c */
 H(limit_login);
 H(record_login);
+/* watch.c */
+H(watch_events);
+H(wake_watch);
 
 #undef H
 
