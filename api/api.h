@@ -21,7 +21,8 @@ typedef struct api_config {
         queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
         max_unfinished, dba_timeout_ms, wait_poll_ms, refresh_max_age_s, refresh_grace_ms,
         cookie_secure, metrics_cache_ms, auth_budget, auth_window_s, per_address_connections,
-        read_timeout_s;
+        read_timeout_s, stream_keepalive_ms, stream_buffer_bytes, stream_lifetime_s,
+        stream_ticket_ttl_s, stream_watch_wait_ms;
     mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 
@@ -78,6 +79,9 @@ void route_agents(http_req *r);
 void route_healthz(http_req *r);
 void route_readyz(http_req *r);
 void route_openapi(http_req *r);
+/* routes_events.c */
+void route_events(http_req *r);
+void route_events_ticket(http_req *r);
 /* routes_metrics.c */
 void route_metrics(http_req *r);
 

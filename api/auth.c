@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "mem.h"
+
 /* argon2id's cost per password. The HTTP fuzz target alone builds with the least cost argon2id
  * allows (CALC_FUZZ_CHEAP_HASH), so that it spends its time on the request handling around it. */
 #ifdef CALC_FUZZ_CHEAP_HASH
@@ -31,6 +33,8 @@ static pthread_once_t dummy_once = PTHREAD_ONCE_INIT;
 static unsigned char verified_hash_key[crypto_generichash_KEYBYTES];
 /* Keys the derivation of a refresh token's successor; from the secret, so every instance agrees. */
 static unsigned char successor_key[crypto_generichash_KEYBYTES];
+/* Keys the MAC of event-stream tickets; from the secret, so any instance accepts another's. */
+static unsigned char ticket_key[crypto_auth_hmacsha256_KEYBYTES];
 
 static int hash_now(const char *pw, char out[AUTH_HASH_MAX])
 {
@@ -67,6 +71,7 @@ int auth_init(const char *s, const char *p, int ttl, int max_hashing)
     unsigned char master[crypto_kdf_KEYBYTES];
     crypto_generichash(master, sizeof master, (const unsigned char *)s, strlen(s), NULL, 0);
     crypto_kdf_derive_from_key(successor_key, sizeof successor_key, 1, "refresh_", master);
+    crypto_kdf_derive_from_key(ticket_key, sizeof ticket_key, 2, "evticket", master);
     sodium_memzero(master, sizeof master);
     /* Called again (unit tests try several secrets) while nothing hashes: a new bound. */
     if (hashing_made)
@@ -278,4 +283,47 @@ void auth_successor_refresh(const char *token, char next[AUTH_TOKEN_HEX], char h
                        sizeof successor_key);
     sodium_bin2hex(next, AUTH_TOKEN_HEX, raw, sizeof raw);
     auth_hash_refresh(next, hash);
+}
+
+/* The hex HMAC of a ticket's "<user>.<expiry>" under ticket_key. */
+static void ticket_mac(const char *claims, size_t len, char hex[crypto_auth_hmacsha256_BYTES * 2 + 1])
+{
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256(mac, (const unsigned char *)claims, len, ticket_key);
+    sodium_bin2hex(hex, crypto_auth_hmacsha256_BYTES * 2 + 1, mac, sizeof mac);
+}
+
+char *auth_issue_ticket(int64_t user_id, int ttl_s)
+{
+    char claims[64], hex[crypto_auth_hmacsha256_BYTES * 2 + 1];
+    int n = snprintf(claims, sizeof claims, "%lld.%lld", (long long)user_id,
+                     (long long)time(NULL) + ttl_s);
+    ticket_mac(claims, (size_t)n, hex);
+    size_t cap = sizeof claims + 1 + sizeof hex;
+    char *t = xmalloc(cap);
+    snprintf(t, cap, "%s.%s", claims, hex);
+    return t;
+}
+
+int64_t auth_verify_ticket(const char *ticket, char *err, size_t errlen)
+{
+    char hex[crypto_auth_hmacsha256_BYTES * 2 + 1];
+    const char *dot = strrchr(ticket, '.');
+    char *end;
+    long long uid = strtoll(ticket, &end, 10);
+    long long exp = *end == '.' ? strtoll(end + 1, &end, 10) : 0;
+    if (!dot || end != dot || uid <= 0 || exp <= 0 || strlen(dot + 1) != sizeof hex - 1) {
+        snprintf(err, errlen, "malformed ticket");
+        return 0;
+    }
+    ticket_mac(ticket, (size_t)(dot - ticket), hex);
+    if (sodium_memcmp(hex, dot + 1, sizeof hex - 1) != 0) {
+        snprintf(err, errlen, "bad ticket signature");
+        return 0;
+    }
+    if (exp <= (long long)time(NULL)) {
+        snprintf(err, errlen, "expired ticket");
+        return 0;
+    }
+    return uid;
 }

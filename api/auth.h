@@ -45,4 +45,14 @@ void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX]);
 void auth_successor_refresh(const char *token, char next[AUTH_TOKEN_HEX],
                             char hash[AUTH_TOKEN_HEX]);
 
+/*
+ * A ticket for GET /events (a browser's EventSource cannot send a header): "<user>.<expiry in
+ * unix seconds>.<hex HMAC-SHA256 of both under a key derived from the secret>", valid ttl_s.
+ * It opens event streams only: it is no access token, and an access token is no ticket.
+ * Returns a new string (free()).
+ */
+char *auth_issue_ticket(int64_t user_id, int ttl_s);
+/* The user id the ticket names, or 0 with err set (malformed, bad signature, expired). */
+int64_t auth_verify_ticket(const char *ticket, char *err, size_t errlen);
+
 #endif

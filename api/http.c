@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "readguard.h"
 #include "route.h"
+#include "streams.h"
 #include "timeutil.h"
 #include "waiters.h"
 
@@ -213,13 +214,19 @@ static size_t dispatch(http_req *r)
         }
     }
     rt->handler(r);
-    if (!r->reply)
+    if (!r->reply && !r->stream)
         http_error(r, 500, "the handler gave no reply");
     return found;
 }
 
 static enum MHD_Result send_reply(http_req *r)
 {
+    if (r->stream) {
+        struct MHD_Response *resp = streams_response(r->stream);
+        enum MHD_Result ret = MHD_queue_response(r->conn, MHD_HTTP_OK, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
     const char *body = r->reply ? r->reply : "";
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -404,6 +411,7 @@ void http_stop(void)
     if (listen_fd != MHD_INVALID_SOCKET)
         close(listen_fd);
     waiters_stop(); /* the waiting requests get the replies they have now */
+    streams_stop(); /* the streams send what they hold and end */
     /* Keep-alive clients may still send on their connections: each gets its reply with
      * "Connection: close", so the count reaches zero. */
     for (int i = 0; i < 100 && atomic_load(&active_requests) > 0; i++)

@@ -45,6 +45,7 @@ typedef struct http_req {
     int hold_ms; /* > 0: the reply goes this long later (see holdback.h) */
     int held;
     int64_t wait_until_ms; /* > 0: the reply waits (monotonic deadline) for a change (waiters.h) */
+    struct stream *stream; /* set: the reply is this event stream (streams.h), not reply */
     int64_t start_us;
 } http_req;
 

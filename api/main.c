@@ -18,6 +18,7 @@
 #include "log.h"
 #include "methods.h"
 #include "rpc.h"
+#include "streams.h"
 #include "timeutil.h"
 #include "waiters.h"
 
@@ -151,11 +152,21 @@ int main(int argc, char **argv)
             rc = 0;
         goto out;
     }
+    streams_settings ss = {.keepalive_ms = api_cfg.stream_keepalive_ms,
+                           .buffer_bytes = api_cfg.stream_buffer_bytes,
+                           .lifetime_ms = api_cfg.stream_lifetime_s * 1000,
+                           .watch_wait_ms = api_cfg.stream_watch_wait_ms,
+                           .dba_timeout_ms = api_cfg.dba_timeout_ms};
+    if (streams_start(&ss) < 0) {
+        log_error("cannot start the threads of the event streams");
+        goto out;
+    }
     http_limits limits = {.per_address = (int)api_cfg.per_address_connections,
                           .read_timeout_ms = api_cfg.read_timeout_s * 1000};
     if (http_start(api_cfg.host, (int)api_cfg.port, (int)api_cfg.threads, &limits, api_routes,
                    api_n_routes, err, sizeof err) < 0) {
         log_error("%s", err);
+        streams_stop();
         goto out;
     }
     if (waiters_start(api_cfg.wait_poll_ms, route_expression_reply) < 0) {

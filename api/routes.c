@@ -14,6 +14,8 @@ const http_route api_routes[] = {
     {"GET", "/duration", route_duration_get, 1, "duration_get"},
     {"POST", "/duration", route_duration_set, 1, "duration_set"},
     {"GET", "/agent", route_agents, 1, "agent_list"},
+    {"POST", "/api/v1/events/ticket", route_events_ticket, 1, "events_ticket"},
+    {"GET", "/events", route_events, 0, "events"}, /* a ticket or a bearer token: its own check */
     {"GET", "/healthz", route_healthz, 0, "healthz"},
     {"GET", "/readyz", route_readyz, 0, "readyz"},
     {"GET", "/metrics", route_metrics, 0, "metrics"},

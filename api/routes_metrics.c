@@ -19,6 +19,7 @@
 #include "methods.h"
 #include "metrics.h"
 #include "reads.h"
+#include "streams.h"
 #include "waiters.h"
 #include "timeutil.h"
 
@@ -189,6 +190,7 @@ void route_metrics(http_req *r)
     dispatcher_metrics(&b);
     reads_metrics(&b);
     waiters_metrics(&b);
+    streams_metrics(&b);
     cache_metrics(&b);
     if (buf_add(&b, cluster, strlen(cluster)) < 0) {
         buf_free(&b);

@@ -60,6 +60,18 @@ int buf_printf(buf *b, const char *fmt, ...)
     return 0;
 }
 
+void buf_consume(buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+    } else {
+        memmove(b->data, b->data + n, b->len - n);
+        b->len -= n;
+    }
+    if (b->data)
+        b->data[b->len] = '\0';
+}
+
 char *buf_take(buf *b)
 {
     if (reserve(b, 0) < 0)

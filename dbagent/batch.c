@@ -60,6 +60,9 @@ static void read_answer(node_call *c, const PGresult *r, int row)
 {
     int col;
     c->outcome = (int)db_i64(r, row, PQfnumber(r, "outcome"));
+    /* Absent from an older release's functions, still in place while another dbagent migrates. */
+    col = PQfnumber(r, "event_user");
+    c->event_user = col >= 0 && !db_null(r, row, col) ? db_i64(r, row, col) : 0;
     if (c->claim) {
         snprintf(c->op, sizeof c->op, "%s", db_str(r, row, PQfnumber(r, "op")));
         c->left = db_f64(r, row, PQfnumber(r, "lv"));

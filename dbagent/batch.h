@@ -31,14 +31,15 @@ typedef struct node_call {
     double value;      /* CompleteNode: the node's value when error is NULL */
     const char *error; /* CompleteNode: what went wrong, or NULL */
 
-    /* The answer: calc_claim's OUT values (outcome .. attempt) or calc_complete's (outcome,
-     * finished, parent_ready). */
+    /* The answer: calc_claim's OUT values (outcome .. attempt, event_user) or calc_complete's
+     * (outcome, finished, parent_ready, event_user). */
     int outcome;
     char op[8];
     double left, right;
     int32_t delay_ms, attempt;
     int64_t expression_id;
     int finished, parent_ready;
+    int64_t event_user; /* the user whose events the call appended, or 0 */
 
     /* batch.c's own. */
     int state;

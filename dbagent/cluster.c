@@ -4,6 +4,7 @@
 
 #include "batch.h"
 #include "db.h"
+#include "eventwake.h"
 #include "handlers.h"
 #include "pgarray.h"
 #include "ready.h"
@@ -243,6 +244,7 @@ int h_get_stats(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     node_batch_counts(&rep->node_calls, &rep->node_transactions, &rep->node_calls_waiting);
     rep->stats_calls = calls;
     retention_counts(&rep->retention_passes, &rep->retention_deleted, &rep->retention_skipped);
+    evwake_counts(&rep->event_users_signalled, &rep->event_watch_wakeups);
     *resp = &rep->base;
     db_rollback(d);
     return RPC_OK;

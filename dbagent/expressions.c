@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "eventwake.h"
 #include "handlers.h"
 #include "pgarray.h"
 #include "plan_shape.h"
@@ -135,6 +136,8 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         if (rep->expression->node_count > 0 &&
             (rep->created || !strcmp(rep->expression->status, "new")))
             ready_signal();
+        /* created (and finished, for a lone number); a retried create wakes a look too many */
+        evwake_signal(&rep->expression->user_id, 1);
         *resp = &rep->base;
         rc = RPC_OK;
         break;
@@ -295,7 +298,9 @@ int h_cancel_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
     PQclear(r);
     if ((rc = event_append(d, ctx, req->user_id, req->id, "cancelled", "{}")))
         goto out;
-    return db_commit(d, ctx);
+    if ((rc = db_commit(d, ctx)) == RPC_OK)
+        evwake_signal(&req->user_id, 1);
+    return rc;
 fail:
     rc = db_failed(ctx);
 out:

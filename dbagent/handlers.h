@@ -43,6 +43,9 @@ H(get_nodes);
 /* login_limits.c */
 H(limit_login);
 H(record_login);
+/* watch.c */
+H(watch_events);
+H(wake_watch);
 
 #undef H
 

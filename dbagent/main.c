@@ -12,6 +12,7 @@
 #include "calc.pb-c.h"
 #include "config.h"
 #include "db.h"
+#include "eventwake.h"
 #include "handlers.h"
 #include "log.h"
 #include "mem.h"
@@ -127,6 +128,8 @@ static const rpc_method methods[] = {
     M(DBA_CHANGE_PASSWORD, change_password, change_password_request),
     M(DBA_LIMIT_LOGIN, limit_login, limit_login_request),
     M(DBA_RECORD_LOGIN, record_login, record_login_request),
+    M(DBA_WATCH_EVENTS, watch_events, watch_events_request),
+    M(DBA_WAKE_WATCH, wake_watch, wake_watch_request),
     M(DBA_GET_NODES, get_nodes, get_expression_request),
 };
 #undef M
@@ -355,6 +358,7 @@ int main(int argc, char **argv)
         return stop_requested ? 0 : 1;
     }
 
+    evwake_init();
     ready_start(&params);
     retention_start(&params, &cfg.retention);
     rpc_global_init();
@@ -388,6 +392,7 @@ int main(int argc, char **argv)
     log_info("stopping: finishing the calls in progress");
     /* Long polls answer now (empty) instead of holding the stop for their whole wait. */
     ready_release_waiters();
+    evwake_release();
     rpc_server_stop(srv);
     retention_stop();
     ready_stop();

@@ -4,6 +4,7 @@
 
 #include "batch.h"
 #include "db.h"
+#include "eventwake.h"
 #include "handlers.h"
 #include "log.h"
 #include "pgarray.h"
@@ -124,6 +125,8 @@ int h_claim_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
+    if (c.event_user)
+        evwake_signal(&c.event_user, 1);
     switch (c.outcome) {
     case CLAIM_OK:
     case CLAIM_FAILED:
@@ -190,6 +193,8 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
         return rc;
     if (c.parent_ready)
         ready_signal();
+    if (c.event_user)
+        evwake_signal(&c.event_user, 1);
     if (c.outcome == COMPLETE_NO_NODE)
         return rpc_fail(ctx, RPC_NOT_FOUND, "CompleteNode node=%lld: no such node",
                         (long long)req->node_id);

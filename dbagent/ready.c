@@ -13,6 +13,7 @@
 
 #include "backoff.h"
 #include "db.h"
+#include "eventwake.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -60,6 +61,11 @@ uint64_t ready_generation(void)
     uint64_t g = rd.gen;
     pthread_mutex_unlock(&rd.mu);
     return g;
+}
+
+void ready_poke(void)
+{
+    poke_thread();
 }
 
 void ready_signal(void)
@@ -129,30 +135,35 @@ static int stopping(void)
     return s;
 }
 
-/* Notifications from other backends move the generation; our own NOTIFY comes back too and
- * is skipped. */
+/* Notifications from other backends move the generation (calc_ready) or wake the watches of
+ * the users they name (calc_events); our own NOTIFYs come back too and are skipped. */
 static void drain_notifications(PGconn *c)
 {
     int others = 0, self = PQbackendPID(c);
     PGnotify *nf;
     while ((nf = PQnotifies(c))) {
-        others |= nf->be_pid != self;
+        if (nf->be_pid != self) {
+            if (!strcmp(nf->relname, "calc_events"))
+                evwake_from_peer(nf->extra);
+            else
+                others = 1;
+        }
         PQfreemem(nf);
     }
     if (others)
         bump();
 }
 
-/* A connection that listens on calc_ready, or NULL. */
+/* A connection that listens on calc_ready and calc_events, or NULL. */
 static PGconn *connect_listening(char *err, size_t errlen)
 {
     PGconn *c = db_connect(rd.params, err, errlen);
     if (!c)
         return NULL;
-    PGresult *r = PQexec(c, "LISTEN calc_ready");
+    PGresult *r = PQexec(c, "LISTEN calc_ready; LISTEN calc_events");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        snprintf(err, errlen, "LISTEN calc_ready: %s", PQerrorMessage(c));
+        snprintf(err, errlen, "LISTEN calc_ready, calc_events: %s", PQerrorMessage(c));
     PQclear(r);
     if (!ok) {
         PQfinish(c);
@@ -161,9 +172,26 @@ static PGconn *connect_listening(char *err, size_t errlen)
     return c;
 }
 
-/* Sends the owed NOTIFY, if any; 0 when the connection failed (the NOTIFY stays owed). */
+/* Sends the owed NOTIFY calc_events, if any; 0 when the connection failed (it stays owed). */
+static int send_owed_events(PGconn *c)
+{
+    char payload[8000]; /* under PostgreSQL's limit on a payload */
+    if (!evwake_take_notify(payload, sizeof payload))
+        return 1;
+    const char *p[] = {payload};
+    PGresult *r = PQexecParams(c, "SELECT pg_notify('calc_events', $1)", 1, NULL, p, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    if (!ok)
+        evwake_notify_failed();
+    return ok;
+}
+
+/* Sends the owed NOTIFYs, if any; 0 when the connection failed (they stay owed). */
 static int send_owed_notify(PGconn *c)
 {
+    if (!send_owed_events(c))
+        return 0;
     pthread_mutex_lock(&rd.mu);
     int owed = rd.notify_pending;
     rd.notify_pending = 0;
@@ -208,11 +236,12 @@ static void *listen_main(void *arg)
             backoff_reset(&pause);
             /* Notifications sent while we were not listening are lost: look again. */
             bump();
+            evwake_mark_all();
         }
         /* A NOTIFY still owed (its connection failed) is sent now, not after the next event:
          * the pipe poke that asked for it may be long gone. */
         pthread_mutex_lock(&rd.mu);
-        int owed = rd.notify_pending;
+        int owed = rd.notify_pending || evwake_notify_owed();
         pthread_mutex_unlock(&rd.mu);
         short ev = wait_fds(PQsocket(c), owed ? 0 : -1);
         int ok = 1;

@@ -6,7 +6,8 @@
  * NOTIFY calc_ready for the other dbagents. That thread sends one NOTIFY at a time, so a burst
  * of completions costs one notifying commit, not one each: PostgreSQL runs notifying commits one
  * after another under a database-wide lock. It also LISTENs, and turns the other dbagents'
- * notifications into local wake-ups.
+ * notifications into local wake-ups. It sends and receives eventwake.h's NOTIFY calc_events
+ * (the users whose events committed) the same way.
  *
  * Waiting is by generation: read ready_generation() before looking for ready nodes; if none
  * were found, ready_wait() returns once the generation moved, so a node made ready between the
@@ -27,6 +28,8 @@ void ready_release_waiters(void);
 void ready_stop(void);
 
 uint64_t ready_generation(void);
+/* Wakes the thread to send what is owed (eventwake.h's NOTIFY calc_events). */
+void ready_poke(void);
 /* After the commit that made nodes ready. */
 void ready_signal(void);
 /* Waits until the generation is no longer seen or until deadline (monotonic ms). 1: it moved. */

@@ -29,6 +29,8 @@
 #define DBA_CHANGE_PASSWORD       DBA_SERVICE "ChangePassword"
 #define DBA_LIMIT_LOGIN           DBA_SERVICE "LimitLogin"
 #define DBA_RECORD_LOGIN          DBA_SERVICE "RecordLogin"
+#define DBA_WATCH_EVENTS          DBA_SERVICE "WatchEvents"
+#define DBA_WAKE_WATCH            DBA_SERVICE "WakeWatch"
 #define DBA_GET_NODES             DBA_SERVICE "GetNodes"
 
 #endif

@@ -2,11 +2,14 @@
 -- is counted, and past MAX_ATTEMPTS the node and its expression fail. Locks as
 -- calc_claim_locks_expression says.
 -- outcome: 0 claimed, 1 stale, 2 cancelled, 3 failed (too many attempts), -1 no such node.
+-- event_user: the user whose events this call appended (the expression started or failed), or
+-- NULL; the caller wakes that user's event streams after the commit.
 CREATE OR REPLACE FUNCTION calc_claim(p_node bigint, p_epoch integer, p_agent text,
                                       p_max_attempts integer,
                                       OUT outcome integer, OUT op text, OUT lv double precision,
                                       OUT rv double precision, OUT delay_ms integer,
-                                      OUT expr_id bigint, OUT attempt integer)
+                                      OUT expr_id bigint, OUT attempt integer,
+                                      OUT event_user bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     e record;
@@ -47,12 +50,14 @@ BEGIN
                                      format('node %s gave up after %s attempts', p_node,
                                             p_max_attempts));
         outcome := 3;
+        event_user := e.user_id;
         RETURN;
     END IF;
     IF e.status = 'new' THEN
         UPDATE expressions SET status = 'in_progress', started_at = now()
          WHERE id = expr_id AND status = 'new';
         PERFORM calc_event(e.user_id, expr_id, 'started', '{}');
+        event_user := e.user_id;
     END IF;
     outcome := 0;
     op := n.op;

@@ -4,10 +4,12 @@
 -- p_error NULL: the node's value is p_value. outcome: 0 applied, 1 stale, -1 no such node.
 -- finished: the expression is now finished (its root was done, or it failed).
 -- parent_ready: the parent became ready; the caller wakes the dispatchers after the commit.
+-- event_user: the user whose events this call appended (NULL: none); the caller wakes the
+-- event streams of that user after the commit.
 CREATE OR REPLACE FUNCTION calc_complete(p_node bigint, p_epoch integer, p_agent text,
                                          p_value double precision, p_error text,
                                          OUT outcome integer, OUT finished boolean,
-                                         OUT parent_ready boolean)
+                                         OUT parent_ready boolean, OUT event_user bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
     eid bigint;
@@ -44,6 +46,7 @@ BEGIN
         RETURN;
     END IF;
     outcome := 0;
+    event_user := e.user_id;
     IF p_error IS NOT NULL THEN
         PERFORM calc_fail_expression(eid, p_error);
         finished := true;
@@ -64,7 +67,7 @@ BEGIN
     END IF;
     -- calc_event, written out: the hottest insert of all.
     INSERT INTO events (user_id, expression_id, kind, payload)
-        VALUES (e.user_id, eid, 'node_done', jsonb_build_object('node', p_node, 'value', p_value));
+        VALUES (e.user_id, eid, 'node', jsonb_build_object('node_id', p_node, 'value', p_value));
     IF finished THEN
         PERFORM calc_event(e.user_id, eid, 'finished', jsonb_build_object('result', p_value));
     END IF;

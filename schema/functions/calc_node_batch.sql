@@ -10,15 +10,15 @@
 --
 -- p_claim[i]: a claim (p_value, p_error unused) or a completion (p_error NULL: the value is
 -- p_value). Returns one row per item, i being its position in the arrays (from 1), with the
--- OUT values of calc_claim (outcome .. attempt) or of calc_complete (outcome, finished,
--- parent_ready).
+-- OUT values of calc_claim (outcome .. attempt, event_user) or of calc_complete (outcome,
+-- finished, parent_ready, event_user).
 CREATE OR REPLACE FUNCTION calc_node_batch(p_claim boolean[], p_node bigint[],
                                            p_epoch integer[], p_agent text[],
                                            p_value double precision[], p_error text[],
                                            p_max_attempts integer)
 RETURNS TABLE (i integer, outcome integer, op text, lv double precision, rv double precision,
                delay_ms integer, expr_id bigint, attempt integer, finished boolean,
-               parent_ready boolean)
+               parent_ready boolean, event_user bigint)
 LANGUAGE plpgsql
 -- The order of the items comes from a join of the arrays with nodes. Planned for the arrays at
 -- hand, it was planned again in every call (a few items cost less than the generic plan's
@@ -47,6 +47,7 @@ BEGIN
         i := item.k;
         finished := NULL;
         parent_ready := NULL;
+        event_user := NULL;
         IF item.claim THEN
             -- The common claim in one statement: a queued node of a started expression that
             -- calc_claim would not lock the expression for, and would answer the same. Anything
@@ -69,6 +70,7 @@ BEGIN
                 delay_ms := cl.delay_ms;
                 expr_id := cl.expr_id;
                 attempt := cl.attempt;
+                event_user := cl.event_user;
             END IF;
         ELSE
             cp := calc_complete(item.node, item.epoch, item.agent, item.value, item.error);
@@ -81,6 +83,7 @@ BEGIN
             attempt := NULL;
             finished := cp.finished;
             parent_ready := cp.parent_ready;
+            event_user := cp.event_user;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -1,9 +1,13 @@
 /* Refresh-token successors: the same for every instance with one secret, another with another
- * secret, never the token itself, and each with its SHA-256 as the hash dbagent stores. */
+ * secret, never the token itself, and each with its SHA-256 as the hash dbagent stores. Event
+ * stream tickets: accepted by any instance with the secret, refused when altered, expired, or
+ * made under another secret; an access token is no ticket. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -56,11 +60,42 @@ static void test_another_secret_or_token_another_successor(void **state)
     assert_string_not_equal(next, t1);
 }
 
+static void test_a_ticket_names_its_user_until_it_expires(void **state)
+{
+    (void)state;
+    char err[64];
+    assert_int_equal(auth_init(SECRET_A, "", 900, 1), 0);
+    char *t = auth_issue_ticket(42, 30);
+    assert_int_equal(auth_verify_ticket(t, err, sizeof err), 42);
+    /* Another user's id with the same MAC: refused. */
+    char forged[256];
+    snprintf(forged, sizeof forged, "43%s", strchr(t, '.'));
+    assert_int_equal(auth_verify_ticket(forged, err, sizeof err), 0);
+    assert_string_equal(err, "bad ticket signature");
+    /* Another secret: refused. */
+    assert_int_equal(auth_init(SECRET_B, "", 900, 1), 0);
+    assert_int_equal(auth_verify_ticket(t, err, sizeof err), 0);
+    free(t);
+    /* Expired (issued with a lifetime already over). */
+    t = auth_issue_ticket(42, -1);
+    assert_int_equal(auth_verify_ticket(t, err, sizeof err), 0);
+    assert_string_equal(err, "expired ticket");
+    free(t);
+    /* An access token is no ticket, nor is garbage. */
+    char *access = auth_issue_access(42);
+    assert_int_equal(auth_verify_ticket(access, err, sizeof err), 0);
+    free(access);
+    assert_int_equal(auth_verify_ticket("", err, sizeof err), 0);
+    assert_int_equal(auth_verify_ticket("1.2.", err, sizeof err), 0);
+    assert_string_equal(err, "malformed ticket");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_secret_one_successor),
         cmocka_unit_test(test_another_secret_or_token_another_successor),
+        cmocka_unit_test(test_a_ticket_names_its_user_until_it_expires),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

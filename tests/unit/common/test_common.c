@@ -37,6 +37,23 @@ static void buf_respects_its_cap(void **state)
     buf_free(&b);
 }
 
+static void buf_consumed_bytes_free_room_under_the_cap(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 6);
+    assert_int_equal(buf_add(&b, "abcdef", 6), 0);
+    buf_consume(&b, 4);
+    assert_string_equal(b.data, "ef");
+    assert_int_equal(buf_add(&b, "ghij", 4), 0);
+    assert_string_equal(b.data, "efghij");
+    assert_int_equal(buf_add(&b, "k", 1), -1);
+    buf_consume(&b, 6);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.data, "");
+    buf_free(&b);
+}
+
 static int64_t cfg_n;
 static const char *cfg_s, *cfg_secret;
 static const cfg_entry table[] = {
@@ -487,6 +504,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(buf_respects_its_cap),
+        cmocka_unit_test(buf_consumed_bytes_free_room_under_the_cap),
         cmocka_unit_test(config_validates_every_entry),
         cmocka_unit_test(rpc_round_trip_and_status_codes),
         cmocka_unit_test(rpc_states_are_lent_one_call_at_a_time),
