@@ -95,6 +95,9 @@ def test_sign_up_compute_watch_and_cancel(cl, browser, shots):
     sign_in(cl, d, login, password, button="sign-up")
     d.find_element(By.ID, "sign-out").click()
     sign_in(cl, d, login, password, button="enter")
+    # Live updates come over the event stream (GET /events with a ticket), not by polling.
+    wait(cl, d, lambda d: d.find_element(By.ID, "stream-state").get_attribute("data-state") == "live",
+         "the event stream online")
     # A user sees the delays but may not change them.
     wait(cl, d, lambda d: d.find_element(By.ID, "delay-mul").get_attribute("value") == "300", "the delays shown")
     assert not d.find_element(By.ID, "delay-mul").is_enabled()

@@ -47,7 +47,10 @@ export class EventStream {
     }
     if (!this.running) return;
     const q = new URLSearchParams({ ticket });
-    if (this.lastSeq !== null) q.set("after", String(this.lastSeq));
+    // Without a resume point the stream is live from now: what happened before its online
+    // marker is read afresh then.
+    const fresh = this.lastSeq === null;
+    if (!fresh) q.set("after", String(this.lastSeq));
     const es = new EventSource(`/events?${q}`);
     this.source = es;
     let heard = false;
@@ -77,6 +80,7 @@ export class EventStream {
         /* a marker without a body still means live */
       }
       this.h.onState("live");
+      if (fresh) this.h.onResync();
     });
     es.onerror = () => {
       if (es.readyState !== EventSource.CLOSED || this.source !== es) return; // it reconnects itself
