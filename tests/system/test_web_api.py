@@ -207,3 +207,43 @@ def test_refresh_and_logout_are_refused_on_another_sites_behalf(cl):
     assert api.post("/api/v1/refresh").status_code == 200
     assert api.post("/api/v1/logout", headers={"Origin": url}).status_code == 200
     error_of(api.post("/api/v1/refresh"), 401)
+
+
+# ---- who am I, and the document ----------------------------------------------------------------
+
+
+def test_me_says_who_and_whether_admin(cl):
+    api = new_user(cl)
+    me = api.get("/api/v1/me").json()
+    assert me["login"] == api.credentials[0] and me["admin"] is False and me["id"] > 0
+    assert admin_of(cl).get("/api/v1/me").json()["admin"] is True
+    error_of(requests.get(cl.apis[0].url + "/api/v1/me", timeout=10), 401)
+
+
+def test_openapi_documents_the_new_routes_and_replies_match(cl):
+    import jsonschema
+
+    url = cl.apis[0].url
+    spec = requests.get(url + "/openapi.json", timeout=10).json()
+    resolver = jsonschema.RefResolver.from_schema(spec)
+
+    def check(r, path, method):
+        resp = spec["paths"][path][method]["responses"][str(r.status_code)]
+        schema = resp["content"]["application/json"]["schema"]
+        jsonschema.validate(r.json(), schema, resolver=resolver, cls=jsonschema.Draft202012Validator)
+
+    set_delays(cl, 0)
+    api = new_user(cl)
+    check(api.get("/api/v1/me"), "/api/v1/me", "get")
+    check(api.post("/api/v1/plan", json={"expression": "1+2*3"}), "/api/v1/plan", "post")
+    check(api.post("/api/v1/plan", json={"expression": "5"}), "/api/v1/plan", "post")
+    check(api.post("/api/v1/plan", json={"expression": "1+"}), "/api/v1/plan", "post")
+    eid = submit(api, "1+2*3")
+    check(api.get(f"/expression/{eid}/nodes"), "/expression/{id}/nodes", "get")
+    cl.wait_for(lambda: api.get(f"/expression/{eid}").json()["expression"]["status"] == "Ok", 30, "done")
+    check(api.get(f"/expression/{eid}/nodes"), "/expression/{id}/nodes", "get")
+    check(api.get(f"/expression/{eid}"), "/expression/{id}", "get")
+    check(api.get("/expression/99999999/nodes"), "/expression/{id}/nodes", "get")
+    check(api.post("/api/v1/refresh", headers={"Origin": "http://evil.example"}), "/api/v1/refresh", "post")
+    e = api.get(f"/expression/{eid}").json()["expression"]
+    assert e["created_at_ms"] <= e["eval_started_at_ms"] <= e["eval_finished_at_ms"]
