@@ -11,7 +11,7 @@ import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from api_helpers import module_cluster
+from api_helpers import admin_client, module_cluster, set_delays
 
 TIMEOUT = 30
 
@@ -24,16 +24,6 @@ def cl(calc_session):
     finally:
         c.close()
 
-
-def admin_api(cl):
-    admin = cl.api_client()
-    admin.login(cl.admin_login, cl.admin_password)
-    return admin
-
-
-def set_delays(cl, ms):
-    r = admin_api(cl).post("/duration", json={"+": ms, "-": ms, "*": ms, "/": ms})
-    assert r.status_code == 200, r.text
 
 
 def console_errors(driver):
@@ -122,6 +112,7 @@ def test_sign_up_compute_watch_and_cancel(cl, browser, shots):
     expr.send_keys(Keys.ENTER)
     wait(cl, d, lambda d: shown(d, "detail") and len(d.execute_script(NODE_STATES)) == 2, "the graph drawn")
     eid = int(text(d, "detail-id").lstrip("#"))
+    d.execute_script("document.getElementById('detail-dag').scrollIntoView({block: 'center'});")
     history = {}
     shot_running = [False]
 
@@ -195,14 +186,14 @@ def test_the_admin_changes_a_delay(cl, browser, shots):
     wait(cl, d, lambda d: text(d, "delays-note").startswith("Saved"), "the delays saved")
     shots("delays")
     durations = {x["operation_name"]: x["operation_duration_ms"]
-                 for x in admin_api(cl).get("/duration").json()["operation_durations"]}
+                 for x in admin_client(cl).get("/duration").json()["operation_durations"]}
     assert durations == {"+": 300, "-": 300, "*": 1234, "/": 300}
     # A value out of range is refused on the page, naming the field.
     mul.clear()
     mul.send_keys("70000")
     d.find_element(By.ID, "delays-save").click()
     wait(cl, d, lambda d: "65535" in text(d, "delays-note"), "the bad delay refused")
-    assert admin_api(cl).get("/duration").json()["operation_durations"]
+    assert admin_client(cl).get("/duration").json()["operation_durations"]
     # A refresh of the page keeps the session (the HttpOnly cookie), not the token: nothing is in storage.
     d.refresh()
     wait(cl, d, lambda d: shown(d, "app") and text(d, "user-name") == cl.admin_login, "signed in after a reload")

@@ -68,3 +68,16 @@ def submit(api, text, **extra):
     r = api.post("/expression", json=dict(extra, expression=text))
     assert r.status_code == 200, r.text
     return r.json()["expression"]["expression_id"]
+
+
+def admin_client(cluster):
+    """The configured admin's logged-in client."""
+    admin = cluster.api_client()
+    admin.login(cluster.admin_login, cluster.admin_password)
+    return admin
+
+
+def set_delays(cluster, ms):
+    """Every operator's delay set to ms, by the admin."""
+    r = admin_client(cluster).post("/duration", json={"+": ms, "-": ms, "*": ms, "/": ms})
+    assert r.status_code == 200, r.text

@@ -8,7 +8,7 @@ import re
 import pytest
 import requests
 
-from api_helpers import error_of, module_cluster, new_user, submit
+from api_helpers import admin_client, error_of, module_cluster, new_user, set_delays, submit
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +19,6 @@ def cl(calc_session):
     finally:
         c.close()
 
-
-def admin_of(cl):
-    admin = cl.api_client()
-    admin.login(cl.admin_login, cl.admin_password)
-    return admin
-
-
-def set_delays(cl, ms):
-    r = admin_of(cl).post("/duration", json={"+": ms, "-": ms, "*": ms, "/": ms})
-    assert r.status_code == 200, r.text
 
 
 # ---- the page and its files --------------------------------------------------------------------
@@ -216,7 +206,7 @@ def test_me_says_who_and_whether_admin(cl):
     api = new_user(cl)
     me = api.get("/api/v1/me").json()
     assert me["login"] == api.credentials[0] and me["admin"] is False and me["id"] > 0
-    assert admin_of(cl).get("/api/v1/me").json()["admin"] is True
+    assert admin_client(cl).get("/api/v1/me").json()["admin"] is True
     error_of(requests.get(cl.apis[0].url + "/api/v1/me", timeout=10), 401)
 
 

@@ -245,6 +245,17 @@ function render() {
   for (const id of ids) renderRow(state.expressions.get(id));
 }
 
+// A real button (focusable, Enter and Space work), named for screen readers by label.
+function button(className, text, label, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = text;
+  b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
 function rowOf(id) {
   let tr = document.querySelector(`#expr-rows tr[data-expression-id="${id}"]`);
   if (tr) return tr;
@@ -259,19 +270,11 @@ function rowOf(id) {
   const progress = document.createElement("progress");
   const label = document.createElement("span");
   tr.querySelector(".progress").append(progress, " ", label);
-  const view = document.createElement("button");
-  view.type = "button";
-  view.className = "view secondary";
-  view.textContent = "View";
-  view.setAttribute("aria-label", `View expression ${id}`);
-  view.addEventListener("click", () => openDetail(id));
-  const cancel = document.createElement("button");
-  cancel.type = "button";
-  cancel.className = "cancel danger";
-  cancel.textContent = "Cancel";
-  cancel.setAttribute("aria-label", `Cancel expression ${id}`);
-  cancel.addEventListener("click", () => cancelExpression(id));
-  tr.querySelector(".actions").append(view, " ", cancel);
+  tr.querySelector(".actions").append(
+    button("view secondary", "View", `View expression ${id}`, () => openDetail(id)),
+    " ",
+    button("cancel danger", "Cancel", `Cancel expression ${id}`, () => cancelExpression(id)),
+  );
   // Newest first: before the first row with a smaller id.
   const body = $("expr-rows");
   const next = [...body.children].find((r) => Number(r.dataset.expressionId) < id);
