@@ -133,8 +133,10 @@ def test_sign_up_compute_watch_and_cancel(cl, browser, shots):
     shots("done")
     assert d.execute_script("return window.calcMarker;") == 42, "the page was reloaded"
     assert all(states[-1] == "done" for states in history.values()), history
-    # Each node was seen before it was done, and one of them moved through at least two states.
-    assert all(len(states) >= 2 for states in history.values()), history
+    # The root was seen waiting, then running or done, on the same page: it changed in place. (The
+    # first node may be done before the graph is first drawn on a slow, sanitized build.)
+    root = max(history, key=int)
+    assert history[root][0] in ("blocked", "ready", "queued") and len(history[root]) >= 2, history
     assert "Result: 6" in text(d, "detail-summary")
     wait(cl, d, lambda d: row_cell(d, eid, "result") == "6" and row_cell(d, eid, "status") == "Ok", "the row's result")
     assert "2/2" in row_cell(d, eid, "progress")
