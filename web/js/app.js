@@ -28,6 +28,13 @@ function seconds(ms) {
   return ms < 10000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 }
 
+// 128 random bits as hex: a request id that makes a retried submit idempotent. (randomUUID
+// needs a secure context; the page may be served over plain HTTP from another host.)
+function randomId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 function debounce(fn, ms) {
   let t = null;
   return (...args) => {
@@ -180,6 +187,8 @@ const previewSoon = debounce(preview, 120);
 $("expr-text").addEventListener("input", previewSoon);
 $("expr-source-order").addEventListener("change", previewSoon);
 
+let pending = null; // the text being submitted and its request id
+
 $("expr-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const text = $("expr-text").value;
@@ -189,9 +198,12 @@ $("expr-form").addEventListener("submit", async (ev) => {
   }
   $("expr-submit").disabled = true;
   try {
-    const body = { expression: text, source_order: $("expr-source-order").checked, req_uid: crypto.randomUUID() };
+    // A second click after a lost reply sends the same id: one expression, not two.
+    if (!pending || pending.text !== text) pending = { text, uid: randomId() };
+    const body = { expression: text, source_order: $("expr-source-order").checked, req_uid: pending.uid };
     const { expression } = await api.call("POST", "/expression", body);
     upsert(expression);
+    pending = null;
     $("expr-text").value = "";
     preview();
     openDetail(expression.expression_id);
