@@ -96,7 +96,9 @@ void route_events(http_req *r)
         head = rep->heads[i]->head_seq;
         purged = rep->heads[i]->purged_seq;
     }
-    if (after >= 0 && after < purged) {
+    if (rep->n_heads == 0) {
+        http_error(r, 401, "the credential names no user"); /* signed, yet no such user */
+    } else if (after >= 0 && after < purged) {
         char msg[160];
         snprintf(msg, sizeof msg,
                  "events up to seq %lld were deleted: reload your state, then resume after seq "

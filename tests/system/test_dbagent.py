@@ -186,7 +186,7 @@ def test_full_run_longest_path_first_and_events(dba):
     assert (final.status, final.result, final.nodes_done) == ("ok", 16.0, 4)
     assert final.started_at_ms > 0 and final.finished_at_ms >= final.started_at_ms
     ev = events(dba, u.id)
-    assert [x.kind for x in ev] == ["created", "started"] + ["node_done"] * 4 + ["finished"]
+    assert [x.kind for x in ev] == ["created", "started"] + ["node"] * 4 + ["finished"]
     assert [x.seq for x in ev] == list(range(1, 8))
     assert all(x.expression_id == e.id for x in ev)
     assert [x.seq for x in dba.ListEvents(user_id=u.id, after_seq=3, limit=2).events] == [4, 5]

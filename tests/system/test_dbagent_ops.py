@@ -174,7 +174,7 @@ def test_upgrade_from_every_released_version(bare_cluster):
         assert c.CompleteNode(node_id=3000, epoch=t.epoch, agent="agent-a", value=3).expression_finished
         assert c.GetExpression(user_id=1000, id=2000).expression.result == 3
         events = c.ListEvents(user_id=1000).events
-        assert [(e.seq, e.kind) for e in events] == [(1, "created"), (2, "started"), (3, "node_done"), (4, "finished")]
+        assert [(e.seq, e.kind) for e in events] == [(1, "created"), (2, "started"), (3, "node"), (4, "finished")]
         c.close()
         assert cl.stop(p) == 0
 
@@ -207,7 +207,7 @@ def test_functions_applied_once_per_digest(bare_cluster):
         assert c.GetExpression(user_id=uid, id=e.id).expression.status == "ok"
         return [ev.kind for ev in c.ListEvents(user_id=uid).events]
 
-    assert one_expression("a") == ["created", "started", "node_done", "finished"]
+    assert one_expression("a") == ["created", "started", "node", "finished"]
     # Another release's functions recorded: a dbagent told not to migrate only says so.
     cl.servers.psql("UPDATE schema_functions SET digest = 'another'", db=cl.db)
     assert migrate(cl, "status").stdout.splitlines()[1] == f"functions digest another, built {DIGEST}"
@@ -220,7 +220,7 @@ def test_functions_applied_once_per_digest(bare_cluster):
     r = migrate(cl, "up")
     assert r.returncode == 0 and APPLIED in r.stdout + r.stderr, r.stdout + r.stderr
     assert functions_row(cl).split("|")[0] == DIGEST
-    assert one_expression("b")[-4:] == ["created", "started", "node_done", "finished"]
+    assert one_expression("b")[-4:] == ["created", "started", "node", "finished"]
     if has_pgcrypto:
         assert cl.servers.psql("SELECT count(*) FROM pg_proc WHERE proname = 'gen_random_uuid'"
                                " AND pronamespace = 'public'::regnamespace", db=cl.db).strip() == "1"
