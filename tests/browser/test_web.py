@@ -25,7 +25,6 @@ def cl(calc_session):
         c.close()
 
 
-
 def console_errors(driver):
     """Script errors and policy violations; a refused request (a 4xx the page expects, such as a
     syntax error's 400) is logged too, and is not one."""
