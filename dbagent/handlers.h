@@ -49,6 +49,10 @@ H(wake_watch);
 
 #undef H
 
+/* How long a long poll (TakeReady, WatchEvents) asking asked_ms may wait: at most max_ms, and
+ * ending a little before the caller's deadline (nodes.c). */
+int64_t long_poll_wait_ms(rpc_ctx *ctx, int64_t asked_ms, int64_t max_ms);
+
 /* An empty reply, in the call's memory. */
 ProtobufCMessage *empty_reply(rpc_ctx *ctx);
 

@@ -54,18 +54,22 @@ static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__Tak
     return RPC_OK;
 }
 
+int64_t long_poll_wait_ms(rpc_ctx *ctx, int64_t asked_ms, int64_t max_ms)
+{
+    int64_t wait = asked_ms > 0 ? asked_ms : 0;
+    int64_t left = rpc_time_left_ms(ctx);
+    /* Answer (empty) a little before the caller's deadline rather than after it. */
+    if (left >= 0 && wait > left - 50)
+        wait = left > 50 ? left - 50 : 0;
+    return wait < max_ms ? wait : max_ms;
+}
+
 int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__TakeReadyRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
     int max = req->max > 0 && req->max <= 1000 ? req->max : 100;
-    int64_t wait = req->wait_ms > 0 ? req->wait_ms : 0;
-    int64_t left = rpc_time_left_ms(ctx);
-    /* Answer (empty) a little before the caller's deadline rather than after it. */
-    if (left >= 0 && wait > left - 50)
-        wait = left > 50 ? left - 50 : 0;
-    if (wait > 30000)
-        wait = 30000;
+    int64_t wait = long_poll_wait_ms(ctx, req->wait_ms, 30000);
     Calc__V1__TakeReadyReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__take_ready_reply__init(rep);
     *resp = &rep->base;

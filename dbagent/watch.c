@@ -98,13 +98,7 @@ int h_watch_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
         want_head |= req->positions[i]->want_head || req->positions[i]->after_seq < 0;
     }
     int limit = req->limit > 0 && req->limit <= 1000 ? req->limit : 200;
-    int64_t wait = req->wait_ms > 0 ? req->wait_ms : 0;
-    int64_t left = rpc_time_left_ms(ctx);
-    /* Answer (empty) a little before the caller's deadline rather than after it. */
-    if (left >= 0 && wait > left - 50)
-        wait = left > 50 ? left - 50 : 0;
-    if (wait > WATCH_MAX_WAIT)
-        wait = WATCH_MAX_WAIT;
+    int64_t wait = long_poll_wait_ms(ctx, req->wait_ms, WATCH_MAX_WAIT);
     Calc__V1__WatchEventsReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__watch_events_reply__init(rep);
     *resp = &rep->base;
