@@ -23,6 +23,7 @@ import os
 import selectors
 import socket
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +64,9 @@ class Reader:
         if not data:
             raise ConnectionError(f"user {self.user}'s stream closed")
         self.raw += data
+        self.parse(now_ms)
+
+    def parse(self, now_ms):
         while b"\r\n" in self.raw:  # chunks
             size_line, rest = self.raw.split(b"\r\n", 1)
             size = int(size_line.split(b";")[0], 16)
@@ -89,6 +93,7 @@ def open_stream(port, token, user):
     assert head.startswith(b"HTTP/1.1 200"), head
     r = Reader(s, user)
     r.raw = rest
+    r.parse(time.time() * 1000)
     while not r.online:
         r.feed(time.time() * 1000)
     s.setblocking(False)
@@ -150,29 +155,33 @@ def main():
         for r in readers:
             sel.register(r.sock, selectors.EVENT_READ, r)
         busy = ids[: args.busy]
-        session = requests.Session()
         text = "+".join(str(i) for i in range(1, args.terms + 1))
         expected = {}
-        submitted = 0
-        start = time.monotonic()
-        deadline = start + args.expressions / args.rate + 60
-        want_finished = args.expressions
-        finished = 0
-        while finished < want_finished and time.monotonic() < deadline:
-            due = start + submitted / args.rate
-            if submitted < args.expressions and time.monotonic() >= due:
-                uid = busy[submitted % len(busy)]
+
+        def submit_all():
+            """Posts at --rate from its own thread, so that reading the streams never waits."""
+            session = requests.Session()
+            start = time.monotonic()
+            for k in range(args.expressions):
+                time.sleep(max(0.0, start + k / args.rate - time.monotonic()))
+                uid = busy[k % len(busy)]
                 r = session.post(api.url + "/expression", json={"expression": text},
                                  headers={"Authorization": f"Bearer {tokens[uid]}"}, timeout=30)
                 assert r.status_code == 200, r.text
                 expected.setdefault(uid, set()).add(r.json()["expression"]["expression_id"])
-                submitted += 1
-            wait = max(0.0, min(0.05, due - time.monotonic())) if submitted < args.expressions else 0.2
-            for key, _ in sel.select(wait):
+
+        submitter = threading.Thread(target=submit_all)
+        submitter.start()
+        deadline = time.monotonic() + args.expressions / args.rate + 60
+        finished = 0
+        while finished < args.expressions and time.monotonic() < deadline:
+            for key, _ in sel.select(0.2):
                 r = key.data
                 n = len(r.events)
                 r.feed(time.time() * 1000)
                 finished += sum(1 for _, d in r.events[n:] if d["kind"] == "finished")
+        submitter.join()
+        submitted = sum(len(v) for v in expected.values())
         lat = sorted(ms - d["at_ms"] for r in readers for ms, d in r.events if d["kind"] == "node")
         for r in readers:
             got = {d["expression_id"] for _, d in r.events}
