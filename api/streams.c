@@ -379,6 +379,8 @@ static void deliver_locked(const Calc__V1__WatchEventsReply *rep, buf *frames)
             if (s->ending || ue->event->seq != s->pos + 1)
                 continue;
             append_locked(s, frames[i].data, frames[i].len);
+            if (s->cut)
+                continue; /* over its cap: nothing more goes to it */
             s->pos = ue->event->seq;
             atomic_fetch_add(&n_sent, 1);
         }
