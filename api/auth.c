@@ -286,7 +286,8 @@ void auth_successor_refresh(const char *token, char next[AUTH_TOKEN_HEX], char h
 }
 
 /* The hex HMAC of a ticket's "<user>.<expiry>" under ticket_key. */
-static void ticket_mac(const char *claims, size_t len, char hex[crypto_auth_hmacsha256_BYTES * 2 + 1])
+static void ticket_mac(const char *claims, size_t len,
+                       char hex[crypto_auth_hmacsha256_BYTES * 2 + 1])
 {
     unsigned char mac[crypto_auth_hmacsha256_BYTES];
     crypto_auth_hmacsha256(mac, (const unsigned char *)claims, len, ticket_key);

@@ -88,8 +88,8 @@ void route_events(http_req *r)
     req.positions = &ptr;
     req.limit = streams_page();
     Calc__V1__WatchEventsReply *rep = NULL;
-    if (dba_call(r, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor,
-                 &rep) != RPC_OK)
+    if (dba_call(r, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor, &rep) !=
+        RPC_OK)
         return;
     int64_t head = 0, purged = 0;
     for (size_t i = 0; i < rep->n_heads; i++) {
@@ -104,8 +104,9 @@ void route_events(http_req *r)
                  "events up to seq %lld were deleted: reload your state, then resume after seq "
                  "%lld",
                  (long long)purged, (long long)purged);
-        http_json(r, 410, json_pack("{s:s, s:I, s:i}", "error", msg, "reload_after",
-                                    (json_int_t)purged, "status", 410));
+        http_json(r, 410,
+                  json_pack("{s:s, s:I, s:i}", "error", msg, "reload_after", (json_int_t)purged,
+                            "status", 410));
     } else if (after > head) {
         http_error(r, 400, "position %lld is past your last event (%lld)", (long long)after,
                    (long long)head);

@@ -36,12 +36,12 @@ struct stream {
     struct MHD_Connection *conn;
     int fd;
     int64_t user;
-    int64_t pos;    /* the seq of the last event framed; under hb.mu once linked */
-    int online;     /* the online marker is framed */
-    int suspended;  /* the reader suspended the connection; whoever appends resumes it */
-    int ending;     /* no more frames: what is held is sent, then the stream ends */
-    int cut;        /* over its cap: it ends now, what is held is dropped */
-    buf out;        /* frames not yet sent, capped */
+    int64_t pos;   /* the seq of the last event framed; under hb.mu once linked */
+    int online;    /* the online marker is framed */
+    int suspended; /* the reader suspended the connection; whoever appends resumes it */
+    int ending;    /* no more frames: what is held is sent, then the stream ends */
+    int cut;       /* over its cap: it ends now, what is held is dropped */
+    buf out;       /* frames not yet sent, capped */
     int64_t keepalive_due, ends_at; /* monotonic ms */
     stream *prev, *next;            /* every stream */
     stream *next_of_user;
@@ -62,8 +62,8 @@ static struct {
     stream *all;
     hub_user *table[BUCKETS];
     int n_streams, n_users;
-    int64_t gen;     /* moves when the poll must start again with new positions */
-    int in_poll;     /* the hub waits in WatchEvents */
+    int64_t gen; /* moves when the poll must start again with new positions */
+    int in_poll; /* the hub waits in WatchEvents */
     int accepting;
     int started;
     int page;
@@ -298,8 +298,8 @@ stream *streams_open(http_req *r, int64_t after, const Calc__V1__WatchEventsRepl
     u->streams = s;
     hb.n_streams++;
     /* The poll in flight serves this stream only if it covers its position (and its head). */
-    int restart = u->poll_after == NOT_IN_POLL || s->pos < u->poll_after ||
-                  (!s->online && !u->poll_head);
+    int restart =
+        u->poll_after == NOT_IN_POLL || s->pos < u->poll_after || (!s->online && !u->poll_head);
     int64_t gen = restart ? ++hb.gen : 0;
     int in_poll = hb.in_poll;
     pthread_cond_broadcast(&hb.cv);
@@ -314,8 +314,8 @@ stream *streams_open(http_req *r, int64_t after, const Calc__V1__WatchEventsRepl
 
 struct MHD_Response *streams_response(stream *s)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, READ_BLOCK, read_stream, s, free_stream);
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, READ_BLOCK,
+                                                                  read_stream, s, free_stream);
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no"); /* proxies: pass frames at once */
@@ -379,6 +379,8 @@ static void deliver_locked(const Calc__V1__WatchEventsReply *rep, buf *frames)
             if (s->ending || ue->event->seq != s->pos + 1)
                 continue;
             append_locked(s, frames[i].data, frames[i].len);
+            if (s->cut)
+                continue; /* over its cap: nothing more goes to it */
             s->pos = ue->event->seq;
             atomic_fetch_add(&n_sent, 1);
         }
@@ -573,7 +575,8 @@ void streams_metrics(buf *b)
          "users whose new events a WatchEvents reply brought to this instance"},
         {"calc_stream_events_received_total", "counter",
          "events WatchEvents brought to this instance (only its streams' users')"},
-        {"calc_stream_events_sent_total", "counter", "event frames queued to this instance's streams"},
+        {"calc_stream_events_sent_total", "counter",
+         "event frames queued to this instance's streams"},
         {"calc_event_streams_cut_total", "counter",
          "streams closed because their client read too slowly (STREAM_BUFFER_BYTES)"},
     };

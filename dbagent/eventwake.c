@@ -10,9 +10,9 @@
 #include "ready.h"
 #include "timeutil.h"
 
-#define RING        4096 /* recent marks kept */
-#define NOTIFY_MAX  256  /* distinct users one NOTIFY names; beyond, it says "*" */
-#define KICKS       64   /* watches WakeWatch remembers */
+#define RING       4096 /* recent marks kept */
+#define NOTIFY_MAX 256  /* distinct users one NOTIFY names; beyond, it says "*" */
+#define KICKS      64   /* watches WakeWatch remembers */
 
 typedef struct mark {
     int64_t user;

@@ -137,7 +137,8 @@ int h_wake_watch(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
 {
     const Calc__V1__WakeWatchRequest *req = (const void *)m;
     if (!req->watch_id[0] || strlen(req->watch_id) >= EVWAKE_WATCH_ID_MAX)
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "WakeWatch: watch_id must have 1 to %d characters",
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "WakeWatch: watch_id must have 1 to %d characters",
                         EVWAKE_WATCH_ID_MAX - 1);
     evwake_kick(req->watch_id, req->watch_gen);
     *resp = empty_reply(ctx);

@@ -43,13 +43,6 @@ end
 """
 
 
-def cpu_ticks():
-    """The "cpu" line of /proc/stat: (steal, total) in clock ticks."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return fields[7], sum(fields[:8])
-
-
 def poll(session, url, token, seconds, stop=None):
     """GET /expression as often as it answers (10 ms apart) for seconds; latencies in ms, sorted."""
     times, statuses = [], {}
@@ -96,14 +89,14 @@ def main():
         script.write(ATTACK_LUA)
         script.close()
 
-        steal0, total0 = cpu_ticks()
+        steal0, total0 = harness.cpu_ticks()
         quiet, quiet_status = poll(api.session, url, token, args.seconds)
         attack = subprocess.Popen(["wrk", "-t2", f"-c{args.connections}", f"-d{args.seconds + 1}s", "-s", script.name,
                                    url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(0.5)  # let wrk open its connections: the poll below runs under the attack only
         loud, loud_status = poll(api.session, url, token, args.seconds - 0.5 if args.seconds > 1 else 0.5)
         out, _ = attack.communicate(timeout=args.seconds + 30)
-        steal1, total1 = cpu_ticks()
+        steal1, total1 = harness.cpu_ticks()
         os.unlink(script.name)
 
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)

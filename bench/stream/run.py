@@ -31,13 +31,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 
 
-def cpu_ticks():
-    """The "cpu" line of /proc/stat: (steal, total) in clock ticks."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return fields[7], sum(fields[:8])
-
-
 def proc_status(pid):
     """VmRSS (kB) and Threads of a process."""
     out = {}
@@ -114,7 +107,7 @@ def main():
     import requests
     from api_helpers import claims, forge_jwt
 
-    steal0, total0 = cpu_ticks()
+    steal0, total0 = harness.cpu_ticks()
     root = harness.make_temp_root()
     servers = harness.Servers(root)
     cluster = None
@@ -198,7 +191,7 @@ def main():
         for r in readers:
             r.sock.close()
         harness.stop_private(servers, root, cluster)
-        steal1, total1 = cpu_ticks()
+        steal1, total1 = harness.cpu_ticks()
         if total1 > total0:
             print(f"CPU steal during the run: {100.0 * (steal1 - steal0) / (total1 - total0):.1f}%")
 

@@ -315,6 +315,13 @@ def _kill_and_wait(pid, expected, timeout=30):
     wait_for(gone, timeout, f"{expected} (pid {pid}) to die")
 
 
+def cpu_ticks():
+    """The "cpu" line of /proc/stat: (steal, total) in clock ticks, for the benchmarks' CPU steal."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return fields[7], sum(fields[:8])
+
+
 def cpu_by_program():
     """{program name: CPU seconds used so far} over every process on the machine (from /proc),
     for the benchmarks' profiles."""

@@ -10,10 +10,12 @@ import re
 import subprocess
 import time
 
+import harness
 import pytest
 import requests
 
 from api_helpers import error_of, new_user, submit
+from dba_client import DbaClient
 from sse import SseClosed, open_stream
 
 KINDS = {"created", "started", "node", "finished", "failed", "cancelled"}
@@ -292,20 +294,57 @@ def test_two_instances_each_receive_only_their_users_events(cluster):
     cluster.wait_for(lambda: metric(api1.url, "calc_event_streams") == 0, 10, "the stream to be gone")
 
 
-@pytest.mark.cluster(agents=1, env=dict(ENV, STREAM_WATCH_WAIT_MS="2000"))
+# No agent: the only event is `created`, committed by dbagent 2.
+@pytest.mark.cluster(agents=0, env=ENV)
+def test_events_committed_by_another_dbagent_wake_the_poll_at_once(cluster):
+    """API 1 talks to dbagent 1, API 2 to dbagent 2. An expression created through API 2 commits
+    its event at dbagent 2; dbagent 2's NOTIFY calc_events wakes dbagent 1's waiting WatchEvents
+    for that user, so API 1's stream gets it at once, not when its poll times out (25 s)."""
+    port = harness.free_port()
+    cluster.start_dbagent(name="dbagent-2", DBAGENT_PORT=str(port))
+    api2 = cluster.start_api(DBAGENT_ADDR=f"127.0.0.1:{port}")
+    dba1 = DbaClient(cluster.env["DBAGENT_ADDR"], cluster.env["DBAGENT_TOKEN"])
+    a = new_user(cluster, "two-dbagents")
+    s = open_stream(cluster.apis[0].url, token=a.token)
+    try:
+        assert read_until(s, lambda evs: True)[0]["event"] == "online"
+        other = cluster.api_client(api2)
+        other.token = a.token
+        # Each after the previous one's event came: the poll has asked again and waits by then.
+        for n in range(3):
+            t0 = time.monotonic()
+            eid = submit(other, "1+2")
+            got = read_until(s, lambda evs: True, timeout=10)
+            took = time.monotonic() - t0
+            assert got[0]["event"] == "created" and got[0]["data"]["expression_id"] == eid and took < 3, (got, took)
+        # Dbagent 1 committed no event itself: its waiting poll was woken by dbagent 2's NOTIFY.
+        stats = dba1.GetStats()
+        assert stats.event_users_signalled == 0
+        assert stats.event_watch_wakeups >= 1
+    finally:
+        s.close()
+        dba1.close()
+
+
+# QUEUED_TIMEOUT_MS: a node whose TakeReady reply the kill lost is dispatched again soon.
+@pytest.mark.cluster(agents=1, env=dict(ENV, STREAM_WATCH_WAIT_MS="2000", QUEUED_TIMEOUT_MS="2000"))
 def test_a_dbagent_restart_loses_no_event_of_an_open_stream(cluster):
+    """The stream stays open across a dbagent restart; the events committed while the API's poll
+    was down (and those of an expression in flight at the kill) come after it, by position."""
     api = new_user(cluster, "restart")
     s = open_stream(cluster.apis[0].url, token=api.token)
     try:
         assert read_until(s, lambda evs: True)[0]["event"] == "online"
         eid = submit(api, "1+1")
+        got = read_until(s, finished_count(1))
+        eid2 = submit(api, "2+2")
         dba = [p for p in cluster.procs if p.name == "dbagent"][-1]
         cluster.restart(dba, kill=True)
         cluster.wait_ready()  # the API reaches the new dbagent
-        eid2 = submit(api, "2+2")
-        got = read_until(s, finished_count(2), timeout=60)
-        assert [int(e["id"]) for e in got] == list(range(1, 9))
-        assert {e["data"]["expression_id"] for e in got} == {eid, eid2}
+        eid3 = submit(api, "3+3")
+        got += read_until(s, finished_count(2), timeout=60)
+        assert [int(e["id"]) for e in got] == list(range(1, 13))
+        assert {e["data"]["expression_id"] for e in got} == {eid, eid2, eid3}
     finally:
         s.close()
 
