@@ -180,6 +180,8 @@ static void *dispatcher_main(void *arg)
         Calc__V1__TakeReadyRequest req = CALC__V1__TAKE_READY_REQUEST__INIT;
         req.max = BATCH;
         req.wait_ms = LONG_POLL_MS;
+        req.live_within_ms = (int32_t)api_cfg.heartbeat_timeout_ms;
+        req.ahead_percent = (int32_t)api_cfg.dispatch_ahead;
         Calc__V1__TakeReadyReply *taken = NULL;
         int rc = rpc_call(dba, DBA_TAKE_READY, &req.base, &calc__v1__take_ready_reply__descriptor,
                           (ProtobufCMessage **)&taken, LONG_POLL_MS + 4000, err, sizeof err);

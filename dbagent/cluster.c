@@ -42,6 +42,7 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     if (!r)
         return db_failed(ctx);
     PQclear(r);
+    ready_bump_local(); /* an agent alive again, or with workers free: room to dispatch */
     *resp = empty_reply(ctx);
     return RPC_OK;
 }

@@ -12,6 +12,8 @@
 
 handler_settings handler_cfg = {.max_attempts = 5};
 
+#define CAPACITY_RECHECK_MS 100
+
 static const db_stmt unqueue_stmt = {
     "unqueue",
     "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
@@ -20,21 +22,20 @@ static const db_stmt unqueue_stmt = {
     " SELECT count(*) FROM u",
     2};
 
-#define TAKE_SQL                                                                                   \
-    "WITH t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now()"       \
-    " FROM (SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT $1"         \
-    " FOR UPDATE SKIP LOCKED) s WHERE n.id = s.id"                                                 \
-    " RETURNING n.id, n.epoch, n.expression_id, n.tail_ms, n.ready_at)"                            \
-    " SELECT id, epoch, expression_id, to_ms(ready_at) FROM t ORDER BY tail_ms DESC, id"
-static const db_stmt take_stmt = {"take_ready", TAKE_SQL, 1};
+/* schema/functions/calc_take_ready.sql: capacity, fairness, the order to publish in. */
+static const db_stmt take_stmt = {"take_ready", "SELECT * FROM calc_take_ready($1, $2, $3)", 3};
+/* Whether anything waits: a take that found no room looks again sooner (see h_take_ready). */
+static const db_stmt any_ready_stmt = {
+    "any_ready", "SELECT EXISTS (SELECT 1 FROM nodes WHERE state = 'ready')", 0};
 
-/* Moves up to max ready nodes to queued with a new epoch, longest remaining path first; SKIP
- * LOCKED hands a node to one caller only. */
-static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__TakeReadyReply *rep)
+/* Moves up to max ready nodes to queued with a new epoch (calc_take_ready). */
+static int take(db *d, rpc_ctx *ctx, const Calc__V1__TakeReadyRequest *req, int max,
+                Calc__V1__TakeReadyReply *rep)
 {
-    char lim[32];
-    const char *p[] = {db_fmt_i64(lim, max)};
-    PGresult *r = db_call(d, ctx, stmt, p);
+    char lim[32], live[32], ahead[32];
+    const char *p[] = {db_fmt_i64(lim, max), db_fmt_i64(live, req->live_within_ms),
+                       db_fmt_i64(ahead, req->ahead_percent)};
+    PGresult *r = db_call(d, ctx, &take_stmt, p);
     if (!r)
         return db_failed(ctx);
     int n = PQntuples(r);
@@ -51,6 +52,19 @@ static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__Tak
     }
     PQclear(r);
     return RPC_OK;
+}
+
+/* 1 when some node is ready; *rc set on a failure. */
+static int any_ready(db *d, rpc_ctx *ctx, int *rc)
+{
+    PGresult *r = db_call(d, ctx, &any_ready_stmt, NULL);
+    if (!r) {
+        *rc = db_failed(ctx);
+        return 0;
+    }
+    int any = db_str(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return any;
 }
 
 int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -73,13 +87,26 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
      * and the wait returns. A wake-up that finds nothing (another caller was faster) waits
      * again, until the deadline. */
     int64_t deadline = time_monotonic_ms() + wait;
-    uint64_t seen = ready_generation();
-    int rc = take(d, ctx, &take_stmt, max, rep);
-    while (!rc && rep->n_nodes == 0 && wait > 0 && ready_wait(seen, deadline)) {
-        seen = ready_generation();
-        rc = take(d, ctx, &take_stmt, max, rep);
+    for (;;) {
+        uint64_t seen = ready_generation();
+        int rc = take(d, ctx, req, max, rep);
+        if (rc || rep->n_nodes || wait <= 0)
+            return rc;
+        /* Nothing taken although nodes wait: the agents have no room. A completion or a
+         * heartbeat here moves the generation; one at another dbagent does not (only nodes
+         * made ready are NOTIFY'd), so look again after CAPACITY_RECHECK_MS at the latest. */
+        int64_t until = deadline;
+        if (req->live_within_ms > 0 && any_ready(d, ctx, &rc) && !rc) {
+            int64_t soon = time_monotonic_ms() + CAPACITY_RECHECK_MS;
+            if (soon < until)
+                until = soon;
+        }
+        if (rc)
+            return rc;
+        /* Not moved: the deadline passed, or the waiters were released for the stop (early). */
+        if (!ready_wait(seen, until) && (until >= deadline || time_monotonic_ms() < until))
+            return RPC_OK;
     }
-    return rc;
 }
 
 int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
@@ -188,8 +215,12 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
+    /* A parent made ready is news for every dispatcher; a worker set free, for the ones whose
+     * take found no room, which look again soon anyway (h_take_ready). */
     if (c.parent_ready)
         ready_signal();
+    else if (c.outcome == COMPLETE_APPLIED)
+        ready_bump_local();
     if (c.outcome == COMPLETE_NO_NODE)
         return rpc_fail(ctx, RPC_NOT_FOUND, "CompleteNode node=%lld: no such node",
                         (long long)req->node_id);

@@ -62,6 +62,11 @@ uint64_t ready_generation(void)
     return g;
 }
 
+void ready_bump_local(void)
+{
+    bump();
+}
+
 void ready_signal(void)
 {
     pthread_mutex_lock(&rd.mu);
