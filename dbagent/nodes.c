@@ -211,7 +211,8 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
                    .epoch = req->epoch,
                    .agent = req->agent,
                    .value = req->value,
-                   .error = error ? msg : NULL};
+                   .error = error ? msg : NULL,
+                   .go_on = req->can_continue};
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
@@ -238,6 +239,18 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__complete_node_reply__init(rep);
     rep->expression_finished = c.finished;
+    if (c.next_node > 0) {
+        Calc__V1__Continuation *next = rpc_alloc(ctx, sizeof *next);
+        calc__v1__continuation__init(next);
+        next->node_id = c.next_node;
+        next->epoch = c.next_epoch;
+        next->op = rpc_strdup(ctx, c.op);
+        next->left = c.left;
+        next->right = c.right;
+        next->delay_ms = c.delay_ms;
+        next->attempt = c.attempt;
+        rep->next = next;
+    }
     *resp = &rep->base;
     return RPC_OK;
 }

@@ -4,15 +4,29 @@
 -- p_error NULL: the node's value is p_value. outcome: 0 applied, 1 stale, -1 no such node.
 -- finished: the expression is now finished (its root was done, or it failed).
 -- parent_ready: the parent became ready; the caller wakes the dispatchers after the commit.
+--
+-- Continuation: with p_continue (the completing worker is free now), a parent that this value
+-- makes ready is not left for the dispatcher: it is claimed for the same agent in this same
+-- transaction (running, a new epoch, one attempt counted, as a claim would), and next_* describe
+-- it (next_node NULL otherwise). A chain's next level then costs no dispatch, broker round trip or
+-- claim of its own. Fencing is unchanged: the agent completes it at next_epoch, and the monitor
+-- takes it back from a silent agent as from any other.
 CREATE OR REPLACE FUNCTION calc_complete(p_node bigint, p_epoch integer, p_agent text,
                                          p_value double precision, p_error text,
+                                         p_continue boolean,
                                          OUT outcome integer, OUT finished boolean,
-                                         OUT parent_ready boolean)
+                                         OUT parent_ready boolean, OUT next_node bigint,
+                                         OUT next_epoch integer, OUT next_op text,
+                                         OUT next_lv double precision,
+                                         OUT next_rv double precision, OUT next_delay_ms integer,
+                                         OUT next_attempt integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     eid bigint;
     e record;
     n record;
+    par record;
+    go_on boolean := coalesce(p_continue, false);
 BEGIN
     finished := false;
     parent_ready := false;
@@ -50,12 +64,36 @@ BEGIN
         RETURN;
     END IF;
     IF n.parent_id IS NOT NULL THEN
+        -- The SET expressions all see the row as it was: "pending = 1 AND state = 'blocked'" is
+        -- this value making the parent ready.
         UPDATE nodes SET left_value = CASE WHEN n.parent_side = 0 THEN p_value ELSE left_value END,
                right_value = CASE WHEN n.parent_side = 1 THEN p_value ELSE right_value END,
                pending = pending - 1,
-               state = CASE WHEN pending = 1 AND state = 'blocked' THEN 'ready' ELSE state END,
-               ready_at = CASE WHEN pending = 1 THEN now() ELSE ready_at END
-         WHERE id = n.parent_id RETURNING state = 'ready' INTO parent_ready;
+               state = CASE WHEN pending = 1 AND state = 'blocked'
+                            THEN CASE WHEN go_on THEN 'running' ELSE 'ready' END
+                            ELSE state END,
+               ready_at = CASE WHEN pending = 1 THEN now() ELSE ready_at END,
+               epoch = CASE WHEN go_on AND pending = 1 AND state = 'blocked' THEN epoch + 1
+                            ELSE epoch END,
+               agent = CASE WHEN go_on AND pending = 1 AND state = 'blocked' THEN p_agent
+                            ELSE agent END,
+               started_at = CASE WHEN go_on AND pending = 1 AND state = 'blocked' THEN now()
+                                 ELSE started_at END,
+               attempts = CASE WHEN go_on AND pending = 1 AND state = 'blocked' THEN attempts + 1
+                               ELSE attempts END
+         WHERE id = n.parent_id
+        RETURNING nodes.state, nodes.epoch, nodes.op, nodes.left_value, nodes.right_value,
+                  nodes.delay_ms, nodes.attempts, nodes.pending INTO par;
+        parent_ready := par.state = 'ready';
+        IF go_on AND par.state = 'running' AND par.pending = 0 THEN
+            next_node := n.parent_id;
+            next_epoch := par.epoch;
+            next_op := par.op;
+            next_lv := par.left_value;
+            next_rv := par.right_value;
+            next_delay_ms := par.delay_ms;
+            next_attempt := par.attempts;
+        END IF;
     END IF;
     finished := n.parent_id IS NULL;
     IF finished THEN

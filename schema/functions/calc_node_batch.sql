@@ -8,17 +8,19 @@
 -- completion of one node in one batch cannot both apply, whatever their order: the completion of
 -- a node follows the commit of its claim.)
 --
--- p_claim[i]: a claim (p_value, p_error unused) or a completion (p_error NULL: the value is
--- p_value). Returns one row per item, i being its position in the arrays (from 1), with the
--- OUT values of calc_claim (outcome .. attempt) or of calc_complete (outcome, finished,
--- parent_ready).
+-- p_claim[i]: a claim (p_value, p_error, p_continue unused) or a completion (p_error NULL: the
+-- value is p_value; p_continue[i]: calc_complete's). Returns one row per item, i being its
+-- position in the arrays (from 1), with the OUT values of calc_claim (outcome .. attempt) or of
+-- calc_complete (outcome, finished, parent_ready, next_*).
 CREATE OR REPLACE FUNCTION calc_node_batch(p_claim boolean[], p_node bigint[],
                                            p_epoch integer[], p_agent text[],
                                            p_value double precision[], p_error text[],
-                                           p_max_attempts integer)
+                                           p_continue boolean[], p_max_attempts integer)
 RETURNS TABLE (i integer, outcome integer, op text, lv double precision, rv double precision,
                delay_ms integer, expr_id bigint, attempt integer, finished boolean,
-               parent_ready boolean)
+               parent_ready boolean, next_node bigint, next_epoch integer, next_op text,
+               next_lv double precision, next_rv double precision, next_delay_ms integer,
+               next_attempt integer)
 LANGUAGE plpgsql
 -- The order of the items comes from a join of the arrays with nodes. Planned for the arrays at
 -- hand, it was planned again in every call (a few items cost less than the generic plan's
@@ -34,9 +36,9 @@ DECLARE
     cp record; -- calc_complete's answer
 BEGIN
     FOR item IN
-        SELECT x.k, x.claim, x.node, x.epoch, x.agent, x.value, x.error
-          FROM unnest(p_claim, p_node, p_epoch, p_agent, p_value, p_error)
-               WITH ORDINALITY AS x(claim, node, epoch, agent, value, error, k)
+        SELECT x.k, x.claim, x.node, x.epoch, x.agent, x.value, x.error, x.go_on
+          FROM unnest(p_claim, p_node, p_epoch, p_agent, p_value, p_error, p_continue)
+               WITH ORDINALITY AS x(claim, node, epoch, agent, value, error, go_on, k)
           LEFT JOIN nodes n ON n.id = x.node
           LEFT JOIN expressions e ON e.id = n.expression_id
          ORDER BY n.expression_id,
@@ -47,6 +49,13 @@ BEGIN
         i := item.k;
         finished := NULL;
         parent_ready := NULL;
+        next_node := NULL;
+        next_epoch := NULL;
+        next_op := NULL;
+        next_lv := NULL;
+        next_rv := NULL;
+        next_delay_ms := NULL;
+        next_attempt := NULL;
         IF item.claim THEN
             -- The common claim in one statement: a queued node of a started expression that
             -- calc_claim would not lock the expression for, and would answer the same. Anything
@@ -71,7 +80,8 @@ BEGIN
                 attempt := cl.attempt;
             END IF;
         ELSE
-            cp := calc_complete(item.node, item.epoch, item.agent, item.value, item.error);
+            cp := calc_complete(item.node, item.epoch, item.agent, item.value, item.error,
+                                item.go_on);
             outcome := cp.outcome;
             op := NULL;
             lv := NULL;
@@ -81,6 +91,13 @@ BEGIN
             attempt := NULL;
             finished := cp.finished;
             parent_ready := cp.parent_ready;
+            next_node := cp.next_node;
+            next_epoch := cp.next_epoch;
+            next_op := cp.next_op;
+            next_lv := cp.next_lv;
+            next_rv := cp.next_rv;
+            next_delay_ms := cp.next_delay_ms;
+            next_attempt := cp.next_attempt;
         END IF;
         RETURN NEXT;
     END LOOP;

@@ -598,3 +598,52 @@ def test_a_deadlock_is_aborted_and_changes_nothing(dba):
     assert dba.psql(f"SELECT state, result IS NULL FROM nodes WHERE id = {t.node_id}").strip() == "running|t"
     assert dba.psql(f"SELECT nodes_done FROM expressions WHERE id = {e.id}").strip() == "0"
     assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=7) == "applied"
+
+
+# ---- continuation ------------------------------------------------------------------------------
+
+
+def test_a_completion_continues_with_the_parent_it_makes_ready_and_fencing_holds(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (t,) = take(dba, e.id)
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
+    done = dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4, can_continue=True)
+    nxt = done.next
+    assert nxt.node_id and (nxt.op, nxt.left, nxt.right, nxt.attempt) == ("+", 2.0, 4.0, 1)
+    # Claimed in the same transaction: running under agent-a at a new epoch, never ready or queued,
+    # so no dispatcher takes it.
+    assert node_state(dba, nxt.node_id) == ("running", nxt.epoch)
+    assert dba.psql(f"SELECT agent, attempts, queued_at IS NULL FROM nodes WHERE id = {nxt.node_id}").strip() == "agent-a|1|t"
+    assert not [x for x in dba.TakeReady(max=1000).nodes if x.expression_id == e.id]
+    # agent-a goes silent: the continued node is handed back with a new epoch like any other, and
+    # agent-a's late completion of it is stale and changes nothing.
+    harness.wait_for(lambda: dba.RequeueStale(heartbeat_timeout_ms=1, queued_timeout_ms=3600_000).requeued >= 1, 10,
+                     "requeue")
+    before = snapshot(dba, u.id, e.id)
+    assert answer(dba, "CompleteNode", node_id=nxt.node_id, epoch=nxt.epoch, agent="agent-a", value=6,
+                  can_continue=True) == "stale"
+    assert snapshot(dba, u.id, e.id) == before
+    (again,) = take(dba, e.id)
+    assert again.node_id == nxt.node_id and again.epoch == nxt.epoch + 2  # requeue, then take
+    cl = run_node(dba, again, agent="agent-b")
+    assert cl.attempt == 2
+    f = expr(dba, u.id, e.id)
+    assert f.status == "ok" and f.result == 6.0
+
+
+def test_without_can_continue_or_while_the_parent_waits_nothing_is_continued(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression  # two leaves, one join
+    a, b = take(dba, e.id, 2)
+    for t in (a, b):
+        assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
+    # The first completion leaves the join waiting for the other operand: nothing to continue with.
+    first = dba.CompleteNode(node_id=a.node_id, epoch=a.epoch, agent="agent-a", value=1, can_continue=True)
+    assert not first.HasField("next")
+    # The second makes it ready; without can_continue it goes to the dispatcher as before.
+    second = dba.CompleteNode(node_id=b.node_id, epoch=b.epoch, agent="agent-a", value=2)
+    assert not second.HasField("next")
+    (join,) = take(dba, e.id)
+    run_node(dba, join)
+    assert expr(dba, u.id, e.id).result == 3.0

@@ -186,3 +186,61 @@ def test_at_default_settings_a_busy_or_briefly_paused_agent_keeps_its_node(bare_
     wait_final(cluster, [eid], 30)
     state, agent, epoch, attempts = node_row(cluster, node)
     assert (state, agent, attempts) == ("done", holder, 1), "the node was taken from a live agent"
+
+
+# --- continuation ----------------------------------------------------------------------------------
+def chain(levels):
+    """An expression of `levels` dependent operations (+ and * alternate, so nothing is regrouped)
+    and its value."""
+    text, value = "1", 1
+    for i in range(levels):
+        op = "+" if i % 2 == 0 else "*"
+        text = f"({text}{op}2)"
+        value = value + 2 if op == "+" else value * 2
+    return text, value
+
+
+def dispatched(cluster):
+    text = cluster.api_client().get("/metrics").text
+    return int(next(line.split()[1] for line in text.splitlines() if line.startswith("calc_nodes_dispatched_total ")))
+
+
+@pytest.mark.cluster(agents=1)
+def test_a_chain_runs_on_from_completion_to_completion_without_the_broker(cluster):
+    set_delays(cluster, 0)
+    api = new_user(cluster, "chain")
+    cluster.wait_for(lambda: live_agents(cluster, api), 30, "the agent to heartbeat")
+    text, value = chain(10)
+    before = dispatched(cluster)
+    eid = submit(api, text)
+    wait_final(cluster, [eid], 30)
+    [(status, result)] = sql(cluster, f"SELECT status, result FROM expressions WHERE id = {eid}")
+    assert status == "ok" and float(result) == value
+    rows = sql(cluster, f"SELECT attempts, queued_at IS NULL FROM nodes WHERE expression_id = {eid}")
+    assert len(rows) == 10 and all(a == "1" for a, _ in rows), rows
+    assert sum(1 for _, never_queued in rows if never_queued == "t") == 9, "every level but the first continued"
+    assert dispatched(cluster) - before == 1, "only the first node went through the broker"
+
+
+@pytest.mark.cluster(agents=2, env={"AGENT_MAX_PROCESSES": "1"})
+def test_a_continued_node_of_a_killed_agent_is_run_again_and_applied_once(cluster):
+    set_delays(cluster, 1500)
+    api = new_user(cluster, "chainkill")
+    cluster.wait_for(lambda: len(live_agents(cluster, api)) == 2, 30, "both agents to heartbeat")
+    text, value = chain(3)
+    eid = submit(api, text)
+
+    def continued_running():
+        rows = sql(cluster, f"SELECT id, agent FROM nodes WHERE expression_id = {eid} AND state = 'running'"
+                            " AND queued_at IS NULL")
+        return (int(rows[0][0]), rows[0][1]) if rows else None
+
+    node, holder = cluster.wait_for(continued_running, 30, "a continued node to run")
+    next(p for p in cluster.procs if p.name == holder).kill()
+    wait_final(cluster, [eid], 30)
+    [(status, result)] = sql(cluster, f"SELECT status, result FROM expressions WHERE id = {eid}")
+    assert status == "ok" and float(result) == value
+    state, agent, epoch, attempts = node_row(cluster, node)
+    assert state == "done" and agent != holder and attempts == 2
+    [(done,)] = sql(cluster, f"SELECT nodes_done FROM expressions WHERE id = {eid}")
+    assert int(done) == 3, "each node counted done once"
