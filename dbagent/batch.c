@@ -13,9 +13,13 @@
 #include "pgarray.h"
 #include "timeutil.h"
 
-/* One call alone: schema/functions/calc_claim.sql and calc_complete.sql. */
+/* One call alone: schema/functions/calc_claim.sql and calc_complete.sql. A claim alone commits
+ * without waiting for its WAL flush (docs/dbagent.md, "Commits that need not wait"). */
 static const db_stmt claim_stmt = {
-    "claim_node", "SELECT * FROM calc_claim($1::bigint, $2::int, $3::text, $4::int)", 4};
+    "claim_node",
+    "SELECT c.* FROM calc_claim($1::bigint, $2::int, $3::text, $4::int) c,"
+    " set_config('synchronous_commit', 'off', true) lazy",
+    4};
 static const db_stmt complete_stmt = {
     "complete_node",
     "SELECT * FROM calc_complete($1::bigint, $2::int, $3::text, $4::float8, $5::text, $6::boolean)",

@@ -1,4 +1,7 @@
--- CompleteNode: the result of a running node at that epoch, held by that agent. A value fills
+-- CompleteNode: the result of a running node at that epoch, held by that agent; or of a node
+-- still queued at that epoch: its claim was committed without waiting for the WAL flush and lost
+-- in a crash (calc_node_batch), and the completion, which only the message's holder can send,
+-- proves the lease as well (a second copy of the message then finds the node done: stale). A value fills
 -- the parent's operand (and makes it ready when it was the last); the root's value finishes the
 -- expression; an error fails the node and its expression.
 -- p_error NULL: the node's value is p_value. outcome: 0 applied, 1 stale, -1 no such node.
@@ -36,7 +39,7 @@ BEGIN
     UPDATE expressions x SET nodes_done = x.nodes_done + (p_error IS NULL)::integer
       FROM nodes nd
      WHERE nd.id = p_node AND x.id = nd.expression_id AND x.status IN ('new', 'in_progress')
-     RETURNING x.id, x.user_id INTO e;
+     RETURNING x.id, x.user_id, x.status INTO e;
     IF NOT FOUND THEN
         -- No such node, or its expression is finished: then so is the node (done, failed or
         -- cancelled), and this completion is stale.
@@ -47,8 +50,10 @@ BEGIN
     eid := e.id;
     UPDATE nodes SET state = CASE WHEN p_error IS NULL THEN 'done' ELSE 'failed' END,
            result = CASE WHEN p_error IS NULL THEN p_value END, error = p_error,
-           finished_at = now()
-     WHERE id = p_node AND epoch = p_epoch AND agent = p_agent AND (state = 'running') IS TRUE
+           finished_at = now(), agent = p_agent, started_at = coalesce(started_at, now()),
+           attempts = CASE WHEN state = 'queued' THEN attempts + 1 ELSE attempts END
+     WHERE id = p_node AND epoch = p_epoch
+       AND ((state = 'running' AND agent = p_agent) OR state = 'queued') IS TRUE
      RETURNING parent_id, parent_side INTO n;
     IF NOT FOUND THEN
         -- Not running at this epoch for this agent: someone else owns the node now.
@@ -58,6 +63,11 @@ BEGIN
         RETURN;
     END IF;
     outcome := 0;
+    IF e.status = 'new' THEN
+        -- Its first claim was the one lost: the expression starts now.
+        UPDATE expressions SET status = 'in_progress', started_at = now() WHERE id = eid;
+        PERFORM calc_event(e.user_id, eid, 'started', '{}');
+    END IF;
     IF p_error IS NOT NULL THEN
         PERFORM calc_fail_expression(eid, p_error);
         finished := true;

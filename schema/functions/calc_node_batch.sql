@@ -35,6 +35,12 @@ DECLARE
     cl record; -- calc_claim's answer
     cp record; -- calc_complete's answer
 BEGIN
+    -- Claims alone commit without waiting for their WAL flush: a claim lost in a crash leaves its
+    -- node queued at its epoch, and the completion that would follow it, which is flushed and
+    -- flushes every earlier commit with it, cannot be applied without it (docs/dbagent.md).
+    IF true = ALL (p_claim) THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
     FOR item IN
         SELECT x.k, x.claim, x.node, x.epoch, x.agent, x.value, x.error, x.go_on
           FROM unnest(p_claim, p_node, p_epoch, p_agent, p_value, p_error, p_continue)

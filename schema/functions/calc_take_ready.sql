@@ -21,6 +21,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     room bigint := p_max;
 BEGIN
+    -- Committed without waiting for the WAL flush: a take lost in a crash leaves its nodes ready
+    -- at their old epoch, and the message already published carries the epoch they get again
+    -- (one of the two copies claims, the other is stale).
+    PERFORM set_config('synchronous_commit', 'off', true);
     IF p_live_ms > 0 THEN
         SELECT ceil(coalesce(sum(a.workers), 0) * (100 + p_ahead) / 100.0) INTO room
           FROM agents a WHERE a.last_heartbeat_at > now() - p_live_ms * interval '1 ms';

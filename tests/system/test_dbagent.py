@@ -647,3 +647,25 @@ def test_without_can_continue_or_while_the_parent_waits_nothing_is_continued(dba
     (join,) = take(dba, e.id)
     run_node(dba, join)
     assert expr(dba, u.id, e.id).result == 3.0
+
+
+def test_a_completion_proves_a_claim_that_was_lost(dba):
+    """A claim commits without waiting for its WAL flush, so a crash of PostgreSQL may lose it while
+    its agent computes. The completion, at the message's epoch, is then applied to the queued node
+    (only the message's holder can send it); a second copy of the message finds the node done."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (t,) = take(dba, e.id)
+    assert node_state(dba, t.node_id) == ("queued", t.epoch)  # as if the claim had been lost
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a", value=4) == "stale"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4) == "applied"
+    assert dba.psql(f"SELECT state, agent, attempts FROM nodes WHERE id = {t.node_id}").strip() == "done|agent-a|1"
+    assert expr(dba, u.id, e.id).status == "in_progress"
+    assert "started" in [ev.kind for ev in events(dba, u.id)]
+    before = snapshot(dba, u.id, e.id)
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b") == "stale"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=4) == "stale"
+    assert snapshot(dba, u.id, e.id) == before
+    (root,) = take(dba, e.id)
+    run_node(dba, root)
+    assert expr(dba, u.id, e.id).result == 6.0
