@@ -294,14 +294,12 @@ void *worker_main(void *p)
             task next;
             int has_next;
             j->verdict = run(s, item, j->redelivered, &next, &has_next);
-            /* The message is answered now, not after a chain continued from it. */
-            calc__v1__work_item__free_unpacked(item, NULL);
-            item = NULL;
-            jobq_push(s->verdicts, j);
-            j = NULL;
             /* The parent was claimed for us inside the completion, before it is in hand: a
              * heartbeat stored in between does not list it, which dbagent forgives for
-             * HEARTBEAT_TIMEOUT_MS after a claim (the orphan grace). */
+             * HEARTBEAT_TIMEOUT_MS after a claim (the orphan grace). The message is answered
+             * after the chain: until then it holds its prefetch slot, so the broker sends this
+             * agent no more messages than it has free workers. (Should the agent die meanwhile,
+             * the message comes back and its claim is stale.) */
             while (has_next) {
                 task t = next;
                 hand_take(s->hand, wa->index, t.node_id);
@@ -311,8 +309,7 @@ void *worker_main(void *p)
         }
         if (item)
             calc__v1__work_item__free_unpacked(item, NULL);
-        if (j)
-            jobq_push(s->verdicts, j);
+        jobq_push(s->verdicts, j);
     }
     return NULL;
 }

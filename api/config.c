@@ -58,6 +58,11 @@ const cfg_entry api_config_table[] = {
      &api_cfg.heartbeat_timeout_ms},
     {"QUEUED_TIMEOUT_MS", CFG_INT, "120000", 100, 86400000,
      "a queued node nobody claimed this long is dispatched again", &api_cfg.queued_timeout_ms},
+    {"UNPUBLISHED_TIMEOUT_MS", CFG_INT, "8000", 6000, 86400000,
+     "a node taken for dispatch whose publish no dispatcher confirmed this long (its dispatcher,"
+     " dbagent or reply was lost) is dispatched again; above the 5 s a publish may wait for its"
+     " confirm",
+     &api_cfg.unpublished_timeout_ms},
     {"MONITOR_INTERVAL_MS", CFG_INT, "250", 50, 600000, "how often the monitor looks",
      &api_cfg.monitor_interval_ms},
     {"DISPATCH_AHEAD_PERCENT", CFG_INT, "50", 0, 10000,

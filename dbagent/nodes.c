@@ -14,6 +14,12 @@ handler_settings handler_cfg = {.max_attempts = 5};
 
 #define CAPACITY_RECHECK_MS 100
 
+static const db_stmt published_stmt = {
+    "published",
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))"
+    " UPDATE nodes n SET published_at = now() FROM unnest($1::bigint[], $2::int[]) AS f(id, epoch),"
+    " lazy WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued'",
+    2};
 static const db_stmt unqueue_stmt = {
     "unqueue",
     "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
@@ -23,19 +29,49 @@ static const db_stmt unqueue_stmt = {
     2};
 
 /* schema/functions/calc_take_ready.sql: capacity, fairness, the order to publish in. */
-static const db_stmt take_stmt = {"take_ready", "SELECT * FROM calc_take_ready($1, $2, $3)", 3};
+static const db_stmt take_stmt = {
+    "take_ready", "SELECT * FROM calc_take_ready($1, $2, $3, $4::bigint[], $5::int[])", 5};
 /* Whether anything waits: a take that found no room looks again sooner (see h_take_ready). */
 static const db_stmt any_ready_stmt = {
     "any_ready", "SELECT EXISTS (SELECT 1 FROM nodes WHERE state = 'ready')", 0};
+
+/* The ids and epochs of nodes, as two arrays (free both). */
+static void node_arrays(pgarray *ids, pgarray *epochs, Calc__V1__TakenNode **nodes, size_t n)
+{
+    pgarray_init(ids);
+    pgarray_init(epochs);
+    for (size_t i = 0; i < n; i++) {
+        pgarray_i64(ids, nodes[i]->node_id);
+        pgarray_i64(epochs, nodes[i]->epoch);
+    }
+}
+
+/* Runs stmt ($1 ids, $2 epochs) for nodes; NULL on a failure (recorded on ctx). */
+static PGresult *for_nodes(db *d, rpc_ctx *ctx, const db_stmt *stmt, Calc__V1__TakenNode **nodes,
+                           size_t n)
+{
+    pgarray ids, epochs;
+    node_arrays(&ids, &epochs, nodes, n);
+    const char *p[] = {pgarray_text(&ids), pgarray_text(&epochs)};
+    PGresult *r = db_call(d, ctx, stmt, p);
+    pgarray_free(&ids);
+    pgarray_free(&epochs);
+    return r;
+}
 
 /* Moves up to max ready nodes to queued with a new epoch (calc_take_ready). */
 static int take(db *d, rpc_ctx *ctx, const Calc__V1__TakeReadyRequest *req, int max,
                 Calc__V1__TakeReadyReply *rep)
 {
     char lim[32], live[32], ahead[32];
+    pgarray ids, epochs;
+    node_arrays(&ids, &epochs, req->published, req->n_published);
     const char *p[] = {db_fmt_i64(lim, max), db_fmt_i64(live, req->live_within_ms),
-                       db_fmt_i64(ahead, req->ahead_percent)};
+                       db_fmt_i64(ahead, req->ahead_percent), pgarray_text(&ids),
+                       pgarray_text(&epochs)};
     PGresult *r = db_call(d, ctx, &take_stmt, p);
+    pgarray_free(&ids);
+    pgarray_free(&epochs);
     if (!r)
         return db_failed(ctx);
     int n = PQntuples(r);
@@ -113,24 +149,21 @@ int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **re
 {
     const Calc__V1__MarkQueuedRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    if (req->n_failed > 10000)
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu", req->n_failed);
+    if (req->n_failed > 10000 || req->n_published > 10000)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu published, %zu failed",
+                        req->n_published, req->n_failed);
     *resp = empty_reply(ctx);
-    /* Published nodes are already queued; a failed publish hands its node back to ready. */
+    /* Published nodes are marked so (the outbox; a dispatcher usually reports them with its next
+     * TakeReady instead); a failed publish hands its node back to ready. */
+    PGresult *r;
+    if (req->n_published) {
+        if (!(r = for_nodes(d, ctx, &published_stmt, req->published, req->n_published)))
+            return db_failed(ctx);
+        PQclear(r);
+    }
     if (req->n_failed == 0)
         return RPC_OK;
-    pgarray ids, epochs;
-    pgarray_init(&ids);
-    pgarray_init(&epochs);
-    for (size_t i = 0; i < req->n_failed; i++) {
-        pgarray_i64(&ids, req->failed[i]->node_id);
-        pgarray_i64(&epochs, req->failed[i]->epoch);
-    }
-    const char *p[] = {pgarray_text(&ids), pgarray_text(&epochs)};
-    PGresult *r = db_call(d, ctx, &unqueue_stmt, p);
-    pgarray_free(&ids);
-    pgarray_free(&epochs);
-    if (!r)
+    if (!(r = for_nodes(d, ctx, &unqueue_stmt, req->failed, req->n_failed)))
         return db_failed(ctx);
     if (db_i64(r, 0, 0) > 0)
         ready_signal();
@@ -262,7 +295,9 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
  *    after the claim, does not list them (an agent that computed a node but could not report it
  *    sends the message to the retry queue; the retried claim at the same epoch would be stale).
  *    The grace covers a heartbeat whose snapshot was taken just before the claim.
- * Queued nodes nobody claimed within queued_timeout (a lost message) go back to ready as well.
+ * Queued nodes nobody claimed within queued_timeout (a lost message) go back to ready as well,
+ * and so do queued nodes whose publish nobody reported within unpublished_timeout (the outbox:
+ * the dispatcher, its dbagent or the take's reply was lost before the message was confirmed).
  * SKIP LOCKED: a node some call holds now is looked at again on the next run, never waited for.
  */
 static const db_stmt requeue_stmt = {
@@ -272,28 +307,33 @@ static const db_stmt requeue_stmt = {
     " < now() - $1 * interval '1 ms' OR (a.last_heartbeat_at > n.started_at + $3 * interval '1 ms'"
     " AND n.id <> ALL (a.nodes)))"
     " FOR UPDATE OF n SKIP LOCKED),"
-    " q AS (SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - $2 * interval '1 "
-    "ms'"
+    " q AS (SELECT id FROM nodes WHERE state = 'queued' AND (queued_at < now() - $2 * interval '1 "
+    "ms' OR (published_at IS NULL AND queued_at < now() - $4 * interval '1 ms'))"
     " FOR UPDATE SKIP LOCKED),"
     " r AS (UPDATE nodes n SET state = 'ready', epoch = n.epoch + 1, agent = NULL,"
     " queued_at = NULL, ready_at = now()"
     " WHERE n.id IN (SELECT id FROM s UNION ALL SELECT id FROM q) RETURNING n.id)"
     " SELECT count(*) FROM r",
-    3};
+    4};
 
 int h_requeue_stale(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__RequeueStaleRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    if (req->heartbeat_timeout_ms <= 0 || req->queued_timeout_ms <= 0 || req->orphan_grace_ms < 0)
+    if (req->heartbeat_timeout_ms <= 0 || req->queued_timeout_ms <= 0 || req->orphan_grace_ms < 0 ||
+        req->unpublished_timeout_ms < 0)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
                         "heartbeat_timeout_ms=%d queued_timeout_ms=%d must be positive,"
-                        " orphan_grace_ms=%d not negative",
-                        req->heartbeat_timeout_ms, req->queued_timeout_ms, req->orphan_grace_ms);
-    char hb[32], qt[32], grace[32];
+                        " orphan_grace_ms=%d unpublished_timeout_ms=%d not negative",
+                        req->heartbeat_timeout_ms, req->queued_timeout_ms, req->orphan_grace_ms,
+                        req->unpublished_timeout_ms);
+    char hb[32], qt[32], grace[32], unpub[32];
     const char *p[] = {
         db_fmt_i64(hb, req->heartbeat_timeout_ms), db_fmt_i64(qt, req->queued_timeout_ms),
-        db_fmt_i64(grace, req->orphan_grace_ms ? req->orphan_grace_ms : req->heartbeat_timeout_ms)};
+        db_fmt_i64(grace, req->orphan_grace_ms ? req->orphan_grace_ms : req->heartbeat_timeout_ms),
+        /* 0: the queued timeout alone (a dispatcher that reports no publishes) */
+        db_fmt_i64(unpub, req->unpublished_timeout_ms ? req->unpublished_timeout_ms
+                                                      : req->queued_timeout_ms)};
     PGresult *r = db_call(d, ctx, &requeue_stmt, p);
     if (!r)
         return db_failed(ctx);

@@ -13,9 +13,14 @@
 -- longest remaining path). A user with a large backlog keeps the workers busy; a user arriving
 -- with one expression gets the next free worker, not a place behind the backlog.
 --
+-- The outbox: p_published/p_published_epochs are the nodes of the caller's previous take whose
+-- messages the broker confirmed; they are marked published here, in the take's own transaction.
+-- Nodes left unmarked are dispatched again by RequeueStale after its unpublished timeout.
+--
 -- This looks at every ready node: fine for backlogs of many thousands, not for millions.
 -- SKIP LOCKED hands a node to one caller only.
-CREATE OR REPLACE FUNCTION calc_take_ready(p_max integer, p_live_ms integer, p_ahead integer)
+CREATE OR REPLACE FUNCTION calc_take_ready(p_max integer, p_live_ms integer, p_ahead integer,
+                                           p_published bigint[], p_published_epochs integer[])
 RETURNS TABLE (id bigint, epoch integer, expression_id bigint, ready_ms bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -25,6 +30,11 @@ BEGIN
     -- at their old epoch, and the message already published carries the epoch they get again
     -- (one of the two copies claims, the other is stale).
     PERFORM set_config('synchronous_commit', 'off', true);
+    IF cardinality(p_published) > 0 THEN
+        UPDATE nodes n SET published_at = now()
+          FROM unnest(p_published, p_published_epochs) AS f(id, epoch)
+         WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued';
+    END IF;
     IF p_live_ms > 0 THEN
         SELECT ceil(coalesce(sum(a.workers), 0) * (100 + p_ahead) / 100.0) INTO room
           FROM agents a WHERE a.last_heartbeat_at > now() - p_live_ms * interval '1 ms';
@@ -52,7 +62,8 @@ BEGIN
                    LIMIT room),
          free AS (SELECT n.id FROM nodes n WHERE n.id IN (SELECT p.id FROM pick p)
                      AND n.state = 'ready' FOR UPDATE SKIP LOCKED),
-         t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now()
+         t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now(),
+                      published_at = NULL
                  FROM free f WHERE n.id = f.id
                RETURNING n.id, n.epoch, n.expression_id, n.ready_at)
     SELECT t.id, t.epoch, t.expression_id, to_ms(t.ready_at)

@@ -669,3 +669,28 @@ def test_a_completion_proves_a_claim_that_was_lost(dba):
     (root,) = take(dba, e.id)
     run_node(dba, root)
     assert expr(dba, u.id, e.id).result == 6.0
+
+
+def test_the_outbox_redispatches_only_what_was_never_confirmed(dba):
+    """TakeReady reports the previous take's confirmed publishes (no transaction of their own); a
+    node whose publish nobody confirmed goes back to ready after unpublished_timeout_ms, a confirmed
+    one only after queued_timeout_ms."""
+    assert dba.code_of("RequeueStale", heartbeat_timeout_ms=1, queued_timeout_ms=1,
+                       unpublished_timeout_ms=-1) == SC.INVALID_ARGUMENT
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(3)).expression
+    a, b, c = take(dba, e.id, 3)
+    dba.TakeReady(max=1, published=[a])  # a dispatcher's next take: a was confirmed
+    dba.MarkQueued(published=[b])       # or told separately
+    published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
+    assert (published(a), published(b), published(c)) == ("t", "t", "f")
+
+    def requeued_c():
+        dba.RequeueStale(heartbeat_timeout_ms=3600_000, queued_timeout_ms=3600_000, unpublished_timeout_ms=1)
+        return node_state(dba, c.node_id)[0] == "ready"
+
+    harness.wait_for(requeued_c, 10, "the unconfirmed node to be dispatched again")
+    assert [node_state(dba, n.node_id)[0] for n in (a, b)] == ["queued", "queued"]
+    (again,) = take(dba, e.id)
+    assert again.node_id == c.node_id and again.epoch == c.epoch + 2
+    assert published(again) == "f", "a new take is unconfirmed again"

@@ -244,3 +244,30 @@ def test_a_continued_node_of_a_killed_agent_is_run_again_and_applied_once(cluste
     assert state == "done" and agent != holder and attempts == 2
     [(done,)] = sql(cluster, f"SELECT nodes_done FROM expressions WHERE id = {eid}")
     assert int(done) == 3, "each node counted done once"
+
+
+# --- the outbox ------------------------------------------------------------------------------------
+@pytest.mark.cluster(agents=0, env={"UNPUBLISHED_TIMEOUT_MS": "6000"})
+def test_nodes_taken_by_a_dispatcher_that_died_run_again_within_seconds(cluster):
+    """A dispatcher that took nodes and died before their messages were confirmed (here the test
+    takes them itself and walks away) delays them by UNPUBLISHED_TIMEOUT_MS, not by
+    QUEUED_TIMEOUT_MS (120 s)."""
+    from dba_client import DbaClient
+
+    set_delays(cluster, 0)
+    api = new_user(cluster, "outbox")
+    eid = submit(api, "6*7")  # no agent alive: the cluster's dispatcher leaves it ready
+    dba = DbaClient(cluster.env["DBAGENT_ADDR"], cluster.env["DBAGENT_TOKEN"])
+    try:
+        taken = [t for t in dba.TakeReady(max=1000).nodes if t.expression_id == eid]
+    finally:
+        dba.close()
+    assert len(taken) == 1
+    t0 = time.monotonic()
+    cluster.start_agent()
+    wait_final(cluster, [eid], 30)
+    took = time.monotonic() - t0
+    print(f"the node taken and never published ran {took:.1f} s later")
+    [(status, result)] = sql(cluster, f"SELECT status, result FROM expressions WHERE id = {eid}")
+    assert status == "ok" and float(result) == 42
+    assert took < 12, "dispatched again after the unpublished timeout (6 s), not the queued timeout"
