@@ -2,7 +2,7 @@
 expression finishes with the right result, no node is applied twice, and the run takes at most
 1.5x the same run without a fault, measured here, on one cluster for the whole module.
 
-The workload: 300 expressions of 3 nodes at 200 ms per operation on 8 workers, about 25 s of work,
+The workload: 400 expressions of 3 nodes at 200 ms per operation on 8 workers, about 30 s of work,
 so that the time RabbitMQ takes to come back (about 12 s here) fits in the allowance. The victim is
 killed once a third of the nodes are done and started again at once.
 """
@@ -13,7 +13,7 @@ import harness
 from api_helpers import module_cluster, new_user
 from workload import check_applied_once, run_workload
 
-N = 300
+N = 400
 
 
 @pytest.fixture(scope="module")
