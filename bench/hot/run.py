@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "system"))
 
 import harness  # noqa: E402
+from workload import chain  # noqa: E402
 
 ZERO = {"+": 0, "-": 0, "*": 0, "/": 0}
 
@@ -49,15 +50,6 @@ def steal_and_total():
     with open("/proc/stat") as f:
         cpu = [int(x) for x in f.readline().split()[1:]]
     return cpu[7] if len(cpu) > 7 else 0, sum(cpu)
-
-
-def chain(levels):
-    text, value = "1", 1
-    for i in range(levels):
-        op = "+" if i % 2 == 0 else "*"
-        text = f"({text}{op}2)"
-        value = value + 2 if op == "+" else value * 2
-    return text, value
 
 
 class Counters:

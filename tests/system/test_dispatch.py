@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from api_helpers import new_user, submit
+from workload import chain
 
 ZERO = {"+": 0, "-": 0, "*": 0, "/": 0}
 
@@ -189,17 +190,6 @@ def test_at_default_settings_a_busy_or_briefly_paused_agent_keeps_its_node(bare_
 
 
 # --- continuation ----------------------------------------------------------------------------------
-def chain(levels):
-    """An expression of `levels` dependent operations (+ and * alternate, so nothing is regrouped)
-    and its value."""
-    text, value = "1", 1
-    for i in range(levels):
-        op = "+" if i % 2 == 0 else "*"
-        text = f"({text}{op}2)"
-        value = value + 2 if op == "+" else value * 2
-    return text, value
-
-
 def dispatched(cluster):
     text = cluster.api_client().get("/metrics").text
     return int(next(line.split()[1] for line in text.splitlines() if line.startswith("calc_nodes_dispatched_total ")))

@@ -1,7 +1,18 @@
-"""A workload for the fault tests: many small expressions, a fault injected mid-run, and the check
-that every result is right and applied once."""
+"""Workloads: a chain of dependent operations; many small expressions with a fault injected mid-run,
+and the check that every result is right and applied once."""
 
 import time
+
+
+def chain(levels):
+    """An expression of `levels` dependent operations (+ and * alternate, so nothing is regrouped)
+    and its value."""
+    text, value = "1", 1
+    for i in range(levels):
+        op = "+" if i % 2 == 0 else "*"
+        text = f"({text}{op}2)"
+        value = value + 2 if op == "+" else value * 2
+    return text, value
 
 
 def sql(cluster, query):
