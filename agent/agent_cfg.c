@@ -21,7 +21,7 @@ size_t agent_cfg_table(agent_cfg *c, cfg_entry *t)
         RPC_TLS_CLIENT_CONFIG("DBAGENT_TLS", &c->dba_tls),
         DBAGENT_TIMEOUT_CONFIG("deadline of one ClaimNode or CompleteNode call",
                                &c->call_timeout_ms),
-        {"HEARTBEAT_INTERVAL_MS", CFG_INT, "1000", 50, 600000,
+        {"HEARTBEAT_INTERVAL_MS", CFG_INT, "500", 50, 600000,
          "heartbeat period (keep it well under the API's HEARTBEAT_TIMEOUT_MS)", &c->heartbeat_ms},
         {"RETRY_TTL_MS", CFG_INT, "20000", 1, 86400000,
          "time a message waits in the retry queue (must match every component)", &c->retry_ttl_ms},

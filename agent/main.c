@@ -146,9 +146,9 @@ out:
     free(args);
     mq_opts_free(&cfg.mq);
     unsigned long long nodes = s.stats.nodes, claims = s.stats.claims, done = s.stats.completions;
-    log_info("agent=%s: stopped: %llu nodes computed; %llu ClaimNode calls, mean %.2fms; "
-             "%llu CompleteNode calls, mean %.2fms",
-             cfg.name, nodes, claims,
+    log_info("agent=%s: stopped: %llu nodes computed (%llu continued from a completion); %llu "
+             "ClaimNode calls, mean %.2fms; %llu CompleteNode calls, mean %.2fms",
+             cfg.name, nodes, (unsigned long long)s.stats.continued, claims,
              claims ? (double)s.stats.claim_us / (double)claims / 1000 : 0.0, done,
              done ? (double)s.stats.complete_us / (double)done / 1000 : 0.0);
     return rc;

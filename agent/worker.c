@@ -153,34 +153,45 @@ static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivere
     return 0;
 }
 
-/* Runs one node; returns the verdict for its delivery. Logs one line for the node. */
-static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelivered)
+/* A node this worker holds: claimed from a message, or continued with by a completion. */
+typedef struct task {
+    int64_t node_id, expression_id;
+    int32_t epoch, attempt, delay_ms;
+    char op[8];
+    double left, right;
+} task;
+
+/*
+ * Waits the node's delay, computes, completes; returns the verdict for its message (a continued
+ * node has none: its verdict only says how it went). When the completion continued with the
+ * parent, *next describes it and *has_next is 1. Logs one line for the node.
+ */
+static verdict execute(agent_shared *s, const task *t, int continued, task *next, int *has_next)
 {
-    Calc__V1__ClaimNodeReply *c = NULL;
-    verdict v = VERDICT_ACK;
-    if (!claim(s, item, redelivered, &c, &v))
-        return v;
+    *has_next = 0;
     int64_t start = time_monotonic_ms();
     char l[NUMFMT_DOUBLE_LEN], r[NUMFMT_DOUBLE_LEN], res[NUMFMT_DOUBLE_LEN];
-    numfmt_double(l, sizeof l, c->left);
-    numfmt_double(r, sizeof r, c->right);
-    time_sleep_ms(c->delay_ms, &s->hard_stop);
+    numfmt_double(l, sizeof l, t->left);
+    numfmt_double(r, sizeof r, t->right);
+    time_sleep_ms(t->delay_ms, &s->hard_stop);
     if (atomic_load(&s->hard_stop)) {
         /* Still running under our name: the cluster requeues it when we stop heartbeating. */
         log_warn("node=%lld expression=%lld epoch=%d agent=%s op=%s delay=%dms left=%s right=%s: "
                  "interrupted by the stop after %lldms: handed back",
-                 (long long)item->node_id, (long long)c->expression_id, item->epoch, s->name, c->op,
-                 c->delay_ms, l, r, (long long)(time_monotonic_ms() - start));
-        protobuf_c_message_free_unpacked(&c->base, NULL);
+                 (long long)t->node_id, (long long)t->expression_id, t->epoch, s->name, t->op,
+                 t->delay_ms, l, r, (long long)(time_monotonic_ms() - start));
         return VERDICT_NACK;
     }
     Calc__V1__CompleteNodeRequest req = CALC__V1__COMPLETE_NODE_REQUEST__INIT;
-    req.node_id = item->node_id;
-    req.epoch = item->epoch;
+    req.node_id = t->node_id;
+    req.epoch = t->epoch;
     req.agent = (char *)s->name;
+    /* This worker is free once the call returns: the parent, if this makes it ready, can come
+     * straight here. Not while stopping: a node taken now would only be handed back. */
+    req.can_continue = !atomic_load(&s->draining) && !atomic_load(&s->refused);
     double value = 0;
     const char *cerr = NULL;
-    if (worker_compute(c->op, c->left, c->right, &value, &cerr) == 0) {
+    if (worker_compute(t->op, t->left, t->right, &value, &cerr) == 0) {
         req.outcome_case = CALC__V1__COMPLETE_NODE_REQUEST__OUTCOME_VALUE;
         req.value = value;
         numfmt_double(res, sizeof res, value);
@@ -194,10 +205,25 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     int tries;
     int rc = complete(s, &req, &done, &tries, err, sizeof err);
     s->stats.nodes++;
+    s->stats.continued += (unsigned long long)continued;
     const char *outcome;
     char why[320];
+    verdict v;
     if (rc == RPC_OK) {
         outcome = "applied";
+        const Calc__V1__Continuation *c = done->next;
+        if (c && c->node_id > 0) {
+            *next = (task){.node_id = c->node_id,
+                           .expression_id = t->expression_id,
+                           .epoch = c->epoch,
+                           .attempt = c->attempt,
+                           .delay_ms = c->delay_ms,
+                           .left = c->left,
+                           .right = c->right};
+            snprintf(next->op, sizeof next->op, "%s", c->op);
+            *has_next = 1;
+            outcome = "applied, continuing with its parent";
+        }
         protobuf_c_message_free_unpacked(&done->base, NULL);
         v = VERDICT_ACK;
     } else if (rc == RPC_FAILED_PRECONDITION) {
@@ -207,23 +233,46 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
         /* The node stays running under our name until the monitor takes it back; its message
          * goes back now, and is dropped as stale by whoever takes it before that. */
         worker_note_refusal(s, "CompleteNode", rc, err);
-        outcome = "not reported: CompleteNode refused: message handed back";
+        outcome = continued ? "not reported: CompleteNode refused: the monitor hands it back"
+                            : "not reported: CompleteNode refused: message handed back";
         v = VERDICT_REQUEUE;
     } else {
-        snprintf(why, sizeof why, "not reported: CompleteNode: %s (code %d): to the retry queue",
-                 err, rc);
+        /* A continued node has no message for the retry queue: once no heartbeat lists it,
+         * the monitor hands it back. */
+        snprintf(why, sizeof why, "not reported: CompleteNode: %s (code %d): %s", err, rc,
+                 continued ? "the monitor hands it back" : "to the retry queue");
         outcome = why;
         v = VERDICT_NACK;
     }
     log_msg(rc == RPC_OK || rc == RPC_FAILED_PRECONDITION ? LOG_INFO : LOG_WARN,
             "node=%lld expression=%lld epoch=%d agent=%s attempt=%d op=%s delay=%dms left=%s "
-            "right=%s result=%s%s%s%s %s in %lldms%s",
-            (long long)item->node_id, (long long)c->expression_id, item->epoch, s->name, c->attempt,
-            c->op, c->delay_ms, l, r, res, cerr ? " (" : "", cerr ? cerr : "", cerr ? ")" : "",
+            "right=%s result=%s%s%s%s %s in %lldms%s%s",
+            (long long)t->node_id, (long long)t->expression_id, t->epoch, s->name, t->attempt,
+            t->op, t->delay_ms, l, r, res, cerr ? " (" : "", cerr ? cerr : "", cerr ? ")" : "",
             outcome, (long long)(time_monotonic_ms() - start),
-            tries > 1 ? " (completion retried)" : "");
-    protobuf_c_message_free_unpacked(&c->base, NULL);
+            tries > 1 ? " (completion retried)" : "", continued ? " (continued)" : "");
     return v;
+}
+
+/* Claims and runs the node of one delivery; returns the verdict for its delivery. */
+static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelivered, task *next,
+                   int *has_next)
+{
+    Calc__V1__ClaimNodeReply *c = NULL;
+    verdict v = VERDICT_ACK;
+    *has_next = 0;
+    if (!claim(s, item, redelivered, &c, &v))
+        return v;
+    task t = {.node_id = item->node_id,
+              .expression_id = c->expression_id,
+              .epoch = item->epoch,
+              .attempt = c->attempt,
+              .delay_ms = c->delay_ms,
+              .left = c->left,
+              .right = c->right};
+    snprintf(t.op, sizeof t.op, "%s", c->op);
+    protobuf_c_message_free_unpacked(&c->base, NULL);
+    return execute(s, &t, 0, next, has_next);
 }
 
 void *worker_main(void *p)
@@ -242,7 +291,20 @@ void *worker_main(void *p)
         } else {
             /* In hand from before the claim until the verdict on its message (see hand.h). */
             hand_take(s->hand, wa->index, item->node_id);
-            j->verdict = run(s, item, j->redelivered);
+            task next;
+            int has_next;
+            j->verdict = run(s, item, j->redelivered, &next, &has_next);
+            /* The parent was claimed for us inside the completion, before it is in hand: a
+             * heartbeat stored in between does not list it, which dbagent forgives for
+             * HEARTBEAT_TIMEOUT_MS after a claim (the orphan grace). The message is answered
+             * after the chain: until then it holds its prefetch slot, so the broker sends this
+             * agent no more messages than it has free workers. (Should the agent die meanwhile,
+             * the message comes back and its claim is stale.) */
+            while (has_next) {
+                task t = next;
+                hand_take(s->hand, wa->index, t.node_id);
+                execute(s, &t, 1, &next, &has_next);
+            }
             hand_release(s->hand, wa->index);
         }
         if (item)

@@ -16,6 +16,7 @@
 /* Counters for the line logged at stop (and the benchmark's profile); microseconds. */
 typedef struct worker_stats {
     _Atomic unsigned long long nodes, claim_us, complete_us, claims, completions;
+    _Atomic unsigned long long continued; /* nodes run as a completion's continuation */
 } worker_stats;
 
 typedef struct agent_shared {

@@ -18,11 +18,11 @@ typedef struct api_config {
         *admin_password, *amqp_queue_type, *amqp_tls_ca, *amqp_tls_cert, *amqp_tls_key,
         *metrics_token;
     int64_t port, threads, access_ttl_s, refresh_ttl_s, max_hashing, heartbeat_timeout_ms,
-        queued_timeout_ms, monitor_interval_ms, retry_ttl_ms, max_text, max_nodes, max_depth,
-        max_unfinished, dba_timeout_ms, wait_poll_ms, refresh_max_age_s, refresh_grace_ms,
-        cookie_secure, metrics_cache_ms, auth_budget, auth_window_s, per_address_connections,
-        read_timeout_s, stream_keepalive_ms, stream_buffer_bytes, stream_lifetime_s,
-        stream_ticket_ttl_s, stream_watch_wait_ms;
+        queued_timeout_ms, unpublished_timeout_ms, monitor_interval_ms, dispatch_ahead,
+        retry_ttl_ms, max_text, max_nodes, max_depth, max_unfinished, dba_timeout_ms, wait_poll_ms,
+        refresh_max_age_s, refresh_grace_ms, cookie_secure, metrics_cache_ms, auth_budget,
+        auth_window_s, per_address_connections, read_timeout_s, stream_keepalive_ms,
+        stream_buffer_bytes, stream_lifetime_s, stream_ticket_ttl_s, stream_watch_wait_ms;
     mq_opts mq; /* AMQP_* checked at start: the brokers, TLS files and queue type */
 } api_config;
 

@@ -53,12 +53,22 @@ const cfg_entry api_config_table[] = {
      "a connection must send a whole request (headers and body) within this long of opening or"
      " of its previous reply, or it is closed",
      &api_cfg.read_timeout_s},
-    {"HEARTBEAT_TIMEOUT_MS", CFG_INT, "10000", 100, 3600000,
-     "an agent silent this long loses its running nodes", &api_cfg.heartbeat_timeout_ms},
+    {"HEARTBEAT_TIMEOUT_MS", CFG_INT, "2000", 100, 3600000,
+     "an agent silent this long loses its running nodes (keep it several agent heartbeats long)",
+     &api_cfg.heartbeat_timeout_ms},
     {"QUEUED_TIMEOUT_MS", CFG_INT, "120000", 100, 86400000,
      "a queued node nobody claimed this long is dispatched again", &api_cfg.queued_timeout_ms},
-    {"MONITOR_INTERVAL_MS", CFG_INT, "1000", 50, 600000, "how often the monitor looks",
+    {"UNPUBLISHED_TIMEOUT_MS", CFG_INT, "8000", 6000, 86400000,
+     "a node taken for dispatch whose publish no dispatcher confirmed this long (its dispatcher,"
+     " dbagent or reply was lost) is dispatched again; above the 5 s a publish may wait for its"
+     " confirm",
+     &api_cfg.unpublished_timeout_ms},
+    {"MONITOR_INTERVAL_MS", CFG_INT, "250", 50, 600000, "how often the monitor looks",
      &api_cfg.monitor_interval_ms},
+    {"DISPATCH_AHEAD_PERCENT", CFG_INT, "50", 0, 10000,
+     "nodes queued or running at most: the live agents' workers plus this percent of them; the"
+     " rest of a backlog waits in PostgreSQL and leaves fairly between users",
+     &api_cfg.dispatch_ahead},
     {"RETRY_TTL_MS", CFG_INT, "20000", 0, 86400000,
      "time a message waits in the retry queue (must match every component)", &api_cfg.retry_ttl_ms},
     {"EXPR_MAX_LENGTH", CFG_INT, "4096", 1, 1048576, "longest expression text in bytes",

@@ -20,6 +20,12 @@
 #define CONFIRM_MS   5000
 
 static pthread_t thread;
+/* The outbox, the dispatcher thread's own: the nodes of the last take whose messages the broker
+ * confirmed, reported with the next TakeReady (so no transaction of their own). Nodes a lost
+ * take or a dead dispatcher never reports are dispatched again after UNPUBLISHED_TIMEOUT_MS. */
+static Calc__V1__TakenNode confirmed_nodes[BATCH];
+static Calc__V1__TakenNode *confirmed[BATCH];
+static size_t n_confirmed;
 /* Set by dispatcher_stop and monitor_stop, read by both threads. */
 static atomic_int stopping;
 static atomic_int connected;
@@ -180,20 +186,32 @@ static void *dispatcher_main(void *arg)
         Calc__V1__TakeReadyRequest req = CALC__V1__TAKE_READY_REQUEST__INIT;
         req.max = BATCH;
         req.wait_ms = LONG_POLL_MS;
+        req.live_within_ms = (int32_t)api_cfg.heartbeat_timeout_ms;
+        req.ahead_percent = (int32_t)api_cfg.dispatch_ahead;
+        req.published = confirmed;
+        req.n_published = n_confirmed;
         Calc__V1__TakeReadyReply *taken = NULL;
         int rc = rpc_call(dba, DBA_TAKE_READY, &req.base, &calc__v1__take_ready_reply__descriptor,
                           (ProtobufCMessage **)&taken, LONG_POLL_MS + 4000, err, sizeof err);
         if (rc != RPC_OK) {
             log_warn("dispatcher: TakeReady: %s", err);
             time_sleep_ms(500, &stopping);
-            continue;
+            continue; /* the confirmed ones go with the next */
         }
+        n_confirmed = 0;
         if (taken->n_nodes) {
             Calc__V1__MarkQueuedRequest mark = CALC__V1__MARK_QUEUED_REQUEST__INIT;
             mark.published = xcalloc(taken->n_nodes, sizeof *mark.published);
             mark.failed = xcalloc(taken->n_nodes, sizeof *mark.failed);
             int prc = publish(link, &seq, taken, &mark);
             atomic_fetch_add(&published_total, mark.n_published);
+            for (size_t i = 0; i < mark.n_published; i++) {
+                Calc__V1__TakenNode *c = &confirmed_nodes[n_confirmed];
+                calc__v1__taken_node__init(c);
+                c->node_id = mark.published[i]->node_id;
+                c->epoch = mark.published[i]->epoch;
+                confirmed[n_confirmed++] = c;
+            }
             atomic_fetch_add(&publish_failed_total, mark.n_failed);
             /* Published nodes are already queued: only failures need telling. */
             if (mark.n_failed)
@@ -243,6 +261,7 @@ static void *monitor_main(void *arg)
         Calc__V1__RequeueStaleRequest req = CALC__V1__REQUEUE_STALE_REQUEST__INIT;
         req.heartbeat_timeout_ms = (int32_t)api_cfg.heartbeat_timeout_ms;
         req.queued_timeout_ms = (int32_t)api_cfg.queued_timeout_ms;
+        req.unpublished_timeout_ms = (int32_t)api_cfg.unpublished_timeout_ms;
         Calc__V1__RequeueStaleReply *rep = NULL;
         char err[256];
         if (rpc_call(dba, DBA_REQUEUE_STALE, &req.base, &calc__v1__requeue_stale_reply__descriptor,

@@ -13,18 +13,23 @@
 #include "pgarray.h"
 #include "timeutil.h"
 
-/* One call alone: schema/functions/calc_claim.sql and calc_complete.sql. */
+/* One call alone: schema/functions/calc_claim.sql and calc_complete.sql. A claim alone commits
+ * without waiting for its WAL flush (docs/dbagent.md, "Commits that need not wait"). */
 static const db_stmt claim_stmt = {
-    "claim_node", "SELECT * FROM calc_claim($1::bigint, $2::int, $3::text, $4::int)", 4};
+    "claim_node",
+    "SELECT c.* FROM calc_claim($1::bigint, $2::int, $3::text, $4::int) c,"
+    " set_config('synchronous_commit', 'off', true) lazy",
+    4};
 static const db_stmt complete_stmt = {
     "complete_node",
-    "SELECT * FROM calc_complete($1::bigint, $2::int, $3::text, $4::float8, $5::text)", 5};
+    "SELECT * FROM calc_complete($1::bigint, $2::int, $3::text, $4::float8, $5::text, $6::boolean)",
+    6};
 /* Several: schema/functions/calc_node_batch.sql. */
 static const db_stmt batch_stmt = {
     "node_batch",
     "SELECT * FROM calc_node_batch($1::boolean[], $2::bigint[], $3::int[], $4::text[],"
-    " $5::float8[], $6::text[], $7::int)",
-    7};
+    " $5::float8[], $6::text[], $7::boolean[], $8::int)",
+    8};
 
 /* DONE: answered; ALONE: its batch failed as a whole, it runs again alone; LOST: the batch
  * committed but gave no answer for the call (cannot happen while calc_node_batch answers every
@@ -76,6 +81,16 @@ static void read_answer(node_call *c, const PGresult *r, int row)
          * no parent_ready (it NOTIFY'd itself). */
         col = PQfnumber(r, "parent_ready");
         c->parent_ready = col >= 0 && db_str(r, row, col)[0] == 't';
+        col = PQfnumber(r, "next_node");
+        c->next_node = col >= 0 && !PQgetisnull(r, row, col) ? db_i64(r, row, col) : 0;
+        if (c->next_node > 0) {
+            c->next_epoch = (int32_t)db_i64(r, row, PQfnumber(r, "next_epoch"));
+            snprintf(c->op, sizeof c->op, "%s", db_str(r, row, PQfnumber(r, "next_op")));
+            c->left = db_f64(r, row, PQfnumber(r, "next_lv"));
+            c->right = db_f64(r, row, PQfnumber(r, "next_rv"));
+            c->delay_ms = (int32_t)db_i64(r, row, PQfnumber(r, "next_delay_ms"));
+            c->attempt = (int32_t)db_i64(r, row, PQfnumber(r, "next_attempt"));
+        }
     }
 }
 
@@ -88,8 +103,12 @@ static int run_alone(struct db *d, rpc_ctx *ctx, node_call *c)
                            db_fmt_i64(num, handler_cfg.max_attempts)};
         r = db_call(d, ctx, &claim_stmt, p);
     } else {
-        const char *p[] = {db_fmt_i64(id, c->node_id), db_fmt_i64(ep, c->epoch), c->agent,
-                           c->error ? NULL : db_fmt_f64(num, c->value), c->error};
+        const char *p[] = {db_fmt_i64(id, c->node_id),
+                           db_fmt_i64(ep, c->epoch),
+                           c->agent,
+                           c->error ? NULL : db_fmt_f64(num, c->value),
+                           c->error,
+                           c->go_on ? "true" : "false"};
         r = db_call(d, ctx, &complete_stmt, p);
     }
     if (!r)
@@ -104,8 +123,8 @@ static int run_alone(struct db *d, rpc_ctx *ctx, node_call *c)
  * caller's to set, under the lock. */
 static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n, char *answered)
 {
-    pgarray claim, node, epoch, agent, value, error;
-    pgarray *all[] = {&claim, &node, &epoch, &agent, &value, &error};
+    pgarray claim, node, epoch, agent, value, error, go_on;
+    pgarray *all[] = {&claim, &node, &epoch, &agent, &value, &error, &go_on};
     for (size_t k = 0; k < sizeof all / sizeof all[0]; k++)
         pgarray_init(all[k]);
     int64_t deadline = calls[0]->deadline_ms;
@@ -120,17 +139,15 @@ static int run_together(struct db *d, rpc_ctx *ctx, node_call **calls, int n, ch
         else
             pgarray_f64(&value, c->value);
         pgarray_str(&error, c->claim ? NULL : c->error);
+        pgarray_bool(&go_on, !c->claim && c->go_on);
         if (c->deadline_ms < deadline)
             deadline = c->deadline_ms;
     }
     char max[32];
-    const char *p[] = {pgarray_text(&claim),
-                       pgarray_text(&node),
-                       pgarray_text(&epoch),
-                       pgarray_text(&agent),
-                       pgarray_text(&value),
-                       pgarray_text(&error),
-                       db_fmt_i64(max, handler_cfg.max_attempts)};
+    const char *p[] = {pgarray_text(&claim), pgarray_text(&node),
+                       pgarray_text(&epoch), pgarray_text(&agent),
+                       pgarray_text(&value), pgarray_text(&error),
+                       pgarray_text(&go_on), db_fmt_i64(max, handler_cfg.max_attempts)};
     /* The earliest deadline of the batch bounds it: a batch that outlives it fails as a whole
      * and each call runs again alone, within its own. */
     int64_t left = deadline - time_monotonic_ms();

@@ -30,9 +30,11 @@ typedef struct node_call {
     const char *agent;
     double value;      /* CompleteNode: the node's value when error is NULL */
     const char *error; /* CompleteNode: what went wrong, or NULL */
+    int go_on;         /* CompleteNode: the worker may continue with the parent (calc_complete) */
 
     /* The answer: calc_claim's OUT values (outcome .. attempt, event_user) or calc_complete's
-     * (outcome, finished, parent_ready, event_user). */
+     * (outcome, finished, parent_ready, event_user, and with next_node > 0 the node continued
+     * with: its epoch in next_epoch, its op .. attempt in the claim's fields). */
     int outcome;
     char op[8];
     double left, right;
@@ -40,6 +42,8 @@ typedef struct node_call {
     int64_t expression_id;
     int finished, parent_ready;
     int64_t event_user; /* the user whose events the call appended, or 0 */
+    int64_t next_node;
+    int32_t next_epoch;
 
     /* batch.c's own. */
     int state;

@@ -17,9 +17,13 @@ ProtobufCMessage *empty_reply(rpc_ctx *ctx)
     return &rep->base;
 }
 
+/* Committed without waiting for its WAL flush (see docs/dbagent.md, "Commits that need not
+ * wait"): a heartbeat lost in a crash only makes the agent look silent for a moment. */
 static const db_stmt heartbeat_stmt = {
     "heartbeat",
-    "INSERT INTO agents (name, workers, busy, nodes) VALUES ($1, $2, $3, $4)"
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))"
+    " INSERT INTO agents (name, workers, busy, nodes)"
+    " SELECT $1::text, $2::int, $3::int, $4::bigint[] FROM lazy"
     " ON CONFLICT (name) DO UPDATE SET last_heartbeat_at = now(), workers = EXCLUDED.workers,"
     " busy = EXCLUDED.busy, nodes = EXCLUDED.nodes",
     4};
@@ -43,6 +47,7 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     if (!r)
         return db_failed(ctx);
     PQclear(r);
+    ready_bump_local(); /* an agent alive again, or with workers free: room to dispatch */
     *resp = empty_reply(ctx);
     return RPC_OK;
 }

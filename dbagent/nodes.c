@@ -13,6 +13,14 @@
 
 handler_settings handler_cfg = {.max_attempts = 5};
 
+#define CAPACITY_RECHECK_MS 100
+
+static const db_stmt published_stmt = {
+    "published",
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))"
+    " UPDATE nodes n SET published_at = now() FROM unnest($1::bigint[], $2::int[]) AS f(id, epoch),"
+    " lazy WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued'",
+    2};
 static const db_stmt unqueue_stmt = {
     "unqueue",
     "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
@@ -21,21 +29,50 @@ static const db_stmt unqueue_stmt = {
     " SELECT count(*) FROM u",
     2};
 
-#define TAKE_SQL                                                                                   \
-    "WITH t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now()"       \
-    " FROM (SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT $1"         \
-    " FOR UPDATE SKIP LOCKED) s WHERE n.id = s.id"                                                 \
-    " RETURNING n.id, n.epoch, n.expression_id, n.tail_ms, n.ready_at)"                            \
-    " SELECT id, epoch, expression_id, to_ms(ready_at) FROM t ORDER BY tail_ms DESC, id"
-static const db_stmt take_stmt = {"take_ready", TAKE_SQL, 1};
+/* schema/functions/calc_take_ready.sql: capacity, fairness, the order to publish in. */
+static const db_stmt take_stmt = {
+    "take_ready", "SELECT * FROM calc_take_ready($1, $2, $3, $4::bigint[], $5::int[])", 5};
+/* Whether anything waits: a take that found no room looks again sooner (see h_take_ready). */
+static const db_stmt any_ready_stmt = {
+    "any_ready", "SELECT EXISTS (SELECT 1 FROM nodes WHERE state = 'ready')", 0};
 
-/* Moves up to max ready nodes to queued with a new epoch, longest remaining path first; SKIP
- * LOCKED hands a node to one caller only. */
-static int take(db *d, rpc_ctx *ctx, const db_stmt *stmt, int max, Calc__V1__TakeReadyReply *rep)
+/* The ids and epochs of nodes, as two arrays (free both). */
+static void node_arrays(pgarray *ids, pgarray *epochs, Calc__V1__TakenNode **nodes, size_t n)
 {
-    char lim[32];
-    const char *p[] = {db_fmt_i64(lim, max)};
+    pgarray_init(ids);
+    pgarray_init(epochs);
+    for (size_t i = 0; i < n; i++) {
+        pgarray_i64(ids, nodes[i]->node_id);
+        pgarray_i64(epochs, nodes[i]->epoch);
+    }
+}
+
+/* Runs stmt ($1 ids, $2 epochs) for nodes; NULL on a failure (recorded on ctx). */
+static PGresult *for_nodes(db *d, rpc_ctx *ctx, const db_stmt *stmt, Calc__V1__TakenNode **nodes,
+                           size_t n)
+{
+    pgarray ids, epochs;
+    node_arrays(&ids, &epochs, nodes, n);
+    const char *p[] = {pgarray_text(&ids), pgarray_text(&epochs)};
     PGresult *r = db_call(d, ctx, stmt, p);
+    pgarray_free(&ids);
+    pgarray_free(&epochs);
+    return r;
+}
+
+/* Moves up to max ready nodes to queued with a new epoch (calc_take_ready). */
+static int take(db *d, rpc_ctx *ctx, const Calc__V1__TakeReadyRequest *req, int max,
+                Calc__V1__TakeReadyReply *rep)
+{
+    char lim[32], live[32], ahead[32];
+    pgarray ids, epochs;
+    node_arrays(&ids, &epochs, req->published, req->n_published);
+    const char *p[] = {db_fmt_i64(lim, max), db_fmt_i64(live, req->live_within_ms),
+                       db_fmt_i64(ahead, req->ahead_percent), pgarray_text(&ids),
+                       pgarray_text(&epochs)};
+    PGresult *r = db_call(d, ctx, &take_stmt, p);
+    pgarray_free(&ids);
+    pgarray_free(&epochs);
     if (!r)
         return db_failed(ctx);
     int n = PQntuples(r);
@@ -64,6 +101,19 @@ int64_t long_poll_wait_ms(rpc_ctx *ctx, int64_t asked_ms, int64_t max_ms)
     return wait < max_ms ? wait : max_ms;
 }
 
+/* 1 when some node is ready; *rc set on a failure. */
+static int any_ready(db *d, rpc_ctx *ctx, int *rc)
+{
+    PGresult *r = db_call(d, ctx, &any_ready_stmt, NULL);
+    if (!r) {
+        *rc = db_failed(ctx);
+        return 0;
+    }
+    int any = db_str(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return any;
+}
+
 int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__TakeReadyRequest *req = (const void *)m;
@@ -78,37 +128,47 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
      * and the wait returns. A wake-up that finds nothing (another caller was faster) waits
      * again, until the deadline. */
     int64_t deadline = time_monotonic_ms() + wait;
-    uint64_t seen = ready_generation();
-    int rc = take(d, ctx, &take_stmt, max, rep);
-    while (!rc && rep->n_nodes == 0 && wait > 0 && ready_wait(seen, deadline)) {
-        seen = ready_generation();
-        rc = take(d, ctx, &take_stmt, max, rep);
+    for (;;) {
+        uint64_t seen = ready_generation();
+        int rc = take(d, ctx, req, max, rep);
+        if (rc || rep->n_nodes || wait <= 0)
+            return rc;
+        /* Nothing taken although nodes wait: the agents have no room. A completion or a
+         * heartbeat here moves the generation; one at another dbagent does not (only nodes
+         * made ready are NOTIFY'd), so look again after CAPACITY_RECHECK_MS at the latest. */
+        int64_t until = deadline;
+        if (req->live_within_ms > 0 && any_ready(d, ctx, &rc) && !rc) {
+            int64_t soon = time_monotonic_ms() + CAPACITY_RECHECK_MS;
+            if (soon < until)
+                until = soon;
+        }
+        if (rc)
+            return rc;
+        /* Not moved: the deadline passed, or the waiters were released for the stop (early). */
+        if (!ready_wait(seen, until) && (until >= deadline || time_monotonic_ms() < until))
+            return RPC_OK;
     }
-    return rc;
 }
 
 int h_mark_queued(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__MarkQueuedRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    if (req->n_failed > 10000)
-        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu", req->n_failed);
+    if (req->n_failed > 10000 || req->n_published > 10000)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "too many nodes: %zu published, %zu failed",
+                        req->n_published, req->n_failed);
     *resp = empty_reply(ctx);
-    /* Published nodes are already queued; a failed publish hands its node back to ready. */
+    /* Published nodes are marked so (the outbox; a dispatcher usually reports them with its next
+     * TakeReady instead); a failed publish hands its node back to ready. */
+    PGresult *r;
+    if (req->n_published) {
+        if (!(r = for_nodes(d, ctx, &published_stmt, req->published, req->n_published)))
+            return db_failed(ctx);
+        PQclear(r);
+    }
     if (req->n_failed == 0)
         return RPC_OK;
-    pgarray ids, epochs;
-    pgarray_init(&ids);
-    pgarray_init(&epochs);
-    for (size_t i = 0; i < req->n_failed; i++) {
-        pgarray_i64(&ids, req->failed[i]->node_id);
-        pgarray_i64(&epochs, req->failed[i]->epoch);
-    }
-    const char *p[] = {pgarray_text(&ids), pgarray_text(&epochs)};
-    PGresult *r = db_call(d, ctx, &unqueue_stmt, p);
-    pgarray_free(&ids);
-    pgarray_free(&epochs);
-    if (!r)
+    if (!(r = for_nodes(d, ctx, &unqueue_stmt, req->failed, req->n_failed)))
         return db_failed(ctx);
     if (db_i64(r, 0, 0) > 0)
         ready_signal();
@@ -191,12 +251,17 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
                    .epoch = req->epoch,
                    .agent = req->agent,
                    .value = req->value,
-                   .error = error ? msg : NULL};
+                   .error = error ? msg : NULL,
+                   .go_on = req->can_continue};
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
+    /* A parent made ready is news for every dispatcher; a worker set free, for the ones whose
+     * take found no room, which look again soon anyway (h_take_ready). */
     if (c.parent_ready)
         ready_signal();
+    else if (c.outcome == COMPLETE_APPLIED)
+        ready_bump_local();
     if (c.event_user)
         evwake_signal(&c.event_user, 1);
     if (c.outcome == COMPLETE_NO_NODE)
@@ -216,6 +281,18 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     Calc__V1__CompleteNodeReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__complete_node_reply__init(rep);
     rep->expression_finished = c.finished;
+    if (c.next_node > 0) {
+        Calc__V1__Continuation *next = rpc_alloc(ctx, sizeof *next);
+        calc__v1__continuation__init(next);
+        next->node_id = c.next_node;
+        next->epoch = c.next_epoch;
+        next->op = rpc_strdup(ctx, c.op);
+        next->left = c.left;
+        next->right = c.right;
+        next->delay_ms = c.delay_ms;
+        next->attempt = c.attempt;
+        rep->next = next;
+    }
     *resp = &rep->base;
     return RPC_OK;
 }
@@ -227,7 +304,9 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
  *    after the claim, does not list them (an agent that computed a node but could not report it
  *    sends the message to the retry queue; the retried claim at the same epoch would be stale).
  *    The grace covers a heartbeat whose snapshot was taken just before the claim.
- * Queued nodes nobody claimed within queued_timeout (a lost message) go back to ready as well.
+ * Queued nodes nobody claimed within queued_timeout (a lost message) go back to ready as well,
+ * and so do queued nodes whose publish nobody reported within unpublished_timeout (the outbox:
+ * the dispatcher, its dbagent or the take's reply was lost before the message was confirmed).
  * SKIP LOCKED: a node some call holds now is looked at again on the next run, never waited for.
  */
 static const db_stmt requeue_stmt = {
@@ -237,28 +316,33 @@ static const db_stmt requeue_stmt = {
     " < now() - $1 * interval '1 ms' OR (a.last_heartbeat_at > n.started_at + $3 * interval '1 ms'"
     " AND n.id <> ALL (a.nodes)))"
     " FOR UPDATE OF n SKIP LOCKED),"
-    " q AS (SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - $2 * interval '1 "
-    "ms'"
+    " q AS (SELECT id FROM nodes WHERE state = 'queued' AND (queued_at < now() - $2 * interval '1 "
+    "ms' OR (published_at IS NULL AND queued_at < now() - $4 * interval '1 ms'))"
     " FOR UPDATE SKIP LOCKED),"
     " r AS (UPDATE nodes n SET state = 'ready', epoch = n.epoch + 1, agent = NULL,"
     " queued_at = NULL, ready_at = now()"
     " WHERE n.id IN (SELECT id FROM s UNION ALL SELECT id FROM q) RETURNING n.id)"
     " SELECT count(*) FROM r",
-    3};
+    4};
 
 int h_requeue_stale(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__RequeueStaleRequest *req = (const void *)m;
     db *d = rpc_thread_state(ctx);
-    if (req->heartbeat_timeout_ms <= 0 || req->queued_timeout_ms <= 0 || req->orphan_grace_ms < 0)
+    if (req->heartbeat_timeout_ms <= 0 || req->queued_timeout_ms <= 0 || req->orphan_grace_ms < 0 ||
+        req->unpublished_timeout_ms < 0)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
                         "heartbeat_timeout_ms=%d queued_timeout_ms=%d must be positive,"
-                        " orphan_grace_ms=%d not negative",
-                        req->heartbeat_timeout_ms, req->queued_timeout_ms, req->orphan_grace_ms);
-    char hb[32], qt[32], grace[32];
+                        " orphan_grace_ms=%d unpublished_timeout_ms=%d not negative",
+                        req->heartbeat_timeout_ms, req->queued_timeout_ms, req->orphan_grace_ms,
+                        req->unpublished_timeout_ms);
+    char hb[32], qt[32], grace[32], unpub[32];
     const char *p[] = {
         db_fmt_i64(hb, req->heartbeat_timeout_ms), db_fmt_i64(qt, req->queued_timeout_ms),
-        db_fmt_i64(grace, req->orphan_grace_ms ? req->orphan_grace_ms : req->heartbeat_timeout_ms)};
+        db_fmt_i64(grace, req->orphan_grace_ms ? req->orphan_grace_ms : req->heartbeat_timeout_ms),
+        /* 0: the queued timeout alone (a dispatcher that reports no publishes) */
+        db_fmt_i64(unpub, req->unpublished_timeout_ms ? req->unpublished_timeout_ms
+                                                      : req->queued_timeout_ms)};
     PGresult *r = db_call(d, ctx, &requeue_stmt, p);
     if (!r)
         return db_failed(ctx);

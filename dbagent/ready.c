@@ -68,6 +68,11 @@ void ready_poke(void)
     poke_thread();
 }
 
+void ready_bump_local(void)
+{
+    bump();
+}
+
 void ready_signal(void)
 {
     pthread_mutex_lock(&rd.mu);

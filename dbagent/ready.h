@@ -32,6 +32,9 @@ uint64_t ready_generation(void);
 void ready_poke(void);
 /* After the commit that made nodes ready. */
 void ready_signal(void);
+/* Wakes this process's waiters only: room for more work (a worker set free), not news for the
+ * other dbagents. */
+void ready_bump_local(void);
 /* Waits until the generation is no longer seen or until deadline (monotonic ms). 1: it moved. */
 int ready_wait(uint64_t seen, int64_t deadline_ms);
 /* Callers inside ready_wait now (for the statistics). */

@@ -8,12 +8,12 @@ and agents are the test's own (harness.Cluster), on a vhost of their own on the 
 import os
 import re
 import secrets
-import time
 
 import pytest
 
 import harness
 from rabbit_nodes import RabbitNodes
+from workload import check_applied_once, run_workload
 
 OPS = {"+": 0, "-": 0, "*": 0, "/": 0}
 
@@ -48,46 +48,6 @@ def broker_port_of_api(api):
     """The port of the broker the dispatcher's current connection is on, from its log."""
     found = re.findall(r"dispatcher: connected to RabbitMQ 127\.0\.0\.1:(\d+)", api.log())
     return int(found[-1]) if found else None
-
-
-def run_workload(cluster, api, n, tag, fault=None):
-    """Submits n expressions of 3 nodes each (2 levels) and waits for all to finish; fault() runs
-    once a third of the nodes are done. Returns (seconds, {id: expected value})."""
-    ids_sql = None
-    t0 = time.monotonic()
-    expected = {}
-    for i in range(n):
-        expected[submit(api, f"{i}+{tag}+2*3")] = i + tag + 6
-    ids_sql = ",".join(map(str, expected))
-
-    def nodes_done():
-        return int(sql(cluster, f"SELECT count(*) FROM nodes WHERE expression_id IN ({ids_sql})"
-                                f" AND state = 'done'")[0][0])
-
-    if fault:
-        cluster.wait_for(lambda: nodes_done() >= n, 120, "a third of the nodes to finish", 0.1)
-        fault()
-
-    def finished():
-        return int(sql(cluster, f"SELECT count(*) FROM expressions WHERE id IN ({ids_sql})"
-                                f" AND status IN ('ok', 'error', 'cancelled')")[0][0]) == n
-
-    cluster.wait_for(finished, 120, f"{n} expressions to finish", 0.2)
-    return time.monotonic() - t0, expected
-
-
-def check_applied_once(cluster, expected):
-    ids_sql = ",".join(map(str, expected))
-    rows = sql(cluster, f"SELECT id, status, result, nodes_done, node_count FROM expressions WHERE id IN ({ids_sql})")
-    assert len(rows) == len(expected)
-    for eid, status, result, nodes_done, node_count in rows:
-        assert status == "ok" and float(result) == expected[int(eid)], (eid, status, result)
-        # A result applied twice would count its node twice.
-        assert nodes_done == node_count == "3", (eid, nodes_done, node_count)
-    bad = sql(cluster, f"SELECT id, state, op, left_value, right_value, result FROM nodes"
-                       f" WHERE expression_id IN ({ids_sql}) AND NOT (state = 'done' AND result ="
-                       f" CASE op WHEN '+' THEN left_value + right_value WHEN '*' THEN left_value * right_value END)")
-    assert not bad, f"nodes not done once with the right value: {bad[:5]}"
 
 
 def test_broker_of_the_dispatcher_killed_mid_run_quorum_queues_lose_nothing_and_stay_fast(

@@ -598,3 +598,99 @@ def test_a_deadlock_is_aborted_and_changes_nothing(dba):
     assert dba.psql(f"SELECT state, result IS NULL FROM nodes WHERE id = {t.node_id}").strip() == "running|t"
     assert dba.psql(f"SELECT nodes_done FROM expressions WHERE id = {e.id}").strip() == "0"
     assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=7) == "applied"
+
+
+# ---- continuation ------------------------------------------------------------------------------
+
+
+def test_a_completion_continues_with_the_parent_it_makes_ready_and_fencing_holds(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (t,) = take(dba, e.id)
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
+    done = dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4, can_continue=True)
+    nxt = done.next
+    assert nxt.node_id and (nxt.op, nxt.left, nxt.right, nxt.attempt) == ("+", 2.0, 4.0, 1)
+    # Claimed in the same transaction: running under agent-a at a new epoch, never ready or queued,
+    # so no dispatcher takes it.
+    assert node_state(dba, nxt.node_id) == ("running", nxt.epoch)
+    assert dba.psql(f"SELECT agent, attempts, queued_at IS NULL FROM nodes WHERE id = {nxt.node_id}").strip() == "agent-a|1|t"
+    assert not [x for x in dba.TakeReady(max=1000).nodes if x.expression_id == e.id]
+    # agent-a goes silent: the continued node is handed back with a new epoch like any other, and
+    # agent-a's late completion of it is stale and changes nothing.
+    harness.wait_for(lambda: dba.RequeueStale(heartbeat_timeout_ms=1, queued_timeout_ms=3600_000).requeued >= 1, 10,
+                     "requeue")
+    before = snapshot(dba, u.id, e.id)
+    assert answer(dba, "CompleteNode", node_id=nxt.node_id, epoch=nxt.epoch, agent="agent-a", value=6,
+                  can_continue=True) == "stale"
+    assert snapshot(dba, u.id, e.id) == before
+    (again,) = take(dba, e.id)
+    assert again.node_id == nxt.node_id and again.epoch == nxt.epoch + 2  # requeue, then take
+    cl = run_node(dba, again, agent="agent-b")
+    assert cl.attempt == 2
+    f = expr(dba, u.id, e.id)
+    assert f.status == "ok" and f.result == 6.0
+
+
+def test_without_can_continue_or_while_the_parent_waits_nothing_is_continued(dba):
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression  # two leaves, one join
+    a, b = take(dba, e.id, 2)
+    for t in (a, b):
+        assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
+    # The first completion leaves the join waiting for the other operand: nothing to continue with.
+    first = dba.CompleteNode(node_id=a.node_id, epoch=a.epoch, agent="agent-a", value=1, can_continue=True)
+    assert not first.HasField("next")
+    # The second makes it ready; without can_continue it goes to the dispatcher as before.
+    second = dba.CompleteNode(node_id=b.node_id, epoch=b.epoch, agent="agent-a", value=2)
+    assert not second.HasField("next")
+    (join,) = take(dba, e.id)
+    run_node(dba, join)
+    assert expr(dba, u.id, e.id).result == 3.0
+
+
+def test_a_completion_proves_a_claim_that_was_lost(dba):
+    """A claim commits without waiting for its WAL flush, so a crash of PostgreSQL may lose it while
+    its agent computes. The completion, at the message's epoch, is then applied to the queued node
+    (only the message's holder can send it); a second copy of the message finds the node done."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (t,) = take(dba, e.id)
+    assert node_state(dba, t.node_id) == ("queued", t.epoch)  # as if the claim had been lost
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch + 1, agent="agent-a", value=4) == "stale"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4) == "applied"
+    assert dba.psql(f"SELECT state, agent, attempts FROM nodes WHERE id = {t.node_id}").strip() == "done|agent-a|1"
+    assert expr(dba, u.id, e.id).status == "in_progress"
+    assert "started" in [ev.kind for ev in events(dba, u.id)]
+    before = snapshot(dba, u.id, e.id)
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b") == "stale"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=4) == "stale"
+    assert snapshot(dba, u.id, e.id) == before
+    (root,) = take(dba, e.id)
+    run_node(dba, root)
+    assert expr(dba, u.id, e.id).result == 6.0
+
+
+def test_the_outbox_redispatches_only_what_was_never_confirmed(dba):
+    """TakeReady reports the previous take's confirmed publishes (no transaction of their own); a
+    node whose publish nobody confirmed goes back to ready after unpublished_timeout_ms, a confirmed
+    one only after queued_timeout_ms."""
+    assert dba.code_of("RequeueStale", heartbeat_timeout_ms=1, queued_timeout_ms=1,
+                       unpublished_timeout_ms=-1) == SC.INVALID_ARGUMENT
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(3)).expression
+    a, b, c = take(dba, e.id, 3)
+    dba.TakeReady(max=1, published=[a])  # a dispatcher's next take: a was confirmed
+    dba.MarkQueued(published=[b])       # or told separately
+    published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
+    assert (published(a), published(b), published(c)) == ("t", "t", "f")
+
+    def requeued_c():
+        dba.RequeueStale(heartbeat_timeout_ms=3600_000, queued_timeout_ms=3600_000, unpublished_timeout_ms=1)
+        return node_state(dba, c.node_id)[0] == "ready"
+
+    harness.wait_for(requeued_c, 10, "the unconfirmed node to be dispatched again")
+    assert [node_state(dba, n.node_id)[0] for n in (a, b)] == ["queued", "queued"]
+    (again,) = take(dba, e.id)
+    assert again.node_id == c.node_id and again.epoch == c.epoch + 2
+    assert published(again) == "f", "a new take is unconfirmed again"

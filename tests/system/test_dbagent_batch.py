@@ -179,6 +179,7 @@ def test_a_transaction_that_fails_runs_each_call_alone(dba, dba_one_batch):
 
 HOT_QUERIES = {
     "take ready (longest tail first)": "SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT 100",
+    "queued and running, each by its index": "SELECT expression_id FROM nodes WHERE state = 'queued' UNION ALL SELECT expression_id FROM nodes WHERE state = 'running'",
     "claim / complete by id": "SELECT * FROM nodes WHERE id = 12345",
     "nodes of an expression": "SELECT * FROM nodes WHERE expression_id = 1234",
     "queued too long": "SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - interval '30 s'",

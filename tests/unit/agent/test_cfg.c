@@ -51,7 +51,7 @@ static void test_defaults(void **state)
     char err[256] = "";
     assert_int_equal(agent_cfg_load(&c, err, sizeof err), 0);
     assert_int_equal(c.workers, 4);
-    assert_int_equal(c.heartbeat_ms, 1000);
+    assert_int_equal(c.heartbeat_ms, 500);
     assert_int_equal(c.retry_ttl_ms, 20000);
     assert_int_equal(c.grace_ms, 30000);
     assert_string_equal(c.dba_addr, "127.0.0.1:50051");

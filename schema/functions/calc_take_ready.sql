@@ -1,0 +1,71 @@
+-- TakeReady: moves up to p_max ready nodes to queued with a new epoch (the dispatcher publishes
+-- each at once) and returns them in the order to publish them.
+--
+-- Capacity. With p_live_ms > 0, no more are taken than the live agents can start soon: their
+-- workers (agents heard from within p_live_ms) plus p_ahead percent of them (rounded up), less
+-- the nodes queued or
+-- running now. A backlog waits here as ready nodes, ordered as below, instead of in the broker's
+-- FIFO; and with every agent gone nothing is taken at all, so a queued-timeout sweep never piles
+-- a second message on top of one still in the queue. p_live_ms = 0 takes up to p_max.
+--
+-- Fairness. Users take turns: a user's k-th ready node (longest remaining path first) gets turn
+-- k plus the nodes that user has queued or running already, and the lowest turns go first (ties:
+-- longest remaining path). A user with a large backlog keeps the workers busy; a user arriving
+-- with one expression gets the next free worker, not a place behind the backlog.
+--
+-- The outbox: p_published/p_published_epochs are the nodes of the caller's previous take whose
+-- messages the broker confirmed; they are marked published here, in the take's own transaction.
+-- Nodes left unmarked are dispatched again by RequeueStale after its unpublished timeout.
+--
+-- This looks at every ready node: fine for backlogs of many thousands, not for millions.
+-- SKIP LOCKED hands a node to one caller only.
+CREATE OR REPLACE FUNCTION calc_take_ready(p_max integer, p_live_ms integer, p_ahead integer,
+                                           p_published bigint[], p_published_epochs integer[])
+RETURNS TABLE (id bigint, epoch integer, expression_id bigint, ready_ms bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    room bigint := p_max;
+BEGIN
+    -- Committed without waiting for the WAL flush: a take lost in a crash leaves its nodes ready
+    -- at their old epoch, and the message already published carries the epoch they get again
+    -- (one of the two copies claims, the other is stale).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    IF cardinality(p_published) > 0 THEN
+        UPDATE nodes n SET published_at = now()
+          FROM unnest(p_published, p_published_epochs) AS f(id, epoch)
+         WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued';
+    END IF;
+    IF p_live_ms > 0 THEN
+        SELECT ceil(coalesce(sum(a.workers), 0) * (100 + p_ahead) / 100.0) INTO room
+          FROM agents a WHERE a.last_heartbeat_at > now() - p_live_ms * interval '1 ms';
+        -- Each state by itself: its partial index (an IN of both would read the whole table).
+        room := least(p_max::bigint,
+                      room - (SELECT count(*) FROM nodes n WHERE n.state = 'queued')
+                           - (SELECT count(*) FROM nodes n WHERE n.state = 'running'));
+        IF room <= 0 THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+    WITH flying AS (SELECT n.expression_id FROM nodes n WHERE n.state = 'queued'
+                    UNION ALL
+                    SELECT n.expression_id FROM nodes n WHERE n.state = 'running'),
+         busy AS (SELECT e.user_id, count(*) AS n
+                    FROM flying f JOIN expressions e ON e.id = f.expression_id GROUP BY e.user_id),
+         cand AS (SELECT n.id, n.tail_ms,
+                         coalesce(b.n, 0) + row_number() OVER (PARTITION BY e.user_id
+                                                               ORDER BY n.tail_ms DESC, n.id) AS turn
+                    FROM nodes n JOIN expressions e ON e.id = n.expression_id
+                    LEFT JOIN busy b ON b.user_id = e.user_id
+                   WHERE n.state = 'ready'),
+         pick AS (SELECT c.id, c.turn, c.tail_ms FROM cand c ORDER BY c.turn, c.tail_ms DESC, c.id
+                   LIMIT room),
+         free AS (SELECT n.id FROM nodes n WHERE n.id IN (SELECT p.id FROM pick p)
+                     AND n.state = 'ready' FOR UPDATE SKIP LOCKED),
+         t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now(),
+                      published_at = NULL
+                 FROM free f WHERE n.id = f.id
+               RETURNING n.id, n.epoch, n.expression_id, n.ready_at)
+    SELECT t.id, t.epoch, t.expression_id, to_ms(t.ready_at)
+      FROM t JOIN pick p ON p.id = t.id ORDER BY p.turn, p.tail_ms DESC, t.id;
+END $$;
