@@ -109,6 +109,48 @@ void http_text(http_req *r, int status, char *text, const char *content_type)
     r->content_type = content_type;
 }
 
+/* The length of the well-formed UTF-8 sequence at s (no overlong form, no surrogate, at most
+ * U+10FFFF: what a JSON string may hold), 0 when there is none. */
+static size_t utf8_len(const unsigned char *s)
+{
+    unsigned c = s[0];
+    size_t n;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000;
+    else
+        return 0;
+    unsigned cp = c & (0x3f >> (n - 1));
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0; /* also stops at the terminating NUL */
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Messages quote what a client sent (a header, a path): each control character and each byte
+ * that is not well-formed UTF-8 becomes '?', so the message always makes a JSON string. */
+static void printable_text(char *s)
+{
+    for (unsigned char *p = (unsigned char *)s; *p;) {
+        size_t n = utf8_len(p);
+        if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f))) {
+            *p++ = '?';
+            continue;
+        }
+        p += n;
+    }
+}
+
 void http_error(http_req *r, int status, const char *fmt, ...)
 {
     char msg[512];
@@ -116,6 +158,7 @@ void http_error(http_req *r, int status, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    printable_text(msg);
     http_json(r, status, json_pack("{s:s, s:i}", "error", msg, "status", status));
 }
 

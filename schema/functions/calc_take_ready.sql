@@ -30,10 +30,17 @@ BEGIN
     -- at their old epoch, and the message already published carries the epoch they get again
     -- (one of the two copies claims, the other is stale).
     PERFORM set_config('synchronous_commit', 'off', true);
+    -- A take never waits for a row lock, so it cannot join a deadlock (claims lock their nodes in
+    -- id order, and an UPDATE joined to the array would lock these in hash order): a node locked
+    -- now is being claimed or swept, and leaving its mark off costs at most a redundant dispatch.
     IF cardinality(p_published) > 0 THEN
         UPDATE nodes n SET published_at = now()
-          FROM unnest(p_published, p_published_epochs) AS f(id, epoch)
-         WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued';
+          FROM (SELECT m.id FROM nodes m
+                  JOIN unnest(p_published, p_published_epochs) AS f(id, epoch)
+                    ON m.id = f.id AND m.epoch = f.epoch
+                 WHERE m.state = 'queued'
+                 ORDER BY m.id FOR UPDATE OF m SKIP LOCKED) AS mine
+         WHERE n.id = mine.id;
     END IF;
     IF p_live_ms > 0 THEN
         SELECT ceil(coalesce(sum(a.workers), 0) * (100 + p_ahead) / 100.0) INTO room

@@ -694,3 +694,21 @@ def test_the_outbox_redispatches_only_what_was_never_confirmed(dba):
     (again,) = take(dba, e.id)
     assert again.node_id == c.node_id and again.epoch == c.epoch + 2
     assert published(again) == "f", "a new take is unconfirmed again"
+
+
+def test_a_take_never_waits_for_a_locked_node(dba):
+    """A take marks its predecessor's confirmed publishes, but skips a node another transaction holds
+    (a claim in flight): waiting there could close a deadlock with a claim batch, which locks its
+    nodes in id order. The node left unmarked is at worst dispatched once more."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    a, b = take(dba, e.id, 2)
+    holder = hold_lock(dba, f"SELECT 1 FROM nodes WHERE id = {a.node_id} FOR UPDATE", 30)
+    try:
+        t0 = time.monotonic()
+        dba.TakeReady(max=1, published=[a, b])
+        assert time.monotonic() - t0 < 2, "the take waited for the lock"
+    finally:
+        release(dba, holder)
+    published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
+    assert (published(a), published(b)) == ("f", "t")
