@@ -269,6 +269,13 @@ void auth_new_refresh(char token[AUTH_TOKEN_HEX], char hash[AUTH_TOKEN_HEX])
     auth_hash_refresh(token, hash);
 }
 
+void auth_request_id(char id[AUTH_REQUEST_ID_HEX])
+{
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(id, AUTH_REQUEST_ID_HEX, raw, sizeof raw);
+}
+
 void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX])
 {
     unsigned char h[crypto_hash_sha256_BYTES];

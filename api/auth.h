@@ -35,6 +35,9 @@ int64_t auth_verify_access(const char *token, char *err, size_t errlen);
 
 /* A new refresh token and its hash, both hex. */
 void auth_new_refresh(char token[AUTH_TOKEN_HEX], char hash[AUTH_TOKEN_HEX]);
+/* A new random request id (32 hex characters), the same for every retry of one call. */
+#define AUTH_REQUEST_ID_HEX 33
+void auth_request_id(char id[AUTH_REQUEST_ID_HEX]);
 void auth_hash_refresh(const char *token, char hash[AUTH_TOKEN_HEX]);
 /*
  * The token that replaces token when it rotates, and its hash: a keyed BLAKE2b of token under a

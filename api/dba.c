@@ -1,7 +1,13 @@
 #include "dba.h"
 
+#include <stdatomic.h>
+#include <string.h>
+
 #include "api.h"
 #include "log.h"
+#include "methods.h"
+#include "metrics.h"
+#include "timeutil.h"
 
 /* calc-api's configuration, defined here with the rest of the library so that unit tests link
  * without main.c, which fills it from the environment before anything else runs. */
@@ -39,15 +45,75 @@ int dba_http_status(int rpc_code)
     return 503;
 }
 
+/* Calls that may run again after an ambiguous failure (the connection broke, so the first may have
+ * committed) or an aborted transaction: reads, and writes that recognise their own retry (a
+ * request id, a token hash or req_uid the caller chose) or whose second run changes nothing. The
+ * rest (a cancel, a password change, a login attempt counted) answer 503 and the client decides. */
+static const char *const repeatable[] = {
+    DBA_FIND_USER,
+    DBA_CREATE_USER,
+    DBA_STORE_REFRESH_TOKEN,
+    DBA_ROTATE_REFRESH_TOKEN,
+    DBA_REVOKE_REFRESH_FAMILY,
+    DBA_CREATE_EXPRESSION,
+    DBA_GET_EXPRESSION,
+    DBA_GET_EXPRESSIONS,
+    DBA_LIST_EXPRESSIONS,
+    DBA_GET_NODES,
+    DBA_LIST_AGENTS,
+    DBA_GET_DURATIONS,
+    DBA_SET_DURATIONS,
+    DBA_GET_STATS,
+    DBA_LIST_EVENTS,
+    DBA_WATCH_EVENTS,
+};
+
+/* The pauses before each retry: together about a second, what a dbagent restart or a broken
+ * connection takes to mend, and never past one call's deadline in all. */
+static const int retry_pause_ms[] = {50, 200, 750};
+
+static atomic_ullong retries_total;
+
+int dba_repeatable(const char *path, int rc)
+{
+    if (rc != RPC_UNAVAILABLE && rc != RPC_ABORTED)
+        return 0;
+    for (size_t i = 0; i < sizeof repeatable / sizeof repeatable[0]; i++)
+        if (!strcmp(path, repeatable[i]))
+            return 1;
+    return 0;
+}
+
 int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp)
 {
     char err[256];
-    int rc = rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, (int)api_cfg.dba_timeout_ms,
+    int64_t deadline = time_monotonic_ms() + api_cfg.dba_timeout_ms;
+    int rc;
+    for (size_t retry = 0;; retry++) {
+        int64_t left = deadline - time_monotonic_ms();
+        rc = rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, (int)(left > 1 ? left : 1),
                       err, sizeof err);
+        if (rc == RPC_OK || !dba_repeatable(path, rc) ||
+            retry == sizeof retry_pause_ms / sizeof retry_pause_ms[0] ||
+            time_monotonic_ms() + retry_pause_ms[retry] >= deadline)
+            break;
+        atomic_fetch_add(&retries_total, 1);
+        log_info("%s %s: %s: %s (code %d): again in %dms", r->method, r->path, path, err, rc,
+                 retry_pause_ms[retry]);
+        time_sleep_ms(retry_pause_ms[retry], NULL);
+    }
     if (rc != RPC_OK)
         dba_reply_failure(r, path, rc, err);
     return rc;
+}
+
+void dba_metrics(buf *b)
+{
+    metrics_family(b, "calc_dbagent_retries_total", "counter",
+                   "Calls to dbagent made again after a broken connection or an aborted "
+                   "transaction (only those safe to repeat).");
+    metrics_u64(b, "calc_dbagent_retries_total", NULL, atomic_load(&retries_total));
 }
 
 void dba_reply_failure(http_req *r, const char *path, int rc, const char *err)

@@ -2,6 +2,7 @@
 #ifndef CALC_DBA_H
 #define CALC_DBA_H
 
+#include "buf.h"
 #include "calc.pb-c.h"
 #include "http.h"
 #include "rpc.h"
@@ -15,10 +16,17 @@ void dba_close(void);
 
 /*
  * A call on behalf of an HTTP request: on failure replies to r with the fitting status
- * (404, 409, 429, 503...) and returns the rpc code. On RPC_OK the caller frees *resp.
+ * (404, 409, 429, 503...) and returns the rpc code. On RPC_OK the caller frees *resp. A call safe
+ * to repeat (dba_repeatable) is made again, the same, after a short pause, within one deadline.
  */
 int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp);
+
+/* 1 when the call to path that failed with rc may be made again as it was. */
+int dba_repeatable(const char *path, int rc);
+
+/* calc_dbagent_retries_total. */
+void dba_metrics(buf *b);
 
 /* The HTTP status for a failed call's rpc code: 400, 404, 409, 429, or 503 for the rest. */
 int dba_http_status(int rpc_code);

@@ -1,6 +1,7 @@
 #include "dispatcher.h"
 
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -162,6 +163,7 @@ static void *dispatcher_main(void *arg)
     backoff pause; /* between connection attempts, and after a broker refused our messages */
     backoff_init(&pause, 100, 5000);
     size_t broker = 0; /* index in api_cfg.mq of the broker tried first */
+    int64_t take_id = 0;
     while (!atomic_load(&stopping)) {
         char err[1024];
         if (!link) {
@@ -190,6 +192,11 @@ static void *dispatcher_main(void *arg)
         req.ahead_percent = (int32_t)api_cfg.dispatch_ahead;
         req.published = confirmed;
         req.n_published = n_confirmed;
+        /* A new id for each take, kept for its retries: a take whose reply was lost is answered
+         * again with its own nodes, published at once instead of after the outbox's timeout. */
+        while (!take_id)
+            randombytes_buf(&take_id, sizeof take_id);
+        req.take_id = take_id;
         Calc__V1__TakeReadyReply *taken = NULL;
         int rc = rpc_call(dba, DBA_TAKE_READY, &req.base, &calc__v1__take_ready_reply__descriptor,
                           (ProtobufCMessage **)&taken, LONG_POLL_MS + 4000, err, sizeof err);
@@ -199,6 +206,7 @@ static void *dispatcher_main(void *arg)
             continue; /* the confirmed ones go with the next */
         }
         n_confirmed = 0;
+        take_id = 0;
         if (taken->n_nodes) {
             Calc__V1__MarkQueuedRequest mark = CALC__V1__MARK_QUEUED_REQUEST__INIT;
             mark.published = xcalloc(taken->n_nodes, sizeof *mark.published);

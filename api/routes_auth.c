@@ -92,6 +92,9 @@ void route_register(http_req *r)
         Calc__V1__CreateUserRequest req = CALC__V1__CREATE_USER_REQUEST__INIT;
         req.login = (char *)login;
         req.password_hash = hash;
+        char request_id[AUTH_REQUEST_ID_HEX];
+        auth_request_id(request_id);
+        req.request_id = request_id; /* a retry in dba_call gets the user, not "login taken" */
         Calc__V1__UserReply *rep = NULL;
         if (dba_call(r, DBA_CREATE_USER, &req.base, &calc__v1__user_reply__descriptor, &rep) ==
             RPC_OK) {

@@ -31,7 +31,7 @@ static const db_stmt unqueue_stmt = {
 
 /* schema/functions/calc_take_ready.sql: capacity, fairness, the order to publish in. */
 static const db_stmt take_stmt = {
-    "take_ready", "SELECT * FROM calc_take_ready($1, $2, $3, $4::bigint[], $5::int[])", 5};
+    "take_ready", "SELECT * FROM calc_take_ready($1, $2, $3, $4::bigint[], $5::int[], $6)", 6};
 /* Whether anything waits: a take that found no room looks again sooner (see h_take_ready). */
 static const db_stmt any_ready_stmt = {
     "any_ready", "SELECT EXISTS (SELECT 1 FROM nodes WHERE state = 'ready')", 0};
@@ -64,12 +64,15 @@ static PGresult *for_nodes(db *d, rpc_ctx *ctx, const db_stmt *stmt, Calc__V1__T
 static int take(db *d, rpc_ctx *ctx, const Calc__V1__TakeReadyRequest *req, int max,
                 Calc__V1__TakeReadyReply *rep)
 {
-    char lim[32], live[32], ahead[32];
+    char lim[32], live[32], ahead[32], take_id[32];
     pgarray ids, epochs;
     node_arrays(&ids, &epochs, req->published, req->n_published);
-    const char *p[] = {db_fmt_i64(lim, max), db_fmt_i64(live, req->live_within_ms),
-                       db_fmt_i64(ahead, req->ahead_percent), pgarray_text(&ids),
-                       pgarray_text(&epochs)};
+    const char *p[] = {db_fmt_i64(lim, max),
+                       db_fmt_i64(live, req->live_within_ms),
+                       db_fmt_i64(ahead, req->ahead_percent),
+                       pgarray_text(&ids),
+                       pgarray_text(&epochs),
+                       db_fmt_i64(take_id, req->take_id)};
     PGresult *r = db_call(d, ctx, &take_stmt, p);
     pgarray_free(&ids);
     pgarray_free(&epochs);

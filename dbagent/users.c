@@ -45,20 +45,32 @@ static int user_or(rpc_ctx *ctx, PGresult *r, ProtobufCMessage **resp, int empty
 
 static const db_stmt create_user_stmt = {
     "create_user",
-    "INSERT INTO users (login, password_hash, is_admin) VALUES ($1, $2, $3)"
-    " ON CONFLICT (login) DO NOTHING RETURNING " USER_COLS,
-    3};
+    "INSERT INTO users (login, password_hash, is_admin, request_id)"
+    " VALUES ($1, $2, $3, nullif($4, '')) ON CONFLICT (login) DO NOTHING RETURNING " USER_COLS,
+    4};
+/* A statement of its own (its own snapshot): it sees a user that a first call, still running when
+ * the insert above began, committed since. */
+static const db_stmt user_by_request_stmt = {
+    "user_by_request", "SELECT " USER_COLS " FROM users WHERE login = $1 AND request_id = $2", 2};
 
+/* A login that is taken answers ALREADY_EXISTS, unless the same request took it: a retry of a call
+ * whose reply was lost gets the user it made. */
 int h_create_user(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
     const Calc__V1__CreateUserRequest *req = (const void *)m;
     if (!req->login[0] || !req->password_hash[0])
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "login and password_hash are required");
-    const char *p[] = {req->login, req->password_hash, req->is_admin ? "t" : "f"};
+    db *d = rpc_thread_state(ctx);
+    const char *p[] = {req->login, req->password_hash, req->is_admin ? "t" : "f", req->request_id};
+    PGresult *r = db_call(d, ctx, &create_user_stmt, p);
+    if (r && PQntuples(r) == 0 && req->request_id[0]) {
+        PQclear(r);
+        const char *again[] = {req->login, req->request_id};
+        r = db_call(d, ctx, &user_by_request_stmt, again);
+    }
     char taken[160];
     snprintf(taken, sizeof taken, "login '%.100s' is taken", req->login);
-    return user_or(ctx, db_call(rpc_thread_state(ctx), ctx, &create_user_stmt, p), resp,
-                   RPC_ALREADY_EXISTS, taken);
+    return user_or(ctx, r, resp, RPC_ALREADY_EXISTS, taken);
 }
 
 /* Two statements, so each lookup uses its own index. */
@@ -99,13 +111,19 @@ int h_ensure_admin(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
                    RPC_INTERNAL, "the admin was not stored");
 }
 
-/* A family that names no end of its own ends with its first token. */
+/* A family that names no end of its own ends with its first token. The token's hash is the
+ * request's id: a retry of a stored token inserts nothing, and the second statement (its own
+ * snapshot, so it sees a first call that committed while this one waited) finds it stored. */
 static const db_stmt store_token_stmt = {
     "store_refresh_token",
     "INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at, family_expires_at)"
     " VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0),"
-    " to_timestamp(CASE WHEN $5::bigint > 0 THEN $5::bigint ELSE $4::bigint END / 1000.0))",
+    " to_timestamp(CASE WHEN $5::bigint > 0 THEN $5::bigint ELSE $4::bigint END / 1000.0))"
+    " ON CONFLICT (token_hash) DO NOTHING RETURNING 1",
     5};
+static const db_stmt stored_token_stmt = {
+    "stored_refresh_token",
+    "SELECT 1 FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2 AND family = $3", 3};
 
 int h_store_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
@@ -118,10 +136,18 @@ int h_store_refresh_token(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMess
     const char *p[] = {req->token_hash, db_fmt_i64(uid, req->user_id), family,
                        db_fmt_i64(exp, req->expires_at_ms),
                        db_fmt_i64(fexp, req->family_expires_at_ms)};
-    PGresult *r = db_call(rpc_thread_state(ctx), ctx, &store_token_stmt, p);
+    db *d = rpc_thread_state(ctx);
+    PGresult *r = db_call(d, ctx, &store_token_stmt, p);
+    if (r && PQntuples(r) == 0) {
+        PQclear(r);
+        r = db_call(d, ctx, &stored_token_stmt, p);
+    }
     if (!r)
         return db_failed(ctx);
+    int stored = PQntuples(r);
     PQclear(r);
+    if (!stored)
+        return rpc_fail(ctx, RPC_ALREADY_EXISTS, "that token hash is stored for another session");
     Calc__V1__StoreRefreshTokenReply *rep = rpc_alloc(ctx, sizeof *rep);
     calc__v1__store_refresh_token_reply__init(rep);
     rep->family = rpc_strdup(ctx, family);

@@ -17,10 +17,15 @@
 -- messages the broker confirmed; they are marked published here, in the take's own transaction.
 -- Nodes left unmarked are dispatched again by RequeueStale after its unpublished timeout.
 --
+-- Retries. p_take_id (not 0) names the take; its nodes carry it. A retry (the reply of the first
+-- call was lost, perhaps after its commit) answers with the nodes the first call queued that are
+-- still queued, at their epochs, and takes nothing more; when there are none, it takes as usual.
+--
 -- This looks at every ready node: fine for backlogs of many thousands, not for millions.
 -- SKIP LOCKED hands a node to one caller only.
 CREATE OR REPLACE FUNCTION calc_take_ready(p_max integer, p_live_ms integer, p_ahead integer,
-                                           p_published bigint[], p_published_epochs integer[])
+                                           p_published bigint[], p_published_epochs integer[],
+                                           p_take_id bigint)
 RETURNS TABLE (id bigint, epoch integer, expression_id bigint, ready_ms bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -41,6 +46,18 @@ BEGIN
                  WHERE m.state = 'queued'
                  ORDER BY m.id FOR UPDATE OF m SKIP LOCKED) AS mine
          WHERE n.id = mine.id;
+    END IF;
+    IF p_take_id <> 0 THEN
+        -- A retry made while the first call still runs (its caller gave up on it) waits here for
+        -- it to end, then sees what it queued (each statement here reads anew).
+        PERFORM pg_advisory_xact_lock(p_take_id);
+        RETURN QUERY
+        SELECT n.id, n.epoch, n.expression_id, to_ms(n.ready_at)
+          FROM nodes n WHERE n.state = 'queued' AND n.take_id = p_take_id
+         ORDER BY n.tail_ms DESC, n.id;
+        IF FOUND THEN
+            RETURN;
+        END IF;
     END IF;
     IF p_live_ms > 0 THEN
         SELECT ceil(coalesce(sum(a.workers), 0) * (100 + p_ahead) / 100.0) INTO room
@@ -70,7 +87,7 @@ BEGIN
          free AS (SELECT n.id FROM nodes n WHERE n.id IN (SELECT p.id FROM pick p)
                      AND n.state = 'ready' FOR UPDATE SKIP LOCKED),
          t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now(),
-                      published_at = NULL
+                      published_at = NULL, take_id = nullif(p_take_id, 0)
                  FROM free f WHERE n.id = f.id
                RETURNING n.id, n.epoch, n.expression_id, n.ready_at)
     SELECT t.id, t.epoch, t.expression_id, to_ms(t.ready_at)

@@ -57,7 +57,11 @@ def test_refresh_tokens_rotate_and_reuse_revokes_family(dba):
     fam = dba.StoreRefreshToken(user_id=u.id, token_hash="t1", expires_at_ms=far).family
     assert fam == "t1"
     assert dba.code_of("StoreRefreshToken", user_id=u.id, token_hash="", expires_at_ms=far) == SC.INVALID_ARGUMENT
-    assert dba.code_of("StoreRefreshToken", user_id=u.id, token_hash="t1", expires_at_ms=far) == SC.ALREADY_EXISTS
+    # The hash is the request's id: storing the same token again is a retry and changes nothing;
+    # the same hash for another user is refused.
+    assert dba.StoreRefreshToken(user_id=u.id, token_hash="t1", expires_at_ms=far).family == "t1"
+    assert dba.code_of("StoreRefreshToken", user_id=new_user(dba).id, token_hash="t1", expires_at_ms=far) == SC.ALREADY_EXISTS
+    assert dba.psql("SELECT count(*), min(user_id) FROM refresh_tokens WHERE token_hash = 't1'").strip() == f"1|{u.id}"
     assert dba.code_of("StoreRefreshToken", user_id=10**12, token_hash="tx", expires_at_ms=far) == SC.NOT_FOUND
     r = dba.RotateRefreshToken(old_hash="t1", new_hash="t2", expires_at_ms=far)
     assert r.outcome == pb.RotateRefreshTokenReply.ROTATED and r.user_id == u.id
@@ -712,3 +716,42 @@ def test_a_take_never_waits_for_a_locked_node(dba):
         release(dba, holder)
     published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
     assert (published(a), published(b)) == ("f", "t")
+
+
+# ---- retries after a lost reply ----------------------------------------------------------------
+# dbagent cannot tell a retry from the first call whose reply was lost after its commit: each test
+# makes the call, discards its answer, and makes it again with the same request id.
+
+
+def test_a_retried_create_user_gets_the_same_user_and_makes_no_other(dba):
+    first = dba.CreateUser(login="retrier", password_hash="h1", request_id="req-1").user
+    users = dba.psql("SELECT count(*) FROM users").strip()
+    again = dba.CreateUser(login="retrier", password_hash="h1", request_id="req-1").user
+    assert (again.id, again.password_hash, again.created_at_ms) == (first.id, "h1", first.created_at_ms)
+    assert dba.psql("SELECT count(*) FROM users").strip() == users
+    # Another request for the same login (or one without an id) finds it taken.
+    assert dba.code_of("CreateUser", login="retrier", password_hash="h2", request_id="req-2") == SC.ALREADY_EXISTS
+    assert dba.code_of("CreateUser", login="retrier", password_hash="h2") == SC.ALREADY_EXISTS
+    assert dba.FindUser(login="retrier").user.password_hash == "h1"
+
+
+def test_a_retried_take_gets_the_same_nodes_and_takes_no_more(dba):
+    drain(dba)
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(4)).expression  # four ready leaves
+    first = dba.TakeReady(max=2, take_id=77)
+    mine = sorted((t.node_id, t.epoch) for t in first.nodes)
+    assert len(mine) == 2 and all(t.expression_id == e.id for t in first.nodes)
+    state = lambda: dba.psql(f"SELECT id, state, epoch FROM nodes WHERE expression_id = {e.id} ORDER BY id")  # noqa: E731
+    before = state()
+    again = dba.TakeReady(max=2, take_id=77)
+    assert sorted((t.node_id, t.epoch) for t in again.nodes) == mine
+    assert state() == before, "the retry changed nodes"
+    # A new take (another id) takes the other two; the retry of the first still answers its own.
+    other = dba.TakeReady(max=2, take_id=78)
+    assert not {t.node_id for t in other.nodes} & {n for n, _ in mine} and len(other.nodes) == 2
+    assert sorted((t.node_id, t.epoch) for t in dba.TakeReady(max=2, take_id=77).nodes) == mine
+    # Once its nodes are claimed, the id answers nothing of them: a late retry takes as usual.
+    for node_id, epoch in mine:
+        assert answer(dba, "ClaimNode", node_id=node_id, epoch=epoch, agent="agent-a") == "claimed"
+    assert not [t for t in dba.TakeReady(max=2, take_id=77).nodes if t.expression_id == e.id]

@@ -1,0 +1,116 @@
+"""A reply lost after its commit. calc-api reaches dbagent through a relay that drops every connection
+at once while a call waits in PostgreSQL behind a lock the test holds; dbagent's statement goes on and
+commits after the test lets go, but its reply has nowhere to go. The caller makes the call again with
+the same request id, and the retry answers what the first call did instead of doing it twice."""
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+import harness
+from proxy import CuttingProxy
+from workload import sql
+
+HOLDER = "/* retries: lock holder */"
+
+
+def hold(cluster, statement):
+    """A psql session that runs statement in a transaction and keeps it open (ended by let_go)."""
+    cmd = [harness.SERVERS_CLI, "psql", cluster.servers.pg_dir, str(cluster.servers.pg_port), "-d", cluster.db,
+           "-c", f"{HOLDER} BEGIN; {statement}; SELECT pg_sleep(60); COMMIT;"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cluster.wait_for(lambda: int(sql(cluster, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+                                              f"'{HOLDER}%' AND wait_event = 'PgSleep'")[0][0]) == 1,
+                     10, "the lock holder")
+    return p
+
+
+def let_go(cluster, holder):
+    """Ends the holder's transaction (rolled back) and with it its locks."""
+    sql(cluster, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER}%'")
+    holder.wait(10)
+
+
+def waiting(cluster, like):
+    """How many dbagent statements matching like wait for a lock."""
+    return int(sql(cluster, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'calc-dbagent'"
+                            f" AND wait_event_type = 'Lock' AND query LIKE '{like}'")[0][0])
+
+
+def retries(api):
+    text = requests.get(api.url + "/metrics", timeout=5).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("calc_dbagent_retries_total"))
+
+
+@pytest.fixture
+def relayed(bare_cluster):
+    """dbagent, and calc-api reaching it only through the relay; no agents yet."""
+    c = bare_cluster
+    c.start_dbagent()
+    relay = CuttingProxy(c.dbagent_port)
+    try:
+        c.api = c.start_api(DBAGENT_ADDR=relay.addr)
+        c.relay = relay
+        yield c
+    finally:
+        relay.close()
+
+
+@pytest.mark.cluster(env={"DBAGENT_TIMEOUT_MS": "20000"})
+def test_a_registration_whose_reply_was_lost_gets_its_user_not_login_taken(relayed):
+    c = relayed
+    holder = hold(c, "INSERT INTO users (login, password_hash) VALUES ('lost', 'x')")  # the login, uncommitted
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=c.api_client().register("lost", "password1", check=False)))
+    t.start()
+    try:
+        c.wait_for(lambda: waiting(c, "%INSERT INTO users%") == 1, 10, "the registration to wait for the login")
+        # The reply's way back is gone; calc-api's retry waits in the relay until the first call,
+        # which dbagent still runs, has made the user.
+        assert c.relay.cut(hold=True) >= 1
+        let_go(c, holder)
+        c.wait_for(lambda: sql(c, "SELECT count(*) FROM users WHERE login = 'lost'")[0][0] == "1", 10,
+                   "the first call to commit")
+        c.wait_for(lambda: c.relay.held, 10, "calc-api to make the call again")
+    finally:
+        c.relay.resume()
+        let_go(c, holder)
+        t.join(30)
+    r = answer["r"]
+    assert r.status_code == 200, r.text  # without the request id: 409, login 'lost' is taken
+    assert retries(c.api) >= 1
+    assert sql(c, "SELECT id FROM users WHERE login = 'lost'") == [[str(r.json()["id"])]]
+    c.api_client().login("lost", "password1")
+
+
+@pytest.mark.cluster(env={"HEARTBEAT_TIMEOUT_MS": "60000", "UNPUBLISHED_TIMEOUT_MS": "600000",
+                          "DBAGENT_TIMEOUT_MS": "20000"})
+def test_a_take_whose_reply_was_lost_is_published_at_once(relayed):
+    """Without the take's id its nodes would wait in queued for UNPUBLISHED_TIMEOUT_MS (10 minutes
+    here); with it, the dispatcher's retry gets them and publishes them."""
+    c = relayed
+    c.start_agent()
+    api = c.api_client()
+    api.register("taker", "password1")
+    api.login()
+    c.wait_for(lambda: sql(c, "SELECT count(*) FROM agents")[0][0] == "1", 30, "the agent's heartbeat")
+    # Every take reads the live agents' capacity: with the table locked, the take of the new
+    # node waits there after its id's lock.
+    holder = hold(c, "LOCK TABLE agents IN ACCESS EXCLUSIVE MODE")
+    try:
+        r = api.post("/expression", json={"expression": "2+3"})
+        assert r.status_code == 200, r.text
+        eid = r.json()["expression"]["expression_id"]
+        c.wait_for(lambda: waiting(c, "%calc_take_ready%") == 1, 10, "the take to wait")
+        assert c.relay.cut() >= 1
+        c.wait_for(lambda: waiting(c, "%calc_take_ready%") == 2, 10, "the dispatcher's retry")
+    finally:
+        let_go(c, holder)
+    started = time.monotonic()
+    c.wait_for(lambda: sql(c, f"SELECT status FROM expressions WHERE id = {eid}")[0][0] == "ok", 30,
+               "the expression to finish")
+    assert time.monotonic() - started < 10
+    [(take_id, epoch, attempts)] = sql(c, f"SELECT take_id, epoch, attempts FROM nodes WHERE expression_id = {eid}")
+    assert take_id and (epoch, attempts) == ("1", "1"), "taken once, run once"
