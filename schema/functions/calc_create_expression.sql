@@ -62,9 +62,10 @@ BEGIN
                         THEN 1 ELSE 2 END;
     ELSIF n > 0 THEN
         SELECT array_agg(nextval('nodes_id_seq') ORDER BY g) INTO ids FROM generate_series(1, n) g;
-        INSERT INTO nodes (id, expression_id, op, left_node, left_value, right_node, right_value,
-                           parent_id, parent_side, pending, state, delay_ms, tail_ms, ready_at)
-        SELECT ids[i], eid, p_op[i], ids[p_left_node[i] + 1], p_left_value[i],
+        INSERT INTO nodes (id, expression_id, user_id, op, left_node, left_value, right_node,
+                           right_value, parent_id, parent_side, pending, state, delay_ms, tail_ms,
+                           ready_at)
+        SELECT ids[i], eid, p_user, p_op[i], ids[p_left_node[i] + 1], p_left_value[i],
                ids[p_right_node[i] + 1], p_right_value[i],
                CASE WHEN p_parent[i] >= 0 THEN ids[p_parent[i] + 1] END,
                CASE WHEN p_parent[i] < 0 THEN NULL

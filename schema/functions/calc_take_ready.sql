@@ -21,7 +21,6 @@
 -- call was lost, perhaps after its commit) answers with the nodes the first call queued that are
 -- still queued, at their epochs, and takes nothing more; when there are none, it takes as usual.
 --
--- This looks at every ready node: fine for backlogs of many thousands, not for millions.
 -- SKIP LOCKED hands a node to one caller only.
 CREATE OR REPLACE FUNCTION calc_take_ready(p_max integer, p_live_ms integer, p_ahead integer,
                                            p_published bigint[], p_published_epochs integer[],
@@ -70,18 +69,32 @@ BEGIN
             RETURN;
         END IF;
     END IF;
+    -- Only a user's first `room` ready nodes can be picked (the k-th has turn k or more, after
+    -- its user's first k - 1), so each user with ready work is read that far in the index by
+    -- (user, remaining path) and no further: the cost follows the users and the room, not the
+    -- backlog. The users come from a skip scan of that index, one probe each.
     RETURN QUERY
-    WITH flying AS (SELECT n.expression_id FROM nodes n WHERE n.state = 'queued'
+    WITH RECURSIVE
+         waiting (user_id) AS (
+             (SELECT n.user_id FROM nodes n WHERE n.state = 'ready' ORDER BY n.user_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT n.user_id FROM nodes n
+                      WHERE n.state = 'ready' AND n.user_id > w.user_id
+                      ORDER BY n.user_id LIMIT 1)
+               FROM waiting w WHERE w.user_id IS NOT NULL),
+         flying AS (SELECT n.user_id FROM nodes n WHERE n.state = 'queued'
                     UNION ALL
-                    SELECT n.expression_id FROM nodes n WHERE n.state = 'running'),
-         busy AS (SELECT e.user_id, count(*) AS n
-                    FROM flying f JOIN expressions e ON e.id = f.expression_id GROUP BY e.user_id),
-         cand AS (SELECT n.id, n.tail_ms,
-                         coalesce(b.n, 0) + row_number() OVER (PARTITION BY e.user_id
-                                                               ORDER BY n.tail_ms DESC, n.id) AS turn
-                    FROM nodes n JOIN expressions e ON e.id = n.expression_id
-                    LEFT JOIN busy b ON b.user_id = e.user_id
-                   WHERE n.state = 'ready'),
+                    SELECT n.user_id FROM nodes n WHERE n.state = 'running'),
+         busy AS (SELECT f.user_id, count(*) AS n FROM flying f GROUP BY f.user_id),
+         cand AS (SELECT c.id, c.tail_ms, coalesce(b.n, 0) + c.k AS turn
+                    FROM waiting w
+                   CROSS JOIN LATERAL (SELECT n.id, n.tail_ms,
+                                              row_number() OVER (ORDER BY n.tail_ms DESC, n.id) AS k
+                                         FROM nodes n
+                                        WHERE n.state = 'ready' AND n.user_id = w.user_id
+                                        ORDER BY n.tail_ms DESC, n.id LIMIT room) c
+                    LEFT JOIN busy b ON b.user_id = w.user_id
+                   WHERE w.user_id IS NOT NULL),
          pick AS (SELECT c.id, c.turn, c.tail_ms FROM cand c ORDER BY c.turn, c.tail_ms DESC, c.id
                    LIMIT room),
          free AS (SELECT n.id FROM nodes n WHERE n.id IN (SELECT p.id FROM pick p)

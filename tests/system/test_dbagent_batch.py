@@ -178,8 +178,9 @@ def test_a_transaction_that_fails_runs_each_call_alone(dba, dba_one_batch):
 # ---- indexes -----------------------------------------------------------------------------------
 
 HOT_QUERIES = {
-    "take ready (longest tail first)": "SELECT id FROM nodes WHERE state = 'ready' ORDER BY tail_ms DESC, id LIMIT 100",
-    "queued and running, each by its index": "SELECT expression_id FROM nodes WHERE state = 'queued' UNION ALL SELECT expression_id FROM nodes WHERE state = 'running'",
+    "take: the next user with ready work": "SELECT user_id FROM nodes WHERE state = 'ready' AND user_id > 5 ORDER BY user_id LIMIT 1",
+    "take: a user's ready nodes, longest tail first": "SELECT id FROM nodes WHERE state = 'ready' AND user_id = 900000 ORDER BY tail_ms DESC, id LIMIT 100",
+    "queued and running, each by its index": "SELECT user_id FROM nodes WHERE state = 'queued' UNION ALL SELECT user_id FROM nodes WHERE state = 'running'",
     "claim / complete by id": "SELECT * FROM nodes WHERE id = 12345",
     "nodes of an expression": "SELECT * FROM nodes WHERE expression_id = 1234",
     "queued too long": "SELECT id FROM nodes WHERE state = 'queued' AND queued_at < now() - interval '30 s'",
@@ -211,8 +212,8 @@ def test_hot_paths_use_indexes(dba):
         INSERT INTO users (id, login, password_hash) VALUES (900000, 'bulk', 'x');
         INSERT INTO expressions (id, user_id, req_uid, text, status, node_count)
             SELECT 900000 + g, 900000, 'bulk' || g, 'x', 'ok', 10 FROM generate_series(1, 20000) g;
-        INSERT INTO nodes (expression_id, op, pending, state, delay_ms, tail_ms, result, agent)
-            SELECT 900000 + g / 10 + 1, '+', 0, 'done', 0, g % 100, 1, 'agent-x' FROM generate_series(0, 199999) g;
+        INSERT INTO nodes (expression_id, user_id, op, pending, state, delay_ms, tail_ms, result, agent)
+            SELECT 900000 + g / 10 + 1, 900000, '+', 0, 'done', 0, g % 100, 1, 'agent-x' FROM generate_series(0, 199999) g;
         INSERT INTO events (user_id, seq, expression_id, kind)
             SELECT 900000, g, 900001, 'node_done' FROM generate_series(1, 200000) g;
         INSERT INTO refresh_tokens (token_hash, user_id, family, expires_at, family_expires_at)

@@ -156,9 +156,12 @@ def test_upgrade_from_every_released_version(bare_cluster):
             "INSERT INTO users (id, login, password_hash, event_seq) VALUES (1000, 'old', 'h', 1);"
             " INSERT INTO expressions (id, user_id, req_uid, text, status, node_count)"
             "  VALUES (2000, 1000, 'r', '1+2', 'new', 1);"
-            " INSERT INTO nodes (id, expression_id, op, left_value, right_value, pending, state, delay_ms, tail_ms, ready_at)"
-            "  VALUES (3000, 2000, '+', 1, 2, 0, 'ready', 0, 0, now());"
-            " INSERT INTO events (user_id, seq, expression_id, kind) VALUES (1000, 1, 2000, 'created')",
+            # From version 12 a node carries its user; before, the upgrade fills it in.
+            + (" INSERT INTO nodes (id, expression_id, user_id, op, left_value, right_value, pending, state, delay_ms,"
+               "  tail_ms, ready_at) VALUES (3000, 2000, 1000, '+', 1, 2, 0, 'ready', 0, 0, now());" if v >= 12 else
+               " INSERT INTO nodes (id, expression_id, op, left_value, right_value, pending, state, delay_ms, tail_ms,"
+               "  ready_at) VALUES (3000, 2000, '+', 1, 2, 0, 'ready', 0, 0, now());")
+            + " INSERT INTO events (user_id, seq, expression_id, kind) VALUES (1000, 1, 2000, 'created')",
             db=db,
         )
         port = harness.free_port()
