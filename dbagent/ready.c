@@ -159,13 +159,23 @@ static void drain_notifications(PGconn *c)
         bump();
 }
 
+/*
+ * The listening connection names itself LISTENER_NAME, and NOTIFYs are sent only while another
+ * dbagent's listener is connected to the same database: a NOTIFY is a transaction with an id and
+ * a commit record of its own, one per burst, which a lone dbagent would pay for nobody. The check
+ * runs after the commits it reports on, so a peer that connects later is not owed them: once it
+ * listens it looks again at everything (listen_main), and sees those commits.
+ */
+#define LISTENER_NAME "calc-dbagent-listener"
+
 /* A connection that listens on calc_ready and calc_events, or NULL. */
 static PGconn *connect_listening(char *err, size_t errlen)
 {
     PGconn *c = db_connect(rd.params, err, errlen);
     if (!c)
         return NULL;
-    PGresult *r = PQexec(c, "LISTEN calc_ready; LISTEN calc_events");
+    PGresult *r = PQexec(c, "SET application_name = '" LISTENER_NAME "';"
+                            "LISTEN calc_ready; LISTEN calc_events");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         snprintf(err, errlen, "LISTEN calc_ready, calc_events: %s", PQerrorMessage(c));
@@ -177,39 +187,38 @@ static PGconn *connect_listening(char *err, size_t errlen)
     return c;
 }
 
-/* Sends the owed NOTIFY calc_events, if any; 0 when the connection failed (it stays owed). */
-static int send_owed_events(PGconn *c)
-{
-    char payload[8000]; /* under PostgreSQL's limit on a payload */
-    if (!evwake_take_notify(payload, sizeof payload))
-        return 1;
-    const char *p[] = {payload};
-    PGresult *r = PQexecParams(c, "SELECT pg_notify('calc_events', $1)", 1, NULL, p, NULL, NULL, 0);
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-    PQclear(r);
-    if (!ok)
-        evwake_notify_failed();
-    return ok;
-}
+/* Both notifications in one statement, sent only when another dbagent listens: otherwise the
+ * statement only reads, and PostgreSQL gives it no transaction id. */
+static const char notify_sql[] =
+    "SELECT CASE WHEN $1 <> '' THEN pg_notify('calc_events', $1) END,"
+    "       CASE WHEN $2 THEN pg_notify('calc_ready', '') END"
+    " WHERE EXISTS (SELECT 1 FROM pg_stat_activity"
+    "                WHERE application_name = '" LISTENER_NAME "'"
+    "                  AND datname = current_database() AND pid <> pg_backend_pid())";
 
 /* Sends the owed NOTIFYs, if any; 0 when the connection failed (they stay owed). */
 static int send_owed_notify(PGconn *c)
 {
-    if (!send_owed_events(c))
-        return 0;
+    char events[8000]; /* under PostgreSQL's limit on a payload */
+    int owe_events = evwake_take_notify(events, sizeof events);
     pthread_mutex_lock(&rd.mu);
-    int owed = rd.notify_pending;
+    int owe_ready = rd.notify_pending;
     rd.notify_pending = 0;
     pthread_mutex_unlock(&rd.mu);
-    if (!owed)
+    if (!owe_events && !owe_ready)
         return 1;
-    PGresult *r = PQexec(c, "NOTIFY calc_ready");
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    const char *p[] = {owe_events ? events : "", owe_ready ? "t" : "f"};
+    PGresult *r = PQexecParams(c, notify_sql, 2, NULL, p, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     if (!ok) {
-        pthread_mutex_lock(&rd.mu);
-        rd.notify_pending = 1;
-        pthread_mutex_unlock(&rd.mu);
+        if (owe_events)
+            evwake_notify_failed();
+        if (owe_ready) {
+            pthread_mutex_lock(&rd.mu);
+            rd.notify_pending = 1;
+            pthread_mutex_unlock(&rd.mu);
+        }
     }
     drain_notifications(c);
     return ok;

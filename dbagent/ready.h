@@ -7,7 +7,8 @@
  * of completions costs one notifying commit, not one each: PostgreSQL runs notifying commits one
  * after another under a database-wide lock. It also LISTENs, and turns the other dbagents'
  * notifications into local wake-ups. It sends and receives eventwake.h's NOTIFY calc_events
- * (the users whose events committed) the same way.
+ * (the users whose events committed) the same way, in the same statement. Both are sent only
+ * while another dbagent's listener is connected: a lone dbagent sends none.
  *
  * Waiting is by generation: read ready_generation() before looking for ready nodes; if none
  * were found, ready_wait() returns once the generation moved, so a node made ready between the

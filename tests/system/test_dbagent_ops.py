@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import glob
 import hashlib
 import os
+import re
 import subprocess
 import time
 
@@ -308,6 +309,46 @@ def test_several_dbagents_start_at_once(bare_cluster):
     assert {t.expression_id for t in got.nodes} == {e.id}
     for c in clients:
         c.close()
+
+
+def listen_while(cl, name, seconds, act):
+    """A psql session that LISTENs on calc_ready and calc_events (named like a dbagent's listener
+    when name is given) for `seconds`, with act() run while it listens; returns the channels of
+    the notifications it received."""
+    sleep = f"SELECT pg_sleep({seconds}) /* {name or 'plain'} listener */"
+    cmds = ([f"SET application_name = '{name}'"] if name else []) + ["LISTEN calc_ready", "LISTEN calc_events", sleep]
+    args = [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db]
+    for c in cmds:
+        args += ["-c", c]
+    psql = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        harness.wait_for(
+            lambda: cl.servers.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query = '{sleep}'", db=cl.db).strip() == "1",
+            10, "the listener to listen")
+        act()
+        out, _ = psql.communicate(timeout=seconds + 30)
+    finally:
+        if psql.poll() is None:
+            psql.kill()
+            psql.wait()
+    assert psql.returncode == 0, out
+    return sorted(set(re.findall(r'notification "(calc_\w+)"', out)))
+
+
+def test_a_lone_dbagent_sends_no_notify(bare_cluster):
+    """NOTIFY calc_ready and calc_events are for other dbagents; each is a transaction with an id
+    and a commit record, so a dbagent sends them only while another dbagent's listener (a session
+    named calc-dbagent-listener) is connected. A session that merely listens hears nothing; once
+    a session with that name listens too, both notifications come."""
+    cl = bare_cluster
+    cl.start_dbagent()
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login="lone", password_hash="h").user.id
+    # The creation makes a node ready and appends an event: both would be owed to a peer.
+    create = lambda k: c.CreateExpression(user_id=uid, req_uid=f"r{k}", text="1+1", nodes=[leaf("+", 1, 1)])
+    assert listen_while(cl, None, 3, lambda: create(1)) == []
+    assert listen_while(cl, "calc-dbagent-listener", 3, lambda: create(2)) == ["calc_events", "calc_ready"]
+    c.close()
 
 
 def test_postgres_restart_unavailable_meanwhile_then_works(bare_cluster):
