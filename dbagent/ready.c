@@ -160,13 +160,16 @@ static void drain_notifications(PGconn *c)
 }
 
 /*
- * The listening connection names itself LISTENER_NAME, and NOTIFYs are sent only while another
- * dbagent's listener is connected to the same database: a NOTIFY is a transaction with an id and
- * a commit record of its own, one per burst, which a lone dbagent would pay for nobody. The check
- * runs after the commits it reports on, so a peer that connects later is not owed them: once it
- * listens it looks again at everything (listen_main), and sees those commits.
+ * NOTIFYs are sent only while another dbagent listens: a NOTIFY is a transaction with an id and a
+ * commit record of its own, one per burst of commits, which a lone dbagent would pay for nobody.
+ * Each listening connection holds a shared advisory lock for its whole session (the two-key form:
+ * not the one-key space of the take ids and the migration and retention locks); the sender's
+ * pg_try_advisory_xact_lock in exclusive mode fails exactly when some other session holds it
+ * (a session's own locks never conflict with each other), and costs no transaction id. The check
+ * runs after the commits it reports on, so a dbagent that starts listening later is not owed
+ * them: once it listens it looks again at everything (listen_main) and sees those commits.
  */
-#define LISTENER_NAME "calc-dbagent-listener"
+#define LISTENER_LOCK "1667329123, 1819505774" /* "calc", "lstn" */
 
 /* A connection that listens on calc_ready and calc_events, or NULL. */
 static PGconn *connect_listening(char *err, size_t errlen)
@@ -174,7 +177,8 @@ static PGconn *connect_listening(char *err, size_t errlen)
     PGconn *c = db_connect(rd.params, err, errlen);
     if (!c)
         return NULL;
-    PGresult *r = PQexec(c, "SET application_name = '" LISTENER_NAME "';"
+    PGresult *r = PQexec(c, "SET application_name = 'calc-dbagent-listener';"
+                            "SELECT pg_advisory_lock_shared(" LISTENER_LOCK ");"
                             "LISTEN calc_ready; LISTEN calc_events");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
@@ -192,9 +196,7 @@ static PGconn *connect_listening(char *err, size_t errlen)
 static const char notify_sql[] =
     "SELECT CASE WHEN $1 <> '' THEN pg_notify('calc_events', $1) END,"
     "       CASE WHEN $2 THEN pg_notify('calc_ready', '') END"
-    " WHERE EXISTS (SELECT 1 FROM pg_stat_activity"
-    "                WHERE application_name = '" LISTENER_NAME "'"
-    "                  AND datname = current_database() AND pid <> pg_backend_pid())";
+    " WHERE NOT pg_try_advisory_xact_lock(" LISTENER_LOCK ")";
 
 /* Sends the owed NOTIFYs, if any; 0 when the connection failed (they stay owed). */
 static int send_owed_notify(PGconn *c)

@@ -311,12 +311,16 @@ def test_several_dbagents_start_at_once(bare_cluster):
         c.close()
 
 
-def listen_while(cl, name, seconds, act):
-    """A psql session that LISTENs on calc_ready and calc_events (named like a dbagent's listener
-    when name is given) for `seconds`, with act() run while it listens; returns the channels of
-    the notifications it received."""
-    sleep = f"SELECT pg_sleep({seconds}) /* {name or 'plain'} listener */"
-    cmds = ([f"SET application_name = '{name}'"] if name else []) + ["LISTEN calc_ready", "LISTEN calc_events", sleep]
+# The shared advisory lock a dbagent's listening connection holds (dbagent/ready.c).
+LISTENER_LOCK = "pg_advisory_lock_shared(1667329123, 1819505774)"
+
+
+def listen_while(cl, as_dbagent, seconds, act):
+    """A psql session that LISTENs on calc_ready and calc_events (holding the lock of a dbagent's
+    listener when as_dbagent) for `seconds`, with act() run while it listens; returns the channels
+    of the notifications it received."""
+    sleep = f"SELECT pg_sleep({seconds}) /* {'dbagent' if as_dbagent else 'plain'} listener */"
+    cmds = ([f"SELECT {LISTENER_LOCK}"] if as_dbagent else []) + ["LISTEN calc_ready", "LISTEN calc_events", sleep]
     args = [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db]
     for c in cmds:
         args += ["-c", c]
@@ -338,16 +342,16 @@ def listen_while(cl, name, seconds, act):
 def test_a_lone_dbagent_sends_no_notify(bare_cluster):
     """NOTIFY calc_ready and calc_events are for other dbagents; each is a transaction with an id
     and a commit record, so a dbagent sends them only while another dbagent's listener (a session
-    named calc-dbagent-listener) is connected. A session that merely listens hears nothing; once
-    a session with that name listens too, both notifications come."""
+    holding the listeners' shared advisory lock) is connected. A session that merely listens hears
+    nothing; once a session holding that lock listens too, both notifications come."""
     cl = bare_cluster
     cl.start_dbagent()
     c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
     uid = c.CreateUser(login="lone", password_hash="h").user.id
     # The creation makes a node ready and appends an event: both would be owed to a peer.
     create = lambda k: c.CreateExpression(user_id=uid, req_uid=f"r{k}", text="1+1", nodes=[leaf("+", 1, 1)])
-    assert listen_while(cl, None, 3, lambda: create(1)) == []
-    assert listen_while(cl, "calc-dbagent-listener", 3, lambda: create(2)) == ["calc_events", "calc_ready"]
+    assert listen_while(cl, False, 3, lambda: create(1)) == []
+    assert listen_while(cl, True, 3, lambda: create(2)) == ["calc_events", "calc_ready"]
     c.close()
 
 
