@@ -84,25 +84,37 @@ int dba_repeatable(const char *path, int rc)
     return 0;
 }
 
-int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
-             const ProtobufCMessageDescriptor *desc, void *resp)
+int dba_call_quiet(const http_req *r, const char *who, const char *path,
+                   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc, void *resp,
+                   char *err, size_t errlen)
 {
-    char err[256];
     int64_t deadline = time_monotonic_ms() + api_cfg.dba_timeout_ms;
     int rc;
     for (size_t retry = 0;; retry++) {
         int64_t left = deadline - time_monotonic_ms();
         rc = rpc_call(dba, path, req, desc, (ProtobufCMessage **)resp, (int)(left > 1 ? left : 1),
-                      err, sizeof err);
+                      err, errlen);
         if (rc == RPC_OK || !dba_repeatable(path, rc) ||
             retry == sizeof retry_pause_ms / sizeof retry_pause_ms[0] ||
             time_monotonic_ms() + retry_pause_ms[retry] >= deadline)
             break;
         atomic_fetch_add(&retries_total, 1);
-        log_info("%s %s: %s: %s (code %d): again in %dms", r->method, r->path, path, err, rc,
-                 retry_pause_ms[retry]);
+        if (who)
+            log_info("%s: %s: %s (code %d): again in %dms", who, path, err, rc,
+                     retry_pause_ms[retry]);
+        else
+            log_info("%s %s: %s: %s (code %d): again in %dms", r->method, r->path, path, err, rc,
+                     retry_pause_ms[retry]);
         time_sleep_ms(retry_pause_ms[retry], NULL);
     }
+    return rc;
+}
+
+int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *desc, void *resp)
+{
+    char err[256];
+    int rc = dba_call_quiet(r, NULL, path, req, desc, resp, err, sizeof err);
     if (rc != RPC_OK)
         dba_reply_failure(r, path, rc, err);
     return rc;

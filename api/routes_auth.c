@@ -178,8 +178,8 @@ void route_login(http_req *r)
     Calc__V1__UserReply *rep = NULL;
     char err[256];
     int rc = valid
-                 ? rpc_call(dba, DBA_FIND_USER, &req.base, &calc__v1__user_reply__descriptor,
-                            (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err)
+                 ? dba_call_quiet(r, NULL, DBA_FIND_USER, &req.base,
+                                  &calc__v1__user_reply__descriptor, &rep, err, sizeof err)
                  : RPC_NOT_FOUND;
     if (rc != RPC_OK && rc != RPC_NOT_FOUND) {
         dba_reply_failure(r, DBA_FIND_USER, rc, err);
@@ -312,8 +312,8 @@ void route_password(http_req *r)
     Calc__V1__FindUserRequest find = CALC__V1__FIND_USER_REQUEST__INIT;
     find.id = r->user_id;
     char err[256];
-    int rc = rpc_call(dba, DBA_FIND_USER, &find.base, &calc__v1__user_reply__descriptor,
-                      (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
+    int rc = dba_call_quiet(r, NULL, DBA_FIND_USER, &find.base,
+                            &calc__v1__user_reply__descriptor, &rep, err, sizeof err);
     if (rc == RPC_NOT_FOUND) {
         http_error(r, 401, "the user of this access token no longer exists");
         goto out;

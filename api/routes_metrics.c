@@ -15,6 +15,7 @@
 #include "api.h"
 #include "dba.h"
 #include "dispatcher.h"
+#include "log.h"
 #include "mem.h"
 #include "methods.h"
 #include "metrics.h"
@@ -94,15 +95,16 @@ static int fresh_locked(int64_t now)
 }
 
 /* A copy of the gauges, fresh within METRICS_CACHE_MS, or the previous answer while another
- * scrape refreshes them. NULL after replying to r that dbagent failed. */
-static char *gauges_get(http_req *r)
+ * scrape refreshes them. NULL when dbagent failed (logged). */
+static char *gauges_get(void)
 {
     int rc = RPC_OK;
     char err[256];
     if (!api_cfg.metrics_cache_ms) {
         char *text = fetch_gauges(&rc, err, sizeof err);
         if (!text) {
-            dba_reply_failure(r, DBA_GET_STATS, rc, err);
+            log_warn("GET /metrics: %s: %s (code %d): the cluster's gauges are left out",
+                     DBA_GET_STATS, err, rc);
             return NULL;
         }
         pthread_mutex_lock(&gauges.mu);
@@ -134,7 +136,8 @@ static char *gauges_get(http_req *r)
     pthread_cond_broadcast(&gauges.cv);
     pthread_mutex_unlock(&gauges.mu);
     if (!copy)
-        dba_reply_failure(r, DBA_GET_STATS, rc, err);
+        log_warn("GET /metrics: %s: %s (code %d): the cluster's gauges are left out",
+                 DBA_GET_STATS, err, rc);
     return copy;
 }
 
@@ -181,9 +184,9 @@ void route_metrics(http_req *r)
 {
     if (!authorized(r))
         return;
-    char *cluster = gauges_get(r);
-    if (!cluster)
-        return; /* dbagent failed: the 503 is in r */
+    /* Without dbagent the instance's own counters still answer (they matter most then), and
+     * calc_gauges_up says the cluster's gauges are missing. */
+    char *cluster = gauges_get();
     buf b;
     buf_init(&b, 1 << 20);
     http_metrics(&b);
@@ -193,7 +196,10 @@ void route_metrics(http_req *r)
     waiters_metrics(&b);
     streams_metrics(&b);
     cache_metrics(&b);
-    if (buf_add(&b, cluster, strlen(cluster)) < 0) {
+    metrics_family(&b, "calc_gauges_up", "gauge",
+                   "1 when this answer has the cluster's gauges from dbagent, 0 when it failed.");
+    metrics_i64(&b, "calc_gauges_up", NULL, cluster != NULL);
+    if (cluster && buf_add(&b, cluster, strlen(cluster)) < 0) {
         buf_free(&b);
         free(cluster);
         http_error(r, 500, "metrics text over its 1 MiB cap");

@@ -40,7 +40,9 @@ def waiting(cluster, like):
 
 
 def retries(api):
-    text = requests.get(api.url + "/metrics", timeout=5).text
+    r = requests.get(api.url + "/metrics", timeout=5)
+    assert r.status_code == 200, r.text
+    text = r.text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("calc_dbagent_retries_total"))
 
 
@@ -114,3 +116,31 @@ def test_a_take_whose_reply_was_lost_is_published_at_once(relayed):
     assert time.monotonic() - started < 10
     [(take_id, epoch, attempts)] = sql(c, f"SELECT take_id, epoch, attempts FROM nodes WHERE expression_id = {eid}")
     assert take_id and (epoch, attempts) == ("1", "1"), "taken once, run once"
+
+
+@pytest.mark.cluster(env={"DBAGENT_TIMEOUT_MS": "4000", "METRICS_CACHE_MS": "0"})
+def test_with_dbagent_gone_a_read_retries_within_its_deadline_and_a_cancel_not_at_all(bare_cluster):
+    """calc-api makes a call safe to repeat again after UNAVAILABLE (50, 200 and 750 ms later),
+    all within one DBAGENT_TIMEOUT_MS, then answers 503; a cancel is never made twice. /metrics
+    still answers, with the instance's counters and calc_gauges_up 0."""
+    c = bare_cluster
+    dbagent = c.start_dbagent()
+    c.api = c.start_api()
+    api = c.api_client()
+    api.register("budget", "password1")
+    api.login()
+    eid = api.post("/expression", json={"expression": "1+2"}).json()["expression"]["expression_id"]
+    assert "calc_gauges_up 1" in requests.get(c.api.url + "/metrics", timeout=5).text
+    c.stop(dbagent)
+    assert "calc_gauges_up 0" in requests.get(c.api.url + "/metrics", timeout=5).text
+    before = retries(c.api)
+    t0 = time.monotonic()
+    r = api.get(f"/expression/{eid}")
+    took = time.monotonic() - t0
+    assert r.status_code == 503 and r.json()["error"], r.text
+    assert retries(c.api) - before == 3
+    assert 1.0 <= took < 4.0 + 1.0, took  # the three pauses, and within the call's deadline
+    before = retries(c.api)
+    r = api.delete(f"/expression/{eid}")
+    assert r.status_code == 503 and r.json()["error"], r.text
+    assert retries(c.api) == before
