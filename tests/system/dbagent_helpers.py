@@ -119,13 +119,28 @@ def snapshot(c, uid, eid):
 HOLDER_MARK = "/* test lock holder */"
 
 
-def hold_lock(dba, sql, seconds):
-    """A psql session that runs sql (taking row locks) and keeps its transaction open."""
-    cmd = [harness.SERVERS_CLI, "psql", dba.cluster.servers.pg_dir, str(dba.cluster.servers.pg_port), "-d", dba.cluster.db,
+def hold_transaction(cluster, sql, seconds):
+    """A psql session that runs sql (taking locks) in a transaction and keeps it open for
+    `seconds` or until end_transaction; returns once sql is done (the session sleeps)."""
+    cmd = [harness.SERVERS_CLI, "psql", cluster.servers.pg_dir, str(cluster.servers.pg_port), "-d", cluster.db,
            "-c", f"{HOLDER_MARK} BEGIN; {sql}; SELECT pg_sleep({seconds}); COMMIT;"]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    harness.wait_for(lambda: dba.psql(f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%' AND state = 'active'").strip() != "0", 10, "the lock holder")
+    asleep = (f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%'"
+              " AND wait_event = 'PgSleep'")
+    harness.wait_for(lambda: cluster.servers.psql(asleep, db=cluster.db).strip() != "0", 10, "the lock holder")
     return p
+
+
+def end_transaction(cluster, holder):
+    """Ends the holder's transaction (rolled back), and with it its locks."""
+    cluster.servers.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%'",
+                         db=cluster.db)
+    holder.kill()
+    holder.wait()
+
+
+def hold_lock(dba, sql, seconds):
+    return hold_transaction(dba.cluster, sql, seconds)
 
 
 def waiting_dbagent_backends(dba):
@@ -133,6 +148,4 @@ def waiting_dbagent_backends(dba):
 
 
 def release(dba, holder):
-    dba.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER_MARK}%'")
-    holder.kill()
-    holder.wait()
+    end_transaction(dba.cluster, holder)

@@ -2,35 +2,19 @@
 at once while a call waits in PostgreSQL behind a lock the test holds; dbagent's statement goes on and
 commits after the test lets go, but its reply has nowhere to go. The caller makes the call again with
 the same request id, and the retry answers what the first call did instead of doing it twice."""
-import subprocess
 import threading
 import time
 
 import pytest
 import requests
 
-import harness
+from dbagent_helpers import end_transaction, hold_transaction
 from proxy import CuttingProxy
 from workload import sql
 
-HOLDER = "/* retries: lock holder */"
-
 
 def hold(cluster, statement):
-    """A psql session that runs statement in a transaction and keeps it open (ended by let_go)."""
-    cmd = [harness.SERVERS_CLI, "psql", cluster.servers.pg_dir, str(cluster.servers.pg_port), "-d", cluster.db,
-           "-c", f"{HOLDER} BEGIN; {statement}; SELECT pg_sleep(60); COMMIT;"]
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cluster.wait_for(lambda: int(sql(cluster, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
-                                              f"'{HOLDER}%' AND wait_event = 'PgSleep'")[0][0]) == 1,
-                     10, "the lock holder")
-    return p
-
-
-def let_go(cluster, holder):
-    """Ends the holder's transaction (rolled back) and with it its locks."""
-    sql(cluster, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '{HOLDER}%'")
-    holder.wait(10)
+    return hold_transaction(cluster, statement, 60)
 
 
 def waiting(cluster, like):
@@ -72,13 +56,13 @@ def test_a_registration_whose_reply_was_lost_gets_its_user_not_login_taken(relay
         # The reply's way back is gone; calc-api's retry waits in the relay until the first call,
         # which dbagent still runs, has made the user.
         assert c.relay.cut(hold=True) >= 1
-        let_go(c, holder)
+        end_transaction(c, holder)
         c.wait_for(lambda: sql(c, "SELECT count(*) FROM users WHERE login = 'lost'")[0][0] == "1", 10,
                    "the first call to commit")
         c.wait_for(lambda: c.relay.held, 10, "calc-api to make the call again")
     finally:
         c.relay.resume()
-        let_go(c, holder)
+        end_transaction(c, holder)
         t.join(30)
     r = answer["r"]
     assert r.status_code == 200, r.text  # without the request id: 409, login 'lost' is taken
@@ -109,7 +93,7 @@ def test_a_take_whose_reply_was_lost_is_published_at_once(relayed):
         assert c.relay.cut() >= 1
         c.wait_for(lambda: waiting(c, "%calc_take_ready%") == 2, 10, "the dispatcher's retry")
     finally:
-        let_go(c, holder)
+        end_transaction(c, holder)
     started = time.monotonic()
     c.wait_for(lambda: sql(c, f"SELECT status FROM expressions WHERE id = {eid}")[0][0] == "ok", 30,
                "the expression to finish")
