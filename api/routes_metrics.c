@@ -136,8 +136,8 @@ static char *gauges_get(void)
     pthread_cond_broadcast(&gauges.cv);
     pthread_mutex_unlock(&gauges.mu);
     if (!copy)
-        log_warn("GET /metrics: %s: %s (code %d): the cluster's gauges are left out",
-                 DBA_GET_STATS, err, rc);
+        log_warn("GET /metrics: %s: %s (code %d): the cluster's gauges are left out", DBA_GET_STATS,
+                 err, rc);
     return copy;
 }
 

@@ -193,10 +193,9 @@ static PGconn *connect_listening(char *err, size_t errlen)
 
 /* Both notifications in one statement, sent only when another dbagent listens: otherwise the
  * statement only reads, and PostgreSQL gives it no transaction id. */
-static const char notify_sql[] =
-    "SELECT CASE WHEN $1 <> '' THEN pg_notify('calc_events', $1) END,"
-    "       CASE WHEN $2 THEN pg_notify('calc_ready', '') END"
-    " WHERE NOT pg_try_advisory_xact_lock(" LISTENER_LOCK ")";
+static const char notify_sql[] = "SELECT CASE WHEN $1 <> '' THEN pg_notify('calc_events', $1) END,"
+                                 "       CASE WHEN $2 THEN pg_notify('calc_ready', '') END"
+                                 " WHERE NOT pg_try_advisory_xact_lock(" LISTENER_LOCK ")";
 
 /* Sends the owed NOTIFYs, if any; 0 when the connection failed (they stay owed). */
 static int send_owed_notify(PGconn *c)
