@@ -1,6 +1,7 @@
 #include "dba.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "api.h"
@@ -84,9 +85,8 @@ int dba_repeatable(const char *path, int rc)
     return 0;
 }
 
-int dba_call_quiet(const http_req *r, const char *who, const char *path,
-                   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc, void *resp,
-                   char *err, size_t errlen)
+int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen)
 {
     int64_t deadline = time_monotonic_ms() + api_cfg.dba_timeout_ms;
     int rc;
@@ -99,12 +99,7 @@ int dba_call_quiet(const http_req *r, const char *who, const char *path,
             time_monotonic_ms() + retry_pause_ms[retry] >= deadline)
             break;
         atomic_fetch_add(&retries_total, 1);
-        if (who)
-            log_info("%s: %s: %s (code %d): again in %dms", who, path, err, rc,
-                     retry_pause_ms[retry]);
-        else
-            log_info("%s %s: %s: %s (code %d): again in %dms", r->method, r->path, path, err, rc,
-                     retry_pause_ms[retry]);
+        log_info("%s: %s: %s (code %d): again in %dms", who, path, err, rc, retry_pause_ms[retry]);
         time_sleep_ms(retry_pause_ms[retry], NULL);
     }
     return rc;
@@ -113,8 +108,9 @@ int dba_call_quiet(const http_req *r, const char *who, const char *path,
 int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp)
 {
-    char err[256];
-    int rc = dba_call_quiet(r, NULL, path, req, desc, resp, err, sizeof err);
+    char err[256], who[160];
+    snprintf(who, sizeof who, "%s %s", r->method, r->path);
+    int rc = dba_call_quiet(who, path, req, desc, resp, err, sizeof err);
     if (rc != RPC_OK)
         dba_reply_failure(r, path, rc, err);
     return rc;

@@ -23,11 +23,9 @@ int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, void *resp);
 
 /* The same call and retries without a reply: returns the rpc code, with dbagent's message in
- * err on failure; who names the caller in the log ("reads"; NULL: the request r, which may be
- * NULL then only if who is not). */
-int dba_call_quiet(const http_req *r, const char *who, const char *path,
-                   const ProtobufCMessage *req, const ProtobufCMessageDescriptor *desc, void *resp,
-                   char *err, size_t errlen);
+ * err on failure; who names the caller in the log of a retry ("reads", "POST /api/v1/login"). */
+int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen);
 
 /* 1 when the call to path that failed with rc may be made again as it was. */
 int dba_repeatable(const char *path, int rc);

@@ -60,7 +60,7 @@ static void send_lookups(void *arg, void **calls, int n)
     req.ids = ids;
     Calc__V1__ExpressionsReply *rep = NULL;
     char err[256];
-    int rc = dba_call_quiet(NULL, "reads", DBA_GET_EXPRESSIONS, &req.base,
+    int rc = dba_call_quiet("reads", DBA_GET_EXPRESSIONS, &req.base,
                             &calc__v1__expressions_reply__descriptor, &rep, err, sizeof err);
     reads_batch *shared = NULL;
     int refs = 0;

@@ -177,7 +177,7 @@ void route_login(http_req *r)
     req.login = (char *)login;
     Calc__V1__UserReply *rep = NULL;
     char err[256];
-    int rc = valid ? dba_call_quiet(r, NULL, DBA_FIND_USER, &req.base,
+    int rc = valid ? dba_call_quiet("login", DBA_FIND_USER, &req.base,
                                     &calc__v1__user_reply__descriptor, &rep, err, sizeof err)
                    : RPC_NOT_FOUND;
     if (rc != RPC_OK && rc != RPC_NOT_FOUND) {
@@ -311,8 +311,8 @@ void route_password(http_req *r)
     Calc__V1__FindUserRequest find = CALC__V1__FIND_USER_REQUEST__INIT;
     find.id = r->user_id;
     char err[256];
-    int rc = dba_call_quiet(r, NULL, DBA_FIND_USER, &find.base, &calc__v1__user_reply__descriptor,
-                            &rep, err, sizeof err);
+    int rc = dba_call_quiet("password change", DBA_FIND_USER, &find.base,
+                            &calc__v1__user_reply__descriptor, &rep, err, sizeof err);
     if (rc == RPC_NOT_FOUND) {
         http_error(r, 401, "the user of this access token no longer exists");
         goto out;
