@@ -85,10 +85,9 @@ int dba_repeatable(const char *path, int rc)
     return 0;
 }
 
-int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *req,
+int dba_call_until(const char *who, int64_t deadline, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen)
 {
-    int64_t deadline = time_monotonic_ms() + api_cfg.dba_timeout_ms;
     int rc;
     for (size_t retry = 0;; retry++) {
         int64_t left = deadline - time_monotonic_ms();
@@ -103,6 +102,13 @@ int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *re
         time_sleep_ms(retry_pause_ms[retry], NULL);
     }
     return rc;
+}
+
+int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen)
+{
+    return dba_call_until(who, time_monotonic_ms() + api_cfg.dba_timeout_ms, path, req, desc, resp,
+                          err, errlen);
 }
 
 int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,

@@ -27,6 +27,11 @@ int dba_call(http_req *r, const char *path, const ProtobufCMessage *req,
 int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen);
 
+/* The same, with every try and pause ending by deadline (monotonic ms) instead of one
+ * DBAGENT_TIMEOUT_MS from now. */
+int dba_call_until(const char *who, int64_t deadline, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen);
+
 /* 1 when the call to path that failed with rc may be made again as it was. */
 int dba_repeatable(const char *path, int rc);
 

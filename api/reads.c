@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -13,6 +14,7 @@
 #include "metrics.h"
 #include "methods.h"
 #include "rpc.h"
+#include "timeutil.h"
 
 #define MAX_BATCH 256 /* lookups per call (dbagent takes up to 1000) */
 
@@ -24,6 +26,7 @@ struct reads_batch {
 /* One lookup and, once the batcher returns, its answer; it lives on its caller's stack. */
 typedef struct lookup {
     int64_t user_id, id;
+    int64_t deadline_ms; /* monotonic: one DBAGENT_TIMEOUT_MS after the GET asked */
     int rc;
     const Calc__V1__Expression *expr;
     reads_batch *batch;
@@ -43,24 +46,40 @@ const Calc__V1__Expression *reads_find(const Calc__V1__ExpressionsReply *rep, in
     return NULL;
 }
 
-/* The batcher's send: the lookups as one GetExpressions call, and each its answer. */
+/*
+ * The batcher's send: the lookups as one GetExpressions call, and each its answer. A lookup has
+ * one DBAGENT_TIMEOUT_MS from its GET, the wait for the call before it included: one already past
+ * it is answered at once, and the call ends by the earliest deadline of the others.
+ */
 static void send_lookups(void *arg, void **calls, int n)
 {
     (void)arg;
     int64_t users[MAX_BATCH], ids[MAX_BATCH];
     assert(n >= 1 && n <= MAX_BATCH);
+    int64_t now = time_monotonic_ms(), deadline = INT64_MAX;
+    size_t live = 0;
     for (int k = 0; k < n; k++) {
-        const lookup *l = calls[k];
-        users[k] = l->user_id;
-        ids[k] = l->id;
+        lookup *l = calls[k];
+        if (l->deadline_ms <= now) {
+            l->rc = RPC_DEADLINE_EXCEEDED;
+            snprintf(l->err, sizeof l->err, "no answer within DBAGENT_TIMEOUT_MS (%lldms)",
+                     (long long)api_cfg.dba_timeout_ms);
+            continue;
+        }
+        users[live] = l->user_id;
+        ids[live++] = l->id;
+        if (l->deadline_ms < deadline)
+            deadline = l->deadline_ms;
     }
+    if (!live)
+        return;
     Calc__V1__GetExpressionsRequest req = CALC__V1__GET_EXPRESSIONS_REQUEST__INIT;
-    req.n_user_ids = req.n_ids = (size_t)n;
+    req.n_user_ids = req.n_ids = live;
     req.user_ids = users;
     req.ids = ids;
     Calc__V1__ExpressionsReply *rep = NULL;
     char err[256];
-    int rc = dba_call_quiet("reads", DBA_GET_EXPRESSIONS, &req.base,
+    int rc = dba_call_until("reads", deadline, DBA_GET_EXPRESSIONS, &req.base,
                             &calc__v1__expressions_reply__descriptor, &rep, err, sizeof err);
     reads_batch *shared = NULL;
     int refs = 0;
@@ -68,6 +87,8 @@ static void send_lookups(void *arg, void **calls, int n)
         shared = xcalloc(1, sizeof *shared);
     for (int k = 0; k < n; k++) {
         lookup *l = calls[k];
+        if (l->deadline_ms <= now)
+            continue; /* answered above */
         l->rc = rc;
         if (rc != RPC_OK) {
             snprintf(l->err, sizeof l->err, "%s", err);
@@ -92,7 +113,8 @@ static void send_lookups(void *arg, void **calls, int n)
 int reads_get(int64_t user_id, int64_t id, const Calc__V1__Expression **expr, reads_batch **batch,
               char *err, size_t errlen)
 {
-    lookup me = {.user_id = user_id, .id = id};
+    lookup me = {
+        .user_id = user_id, .id = id, .deadline_ms = time_monotonic_ms() + api_cfg.dba_timeout_ms};
     batcher_run(&reads_batcher, &me, NULL);
     *expr = me.expr;
     *batch = me.batch;

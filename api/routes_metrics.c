@@ -26,12 +26,14 @@
 
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* a refresh ended */
-    char *text;        /* the gauges' Prometheus text, owned; NULL before the first answer */
-    int64_t at_ms;     /* monotonic time text was fetched */
-    int refreshing;    /* one scrape is asking dbagent */
+    pthread_cond_t cv;        /* a refresh ended */
+    char *text;               /* the gauges' Prometheus text, owned; NULL before the first answer */
+    int64_t at_ms;            /* monotonic time text was fetched */
+    int refreshing;           /* one scrape is asking dbagent */
+    int failed;               /* the last refresh failed: text is no longer served */
+    unsigned long long ended; /* refreshes ended, either way */
     unsigned long long refreshes;
-} gauges = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0};
+} gauges = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0, 0};
 
 /* Expressions and unfinished nodes by state, appended to b. Returns the rpc code. */
 static int state_gauges(buf *b, char *err, size_t errlen)
@@ -89,17 +91,36 @@ static char *fetch_gauges(int *rc, char *err, size_t errlen)
     return buf_take(&b);
 }
 
-static int fresh_locked(int64_t now)
+/* The gauges may be served as they are: fetched, and the last refresh did not fail. */
+static int servable_locked(void)
 {
-    return gauges.text && now - gauges.at_ms < api_cfg.metrics_cache_ms;
+    return gauges.text && !gauges.failed;
 }
 
-/* A copy of the gauges, fresh within METRICS_CACHE_MS, or the previous answer while another
- * scrape refreshes them. NULL when dbagent failed (logged). */
-static char *gauges_get(void)
+static int fresh_locked(int64_t now)
+{
+    return servable_locked() && now - gauges.at_ms < api_cfg.metrics_cache_ms;
+}
+
+/* A copy of text and its age in seconds. */
+static char *copy_locked(double *age_s)
+{
+    *age_s = (double)(time_monotonic_ms() - gauges.at_ms) / 1000.0;
+    return xstrdup(gauges.text);
+}
+
+/*
+ * A copy of the gauges, fresh within METRICS_CACHE_MS, or the previous answer while another scrape
+ * refreshes them; *age_s is how old the copy is. NULL when dbagent failed (logged). A scrape with
+ * nothing to serve meanwhile (none fetched yet, or the last refresh failed) waits for the refresh
+ * under way and shares its outcome: a failed refresh fails its waiters too, rather than each
+ * asking dbagent again, one after another.
+ */
+static char *gauges_get(double *age_s)
 {
     int rc = RPC_OK;
     char err[256];
+    *age_s = 0;
     if (!api_cfg.metrics_cache_ms) {
         char *text = fetch_gauges(&rc, err, sizeof err);
         if (!text) {
@@ -113,25 +134,33 @@ static char *gauges_get(void)
         return text;
     }
     pthread_mutex_lock(&gauges.mu);
-    while (!fresh_locked(time_monotonic_ms()) && gauges.refreshing && !gauges.text)
+    unsigned long long seen = gauges.ended;
+    while (gauges.refreshing && !servable_locked() && gauges.ended == seen)
         pthread_cond_wait(&gauges.cv, &gauges.mu);
-    if (fresh_locked(time_monotonic_ms()) || gauges.refreshing) {
-        char *copy = xstrdup(gauges.text);
+    if (fresh_locked(time_monotonic_ms()) || (gauges.refreshing && servable_locked())) {
+        char *copy = copy_locked(age_s);
         pthread_mutex_unlock(&gauges.mu);
         return copy;
+    }
+    if (gauges.ended != seen) {
+        /* The refresh this scrape waited for failed. */
+        pthread_mutex_unlock(&gauges.mu);
+        return NULL;
     }
     gauges.refreshing = 1;
     pthread_mutex_unlock(&gauges.mu);
     char *text = fetch_gauges(&rc, err, sizeof err);
     pthread_mutex_lock(&gauges.mu);
     gauges.refreshing = 0;
+    gauges.ended++;
+    gauges.failed = !text;
     char *copy = NULL;
     if (text) {
         free(gauges.text);
         gauges.text = text;
         gauges.at_ms = time_monotonic_ms();
         gauges.refreshes++;
-        copy = xstrdup(text);
+        copy = copy_locked(age_s);
     }
     pthread_cond_broadcast(&gauges.cv);
     pthread_mutex_unlock(&gauges.mu);
@@ -141,20 +170,21 @@ static char *gauges_get(void)
     return copy;
 }
 
-/* How old the cached gauges are, and how often they were fetched, appended to b. */
-static void cache_metrics(buf *b)
+/* How often the gauges were fetched, and, when this answer has them, how old they are. */
+static void cache_metrics(buf *b, int have_gauges, double age_s)
 {
     pthread_mutex_lock(&gauges.mu);
     unsigned long long refreshes = gauges.refreshes;
-    /* Without a cache (METRICS_CACHE_MS=0) the gauges are fetched for this answer: age 0. */
-    double age = gauges.text ? (double)(time_monotonic_ms() - gauges.at_ms) / 1000.0 : 0.0;
     pthread_mutex_unlock(&gauges.mu);
     metrics_family(b, "calc_gauges_refreshes_total", "counter",
                    "Times this instance asked dbagent for the cluster's gauges.");
     metrics_u64(b, "calc_gauges_refreshes_total", NULL, refreshes);
+    if (!have_gauges)
+        return;
+    /* Without a cache (METRICS_CACHE_MS=0) the gauges are fetched for this answer: age 0. */
     metrics_family(b, "calc_gauges_age_seconds", "gauge",
                    "Age of the cluster's gauges in this answer (METRICS_CACHE_MS bounds it).");
-    metrics_f64(b, "calc_gauges_age_seconds", NULL, age);
+    metrics_f64(b, "calc_gauges_age_seconds", NULL, age_s);
 }
 
 /* With METRICS_TOKEN set: 1 when r carries it as a bearer token, else replies 401 and returns
@@ -186,7 +216,8 @@ void route_metrics(http_req *r)
         return;
     /* Without dbagent the instance's own counters still answer (they matter most then), and
      * calc_gauges_up says the cluster's gauges are missing. */
-    char *cluster = gauges_get();
+    double age_s;
+    char *cluster = gauges_get(&age_s);
     buf b;
     buf_init(&b, 1 << 20);
     http_metrics(&b);
@@ -195,7 +226,7 @@ void route_metrics(http_req *r)
     reads_metrics(&b);
     waiters_metrics(&b);
     streams_metrics(&b);
-    cache_metrics(&b);
+    cache_metrics(&b, cluster != NULL, age_s);
     metrics_family(&b, "calc_gauges_up", "gauge",
                    "1 when this answer has the cluster's gauges from dbagent, 0 when it failed.");
     metrics_i64(&b, "calc_gauges_up", NULL, cluster != NULL);

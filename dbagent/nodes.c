@@ -136,6 +136,10 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
         int rc = take(d, ctx, req, max, rep);
         if (rc || rep->n_nodes || wait <= 0)
             return rc;
+        /* Past the deadline, an empty answer: a generation that keeps moving (completions,
+         * heartbeats) while the agents have no room would otherwise keep the poll taking. */
+        if (time_monotonic_ms() >= deadline)
+            return RPC_OK;
         /* Nothing taken although nodes wait: the agents have no room. A completion or a
          * heartbeat here moves the generation; one at another dbagent does not (only nodes
          * made ready are NOTIFY'd), so look again after CAPACITY_RECHECK_MS at the latest. */

@@ -117,7 +117,9 @@ int h_watch_events(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **r
     int rc = look(d, ctx, req, pick, limit, rep, &found);
     if (rc || found || want_head)
         return rc;
-    while (evwake_wait(seen, deadline, req->watch_id, req->watch_gen)) {
+    /* Until the deadline, also while other users' events keep moving the generation. */
+    while (time_monotonic_ms() < deadline &&
+           evwake_wait(seen, deadline, req->watch_id, req->watch_gen)) {
         uint64_t now_gen = evwake_generation();
         int touched = evwake_touched(seen, users, (int)n, pick);
         seen = now_gen;

@@ -128,3 +128,66 @@ def test_with_dbagent_gone_a_read_retries_within_its_deadline_and_a_cancel_not_a
     r = api.delete(f"/expression/{eid}")
     assert r.status_code == 503 and r.json()["error"], r.text
     assert retries(c.api) == before
+
+
+@pytest.mark.cluster(env={"DBAGENT_TIMEOUT_MS": "2000", "METRICS_CACHE_MS": "100"})
+def test_with_dbagent_stuck_reads_and_scrapes_answer_within_one_deadline(bare_cluster):
+    """dbagent answers nothing while a lock holds the expressions table. Reads of one expression go
+    to dbagent one call at a time: a read that waited for the call before its own still answers
+    within one DBAGENT_TIMEOUT_MS of its request, not after a whole deadline of its own. A scrape of
+    /metrics with no gauges to serve waits for the refresh under way and shares its failure: it
+    answers 200 without the gauges then, instead of asking dbagent again after that one failed.
+
+    Each second request starts once the first one's statement waits on the lock: an HTTP worker
+    thread that is inside a handler accepts no new connection, so the second is not queued behind
+    the first on one thread."""
+    c = bare_cluster
+    c.start_dbagent()
+    c.api = c.start_api()
+    api = c.api_client()
+    api.register("stuck", "password1")
+    api.login()
+    eid = api.post("/expression", json={"expression": "1+2"}).json()["expression"]["expression_id"]
+    time.sleep(0.2)  # gauges fetched by an earlier scrape, if any, are now older than METRICS_CACHE_MS
+    deadline = 2.0
+    got = {}
+
+    def read(name):
+        t0 = time.monotonic()
+        r = api.get(f"/expression/{eid}")
+        got[name] = (r.status_code, time.monotonic() - t0)
+
+    def scrape(name):
+        t0 = time.monotonic()
+        r = requests.get(c.api.url + "/metrics", timeout=20)
+        got[name] = (r.status_code, "calc_gauges_up 0" in r.text, time.monotonic() - t0)
+
+    def in_turn(fn, first_waits_in):
+        one = threading.Thread(target=fn, args=("first",))
+        one.start()
+        c.wait_for(lambda: waiting(c, first_waits_in) == 1, 10, "the first call to wait on the lock")
+        two = threading.Thread(target=fn, args=("second",))
+        two.start()
+        for t in (one, two):
+            t.join(30)
+
+    holder = hold(c, "LOCK TABLE expressions IN ACCESS EXCLUSIVE MODE")
+    try:
+        in_turn(read, "%FROM expressions WHERE id = ANY%")
+        reads = dict(got)
+        got.clear()
+        in_turn(scrape, "%FROM expressions GROUP BY status%")
+        scrapes = dict(got)
+    finally:
+        end_transaction(c, holder)
+    # The second read waited for the first's call, then had what was left of its own deadline
+    # (a whole one more would be about 3 s).
+    for name in ("first", "second"):
+        assert reads[name][0] == 503 and reads[name][1] < deadline + 0.5, reads
+    # The second scrape answered with the first's failure (asking again would be about 4 s).
+    for name in ("first", "second"):
+        status, up0, took = scrapes[name]
+        assert status == 200 and up0 and took < deadline + 0.5, scrapes
+    c.wait_for(lambda: api.get(f"/expression/{eid}").status_code == 200, 30, "reads to work again")
+    c.wait_for(lambda: "calc_gauges_up 1" in requests.get(c.api.url + "/metrics", timeout=5).text, 30,
+               "the gauges to come back")
