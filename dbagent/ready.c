@@ -264,12 +264,26 @@ static void *listen_main(void *arg)
             ok = PQconsumeInput(c);
             drain_notifications(c);
         }
-        if (ok)
-            ok = send_owed_notify(c);
+        int sent = ok && send_owed_notify(c);
         if (!ok || PQstatus(c) != CONNECTION_OK) {
             log_warn("ready: lost the listening connection: %s", PQerrorMessage(c));
             PQfinish(c);
             c = NULL;
+        } else if (!sent) {
+            /* The statement failed on a sound connection (a full notification queue, say): the
+             * NOTIFY stays owed and is tried again after a pause, not at once and not over a new
+             * connection, whose start makes every local poll and watch look again. */
+            int64_t ms = backoff_next(&pause);
+            log_warn("ready: NOTIFY: %s: again in %lldms", PQerrorMessage(c), (long long)ms);
+            int64_t until = deadline_after_ms(ms), left;
+            while (!stopping() && (left = deadline_left_ms(until)) > 0)
+                if (wait_fds(PQsocket(c), (int)left)) {
+                    if (!PQconsumeInput(c))
+                        break; /* the next round sees the connection's state */
+                    drain_notifications(c);
+                }
+        } else {
+            backoff_reset(&pause);
         }
     }
     if (c)

@@ -355,6 +355,31 @@ def test_a_lone_dbagent_sends_no_notify(bare_cluster):
     c.close()
 
 
+def test_a_notify_that_fails_on_a_sound_connection_is_tried_again_after_pauses(bare_cluster):
+    """A NOTIFY statement can fail while its connection is fine (a full notification queue; here,
+    pg_notify revoked from the cluster's role). dbagent keeps the connection and the NOTIFY owed,
+    and tries again after growing pauses, instead of reconnecting at once, over and over (each new
+    listening connection makes every local poll and watch look again)."""
+    cl = bare_cluster
+    p = cl.start_dbagent()
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login="refused", password_hash="h").user.id
+    revoke = "REVOKE EXECUTE ON FUNCTION pg_notify(text, text) FROM PUBLIC"
+    cl.servers.psql(revoke, db=cl.db)
+    try:
+        c.CreateExpression(user_id=uid, req_uid="r1", text="1+1", nodes=[leaf("+", 1, 1)])
+        t0 = time.monotonic()
+        harness.wait_for(lambda: p.log().count("ready: NOTIFY:") >= 4, 20, "four tries of the NOTIFY")
+        took = time.monotonic() - t0
+    finally:
+        cl.servers.psql(revoke.replace("REVOKE", "GRANT").replace("FROM", "TO"), db=cl.db)
+    log = p.log()
+    assert "lost the listening connection" not in log, log[-3000:]
+    # The pauses before the 2nd, 3rd and 4th: 0.1, 0.2 and 0.4 s (the 1st may precede t0 a little).
+    assert took >= 0.6, f"four tries in {took:.2f}s"
+    c.close()
+
+
 def test_postgres_restart_unavailable_meanwhile_then_works(bare_cluster):
     cl = bare_cluster
     p = cl.start_dbagent(DBAGENT_THREADS="4")
