@@ -5,6 +5,8 @@
 -- the parent's operand (and makes it ready when it was the last); the root's value finishes the
 -- expression; an error fails the node and its expression.
 -- p_error NULL: the node's value is p_value. outcome: 0 applied, 1 stale, -1 no such node.
+-- A value sent again by the agent that completed the node at that epoch (the first reply was
+-- lost) is answered as applied and changes nothing; see calc_complete_repeat.
 -- finished: the expression is now finished (its root was done, or it failed).
 -- parent_ready: the parent became ready; the caller wakes the dispatchers after the commit.
 -- event_user: the user whose events this call appended (NULL: none); the caller wakes the
@@ -32,6 +34,7 @@ DECLARE
     n record;
     par record;
     go_on boolean := coalesce(p_continue, false);
+    again boolean;
 BEGIN
     finished := false;
     parent_ready := false;
@@ -44,7 +47,11 @@ BEGIN
      RETURNING x.id, x.user_id, x.status INTO e;
     IF NOT FOUND THEN
         -- No such node, or its expression is finished: then so is the node (done, failed or
-        -- cancelled), and this completion is stale.
+        -- cancelled), and this completion is stale, unless it is the root's own, sent again.
+        IF p_error IS NULL AND (calc_complete_repeat(p_node, p_epoch, p_agent, p_value, false)).repeated THEN
+            outcome := 0;
+            RETURN;
+        END IF;
         PERFORM 1 FROM nodes WHERE id = p_node;
         outcome := CASE WHEN FOUND THEN 1 ELSE -1 END;
         RETURN;
@@ -58,10 +65,20 @@ BEGIN
        AND ((state = 'running' AND agent = p_agent) OR state = 'queued') IS TRUE
      RETURNING parent_id, parent_side INTO n;
     IF NOT FOUND THEN
-        -- Not running at this epoch for this agent: someone else owns the node now.
+        -- Not running at this epoch for this agent: someone else owns the node now, or this is
+        -- our own completion again (its reply was lost): applied then, and its continuation, if
+        -- any, is handed over again.
         UPDATE expressions SET nodes_done = nodes_done - (p_error IS NULL)::integer
          WHERE id = eid;
         outcome := 1;
+        IF p_error IS NULL THEN
+            SELECT r.next_node, r.next_epoch, r.next_op, r.next_lv, r.next_rv, r.next_delay_ms,
+                   r.next_attempt, r.repeated
+              INTO next_node, next_epoch, next_op, next_lv, next_rv, next_delay_ms,
+                   next_attempt, again
+              FROM calc_complete_repeat(p_node, p_epoch, p_agent, p_value, go_on) r;
+            outcome := CASE WHEN again THEN 0 ELSE 1 END;
+        END IF;
         RETURN;
     END IF;
     outcome := 0;

@@ -636,6 +636,52 @@ def test_a_completion_continues_with_the_parent_it_makes_ready_and_fencing_holds
     assert f.status == "ok" and f.result == 6.0
 
 
+def test_a_completion_sent_again_after_its_lost_reply_is_answered_as_before_and_changes_nothing(dba):
+    """An agent sends a completion again when it got no reply (a broken connection, a deadline),
+    though the first may have committed. The repeat is answered as the first was, the parent to
+    continue with included (else the parent would wait, running under this agent, until the
+    monitor took it back), and changes nothing; a copy from another agent, or with another value,
+    is still stale."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (t,) = take(dba, e.id)
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
+    first = dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4, can_continue=True).next
+    assert first.node_id
+    before = snapshot(dba, u.id, e.id)
+    again = dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=4, can_continue=True).next
+    assert again == first
+    assert snapshot(dba, u.id, e.id) == before
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=4) == "stale"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=5) == "stale"
+    assert snapshot(dba, u.id, e.id) == before
+    # The root's, sent again after it finished the expression: applied, nothing changes.
+    dba.CompleteNode(node_id=first.node_id, epoch=first.epoch, agent="agent-a", value=6, can_continue=True)
+    before = snapshot(dba, u.id, e.id)
+    assert answer(dba, "CompleteNode", node_id=first.node_id, epoch=first.epoch, agent="agent-a", value=6,
+                  can_continue=True) == "applied"
+    assert snapshot(dba, u.id, e.id) == before
+    assert expr(dba, u.id, e.id).result == 6.0
+
+
+def test_a_repeated_completion_does_not_continue_with_a_parent_its_sibling_may_have_continued(dba):
+    """Two siblings completed in one transaction (a batch) by one agent: either may be the one that
+    made the parent ready and continued with it, so a repeat of the other hands nothing over (the
+    worker that got the parent runs it)."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(2)).expression
+    a, b = take(dba, e.id, 2)
+    for t in (a, b):
+        assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a") == "claimed"
+    # Both in one transaction, as a batch would: the second continues with the join.
+    dba.psql(f"BEGIN; SELECT calc_complete({a.node_id}, {a.epoch}, 'agent-a', 1, NULL, true);"
+             f" SELECT calc_complete({b.node_id}, {b.epoch}, 'agent-a', 2, NULL, true); COMMIT;")
+    assert dba.psql(f"SELECT count(*) FROM nodes WHERE expression_id = {e.id} AND state = 'running'").strip() == "1"
+    for t, v in ((a, 1), (b, 2)):
+        r = dba.CompleteNode(node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=v, can_continue=True)
+        assert not r.HasField("next")
+
+
 def test_without_can_continue_or_while_the_parent_waits_nothing_is_continued(dba):
     u = new_user(dba)
     e = create(dba, u.id, plan_wide(2)).expression  # two leaves, one join
