@@ -15,17 +15,25 @@ handler_settings handler_cfg = {.max_attempts = 5};
 
 #define CAPACITY_RECHECK_MS 100
 
+/* Both lock their nodes in id order and skip those locked now (a claim, a cancel, a sweep):
+ * joined to the arrays they would lock them in the arrays' order and could deadlock with a
+ * cancel or a batch of claims, which lock in id order. A node skipped keeps its mark off, or
+ * stays queued, and the unpublished timeout dispatches it again. */
 static const db_stmt published_stmt = {
     "published",
-    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true))"
-    " UPDATE nodes n SET published_at = now() FROM unnest($1::bigint[], $2::int[]) AS f(id, epoch),"
-    " lazy WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued'",
+    "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)),"
+    " mine AS (SELECT m.id FROM nodes m JOIN unnest($1::bigint[], $2::int[]) AS f(id, epoch)"
+    " ON m.id = f.id AND m.epoch = f.epoch WHERE m.state = 'queued' AND m.published_at IS NULL"
+    " ORDER BY m.id FOR UPDATE OF m SKIP LOCKED)"
+    " UPDATE nodes n SET published_at = now() FROM mine, lazy WHERE n.id = mine.id",
     2};
 static const db_stmt unqueue_stmt = {
     "unqueue",
-    "WITH u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
-    " FROM unnest($1::bigint[], $2::int[]) AS f(id, epoch)"
-    " WHERE n.id = f.id AND n.epoch = f.epoch AND n.state = 'queued' RETURNING 1)"
+    "WITH mine AS (SELECT m.id FROM nodes m JOIN unnest($1::bigint[], $2::int[]) AS f(id, epoch)"
+    " ON m.id = f.id AND m.epoch = f.epoch WHERE m.state = 'queued'"
+    " ORDER BY m.id FOR UPDATE OF m SKIP LOCKED),"
+    " u AS (UPDATE nodes n SET state = 'ready', queued_at = NULL, ready_at = now()"
+    " FROM mine WHERE n.id = mine.id RETURNING 1)"
     " SELECT count(*) FROM u",
     2};
 

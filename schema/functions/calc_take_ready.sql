@@ -14,7 +14,8 @@
 -- with one expression gets the next free worker, not a place behind the backlog.
 --
 -- The outbox: p_published/p_published_epochs are the nodes of the caller's previous take whose
--- messages the broker confirmed; they are marked published here, in the take's own transaction.
+-- messages the broker confirmed; they are marked published here, in the take's own transaction
+-- (once: a long poll looks again with the same list after each wake-up).
 -- Nodes left unmarked are dispatched again by RequeueStale after its unpublished timeout.
 --
 -- Retries. p_take_id (not 0) names the take; its nodes carry it. A retry (the reply of the first
@@ -42,7 +43,7 @@ BEGIN
           FROM (SELECT m.id FROM nodes m
                   JOIN unnest(p_published, p_published_epochs) AS f(id, epoch)
                     ON m.id = f.id AND m.epoch = f.epoch
-                 WHERE m.state = 'queued'
+                 WHERE m.state = 'queued' AND m.published_at IS NULL
                  ORDER BY m.id FOR UPDATE OF m SKIP LOCKED) AS mine
          WHERE n.id = mine.id;
     END IF;
@@ -59,6 +60,11 @@ BEGIN
         END IF;
     END IF;
     IF p_live_ms > 0 THEN
+        -- Takes count the room one after another. The room and the pick are two statements, each
+        -- with its own snapshot: two dispatchers woken by one completion would both count the
+        -- same room, and the later pick, seeing the earlier take's nodes queued, would take as
+        -- many again.
+        PERFORM pg_advisory_xact_lock(1667329123, 1952541541); -- "calc", "take"
         SELECT ceil(coalesce(sum(a.workers), 0) * (100 + p_ahead) / 100.0) INTO room
           FROM agents a WHERE a.last_heartbeat_at > now() - p_live_ms * interval '1 ms';
         -- Each state by itself: its partial index (an IN of both would read the whole table).

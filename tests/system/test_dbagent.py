@@ -734,6 +734,13 @@ def test_the_outbox_redispatches_only_what_was_never_confirmed(dba):
     dba.MarkQueued(published=[b])       # or told separately
     published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
     assert (published(a), published(b), published(c)) == ("t", "t", "f")
+    # Marked once: a long poll looks again with the same list after every wake-up, and rewriting
+    # the mark each time would make each empty look a write.
+    marks = lambda: dba.psql(f"SELECT published_at FROM nodes WHERE id IN ({a.node_id}, {b.node_id}) ORDER BY id")  # noqa: E731
+    before = marks()
+    dba.TakeReady(max=1, published=[a, b])
+    dba.MarkQueued(published=[a, b])
+    assert marks() == before
 
     def requeued_c():
         dba.RequeueStale(heartbeat_timeout_ms=3600_000, queued_timeout_ms=3600_000, unpublished_timeout_ms=1)
@@ -762,6 +769,25 @@ def test_a_take_never_waits_for_a_locked_node(dba):
         release(dba, holder)
     published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
     assert (published(a), published(b)) == ("f", "t")
+
+
+def test_mark_queued_never_waits_for_a_locked_node(dba):
+    """MarkQueued skips a node another transaction holds, like the take: joined to its list it
+    would lock the nodes in the list's order and could close a deadlock with a cancel or a claim
+    batch, which lock theirs in id order. A node left queued and unmarked is dispatched again."""
+    u = new_user(dba)
+    e = create(dba, u.id, plan_wide(4)).expression
+    a, b, c, d = sorted(take(dba, e.id, 4), key=lambda t: t.node_id)
+    holder = hold_lock(dba, f"SELECT 1 FROM nodes WHERE id IN ({a.node_id}, {c.node_id}) FOR UPDATE", 30)
+    try:
+        t0 = time.monotonic()
+        dba.MarkQueued(published=[b, a], failed=[d, c])
+        assert time.monotonic() - t0 < 2, "MarkQueued waited for the lock"
+    finally:
+        release(dba, holder)
+    published = lambda n: dba.psql(f"SELECT published_at IS NOT NULL FROM nodes WHERE id = {n.node_id}").strip()  # noqa: E731
+    assert (published(a), published(b)) == ("f", "t")
+    assert [node_state(dba, n.node_id)[0] for n in (c, d)] == ["queued", "ready"]
 
 
 # ---- retries after a lost reply ----------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 import harness
 from dba_client import DbaClient, RpcError, leaf, pb, plan_wide
+from dbagent_helpers import end_transaction, hold_transaction
 
 SC = grpc.StatusCode
 CLAIMED = 0
@@ -352,6 +353,36 @@ def test_a_lone_dbagent_sends_no_notify(bare_cluster):
     create = lambda k: c.CreateExpression(user_id=uid, req_uid=f"r{k}", text="1+1", nodes=[leaf("+", 1, 1)])
     assert listen_while(cl, False, 3, lambda: create(1)) == []
     assert listen_while(cl, True, 3, lambda: create(2)) == ["calc_events", "calc_ready"]
+    c.close()
+
+
+def test_concurrent_takes_share_the_agents_room(bare_cluster):
+    """Two dispatchers (API instances) woken at once must not both count the same free workers:
+    takes count the room one after another. (The room and the pick are two statements: the later
+    take's pick saw the earlier one's nodes queued and took as many again, 4 where 2 fit.) A lock
+    on agents holds the takes at the room count, then lets them go; the live agent has 2 workers
+    and nothing may run ahead."""
+    cl = bare_cluster
+    cl.start_dbagent()
+    c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    uid = c.CreateUser(login="roomy", password_hash="h").user.id
+    c.CreateExpression(user_id=uid, req_uid="r1", text="wide", nodes=plan_wide(8))
+    c.Heartbeat(agent="agent-r", workers=2, busy=0, nodes=[])
+    take = dict(max=10, live_within_ms=60000, ahead_percent=0, wait_ms=0)
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'calc-dbagent'"
+               " AND wait_event_type = 'Lock'")
+    holder = hold_transaction(cl, "LOCK TABLE agents IN ACCESS EXCLUSIVE MODE", 60)
+    try:
+        with cf.ThreadPoolExecutor(2) as ex:
+            calls = [ex.submit(c.TakeReady, **take) for _ in range(2)]
+            harness.wait_for(lambda: cl.servers.psql(waiting, db=cl.db).strip() == "2", 10, "both takes to wait")
+            end_transaction(cl, holder)
+            holder = None
+            taken = [len(f.result(20).nodes) for f in calls]
+    finally:
+        if holder:
+            end_transaction(cl, holder)
+    assert sorted(taken) == [0, 2], taken
     c.close()
 
 
