@@ -292,8 +292,13 @@ void *worker_main(void *p)
             /* In hand from before the claim until the verdict on its message (see hand.h). */
             hand_take(s->hand, wa->index, item->node_id);
             task next;
-            int has_next;
-            j->verdict = run(s, item, j->redelivered, &next, &has_next);
+            int has_next = 0;
+            /* hand_take may have waited for a heartbeat: a stop that came meanwhile claims
+             * nothing new. */
+            if (atomic_load(&s->draining) || atomic_load(&s->refused))
+                j->verdict = VERDICT_REQUEUE;
+            else
+                j->verdict = run(s, item, j->redelivered, &next, &has_next);
             /* The parent was claimed for us inside the completion, before it is in hand: a
              * heartbeat stored in between does not list it, which dbagent forgives for
              * HEARTBEAT_TIMEOUT_MS after a claim (the orphan grace). The message is answered
