@@ -19,19 +19,13 @@ PostgreSQL's by the POST's end. The first 10 samples warm up and are left out.
     bench/hot/hops.py build/release/bin [--samples 100]
 """
 import argparse
-import importlib.util
 import os
 import statistics
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "system"))
-_spec = importlib.util.spec_from_file_location("hot_run", os.path.join(HERE, "run.py"))
-hot = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hot)
-
-import harness  # noqa: E402
+# run.py sits beside this script, so on the path already; it puts tests/system there too.
+import run as hot
+from run import harness
 
 WARM = 10
 

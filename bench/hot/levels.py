@@ -11,17 +11,11 @@ dispatch.
     bench/hot/levels.py build/release/bin [--repeat 3]
 """
 import argparse
-import importlib.util
 import os
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "system"))
-_spec = importlib.util.spec_from_file_location("hot_run", os.path.join(HERE, "run.py"))
-hot = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hot)
-
-import harness  # noqa: E402
+# run.py sits beside this script, so on the path already; it puts tests/system there too.
+import run as hot
+from run import harness
 
 TIMELINE = """
 WITH e AS (SELECT created_at AS t0, finished_at AS t1 FROM expressions WHERE id = {eid})

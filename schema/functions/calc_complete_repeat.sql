@@ -16,7 +16,6 @@ CREATE OR REPLACE FUNCTION calc_complete_repeat(p_node bigint, p_epoch integer, 
 LANGUAGE plpgsql AS $$
 DECLARE
     mine record;
-    par record;
 BEGIN
     SELECT nd.parent_id, nd.finished_at INTO mine FROM nodes nd
      WHERE nd.id = p_node AND nd.epoch = p_epoch AND nd.agent = p_agent AND nd.state = 'done'
@@ -25,20 +24,13 @@ BEGIN
     IF NOT repeated OR NOT coalesce(p_continue, false) OR mine.parent_id IS NULL THEN
         RETURN;
     END IF;
-    SELECT p.epoch, p.op, p.left_value, p.right_value, p.delay_ms, p.attempts INTO par
+    -- No row leaves every next_* NULL.
+    SELECT p.id, p.epoch, p.op, p.left_value, p.right_value, p.delay_ms, p.attempts
+      INTO next_node, next_epoch, next_op, next_lv, next_rv, next_delay_ms, next_attempt
       FROM nodes p
      WHERE p.id = mine.parent_id AND p.state = 'running' AND p.agent = p_agent
        AND p.started_at = mine.finished_at
        AND NOT EXISTS (SELECT 1 FROM nodes s
                         WHERE s.parent_id = mine.parent_id AND s.id <> p_node
                           AND s.finished_at = mine.finished_at);
-    IF FOUND THEN
-        next_node := mine.parent_id;
-        next_epoch := par.epoch;
-        next_op := par.op;
-        next_lv := par.left_value;
-        next_rv := par.right_value;
-        next_delay_ms := par.delay_ms;
-        next_attempt := par.attempts;
-    END IF;
 END $$;
