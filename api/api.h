@@ -60,11 +60,18 @@ json_t *number_json(double v);
 /* Reads "expression" and "source_order" of a request body: 0, or -1 after a 400 naming the
  * field. *text lives as long as body. */
 int expression_fields(http_req *r, json_t *body, const char **text, int *source_order);
-/* The operator delays in force now, into *d: 0, or -1 after replying with dbagent's failure. */
+/* The operator delays in force now, read from dbagent into *d (and kept for expression_plan): 0,
+ * or -1 after replying with dbagent's failure. */
 int expression_durations(http_req *r, plan_durations *d);
-/* Plans text under the delays in force now (into *dur): 0 with *out the plan (plan_free it), or
- * -1 after replying (a 400 with the 1-based position of a syntax error, or dbagent's failure). */
-int expression_plan(http_req *r, const char *text, int source_order, plan_durations *dur,
+/* Forgets the delays kept: they were just changed. */
+void expression_durations_changed(void);
+/* calc_delays_reads_total, calc_plans_refused_total. */
+void expression_metrics(buf *b);
+/* Plans text (into *dur the delays used): 0 with *out the plan (plan_free it), or -1 after
+ * replying (a 400 with the 1-based position of a syntax error, or dbagent's failure). With kept,
+ * under the delays last read when dbagent checks a create's delays (so a plan made with stale
+ * ones is refused); else under the delays in force now. */
+int expression_plan(http_req *r, const char *text, int source_order, int kept, plan_durations *dur,
                     plan **out);
 /* routes_dag.c */
 void route_plan_preview(http_req *r);

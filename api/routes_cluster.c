@@ -86,8 +86,11 @@ void route_duration_set(http_req *r)
     req.n_durations = n;
     req.durations = ptrs;
     Calc__V1__DurationsReply *rep = NULL;
-    if (dba_call(r, DBA_SET_DURATIONS, &req.base, &calc__v1__durations_reply__descriptor, &rep) ==
-        RPC_OK) {
+    int rc =
+        dba_call(r, DBA_SET_DURATIONS, &req.base, &calc__v1__durations_reply__descriptor, &rep);
+    /* Changed, or perhaps (a failure after the commit): creates here read them anew. */
+    expression_durations_changed();
+    if (rc == RPC_OK) {
         reply_durations(r, rep);
         protobuf_c_message_free_unpacked(&rep->base, NULL);
     }

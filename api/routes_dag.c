@@ -83,7 +83,7 @@ void route_plan_preview(http_req *r)
     plan_durations dur;
     plan *p = NULL;
     if (expression_fields(r, body, &text, &source_order) == 0 &&
-        expression_plan(r, text, source_order, &dur, &p) == 0)
+        expression_plan(r, text, source_order, 0, &dur, &p) == 0)
         reply_plan(r, p, &dur);
     plan_free(p);
     json_decref(body);

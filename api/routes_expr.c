@@ -1,4 +1,5 @@
 #include <microhttpd.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "log.h"
 #include "mem.h"
 #include "methods.h"
+#include "metrics.h"
 #include "reads.h"
 #include "plan.h"
 #include "timeutil.h"
@@ -80,7 +82,45 @@ static void reply_expression(http_req *r, const Calc__V1__Expression *e)
     http_json(r, 200, json_pack("{s:o, s:i}", "expression", expression_json(e), "status", 200));
 }
 
-/* The operator delays in force now: the expression keeps this snapshot. */
+/*
+ * The delays last read from dbagent. A create plans with them instead of asking dbagent first
+ * (a round trip on every POST), and sends them along: dbagent creates nothing when they are not
+ * the delays in force (another API instance changed them), and the create plans again with the
+ * delays read anew. Only while dbagent says it checks them (an older one does not).
+ */
+static struct {
+    pthread_mutex_t mu;
+    int known;   /* d was read from dbagent, and not changed here since */
+    int checked; /* the last create's reply said its delays were checked */
+    plan_durations d;
+    unsigned long long reads, refused; /* for /metrics */
+} kept_delays = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* 1 with *d the delays kept, when a create may plan with them. */
+static int delays_kept(plan_durations *d)
+{
+    pthread_mutex_lock(&kept_delays.mu);
+    int ok = kept_delays.known && kept_delays.checked;
+    if (ok)
+        *d = kept_delays.d;
+    pthread_mutex_unlock(&kept_delays.mu);
+    return ok;
+}
+
+static void delays_checked(int checked)
+{
+    pthread_mutex_lock(&kept_delays.mu);
+    kept_delays.checked = checked;
+    pthread_mutex_unlock(&kept_delays.mu);
+}
+
+void expression_durations_changed(void)
+{
+    pthread_mutex_lock(&kept_delays.mu);
+    kept_delays.known = 0;
+    pthread_mutex_unlock(&kept_delays.mu);
+}
+
 int expression_durations(http_req *r, plan_durations *d)
 {
     Calc__V1__Empty req = CALC__V1__EMPTY__INIT;
@@ -95,7 +135,27 @@ int expression_durations(http_req *r, plan_durations *d)
             d->ms[at - ops] = (uint32_t)rep->durations[i]->ms;
     }
     protobuf_c_message_free_unpacked(&rep->base, NULL);
+    pthread_mutex_lock(&kept_delays.mu);
+    kept_delays.d = *d;
+    kept_delays.known = 1;
+    kept_delays.reads++;
+    pthread_mutex_unlock(&kept_delays.mu);
     return 0;
+}
+
+void expression_metrics(buf *b)
+{
+    pthread_mutex_lock(&kept_delays.mu);
+    unsigned long long reads = kept_delays.reads, refused = kept_delays.refused;
+    pthread_mutex_unlock(&kept_delays.mu);
+    metrics_family(b, "calc_delays_reads_total", "counter",
+                   "Reads of the operator delays from dbagent to plan with (creates plan with the "
+                   "delays read last while dbagent checks them).");
+    metrics_u64(b, "calc_delays_reads_total", NULL, reads);
+    metrics_family(b, "calc_plans_refused_total", "counter",
+                   "Creates refused by dbagent because the operator delays had changed since "
+                   "they were read; each was planned again with the delays read anew.");
+    metrics_u64(b, "calc_plans_refused_total", NULL, refused);
 }
 
 static void fill_operand(Calc__V1__Operand *o, const plan_operand *po)
@@ -110,11 +170,11 @@ static void fill_operand(Calc__V1__Operand *o, const plan_operand *po)
     }
 }
 
-int expression_plan(http_req *r, const char *text, int source_order, plan_durations *dur,
+int expression_plan(http_req *r, const char *text, int source_order, int kept, plan_durations *dur,
                     plan **out)
 {
     *out = NULL;
-    if (expression_durations(r, dur) < 0)
+    if (!(kept && delays_kept(dur)) && expression_durations(r, dur) < 0)
         return -1;
     plan_limits lim = {.max_text = (size_t)api_cfg.max_text,
                        .max_nodes = (size_t)api_cfg.max_nodes,
@@ -129,12 +189,15 @@ int expression_plan(http_req *r, const char *text, int source_order, plan_durati
     return 0;
 }
 
-static void create(http_req *r, const char *text, const char *req_uid, int source_order)
+/* Plans and creates once; 1 when dbagent refused the plan's delays as stale (nothing replied),
+ * else 0 (replied). */
+static int create_once(http_req *r, const char *text, const char *req_uid, int source_order,
+                       int kept, int last)
 {
     plan_durations dur;
     plan *p = NULL;
-    if (expression_plan(r, text, source_order, &dur, &p) < 0)
-        return;
+    if (expression_plan(r, text, source_order, kept, &dur, &p) < 0)
+        return 0;
     size_t n = p->n_nodes;
     Calc__V1__PlanNode *nodes = xcalloc(n + 1, sizeof *nodes);
     Calc__V1__PlanNode **ptrs = xcalloc(n + 1, sizeof *ptrs);
@@ -153,6 +216,9 @@ static void create(http_req *r, const char *text, const char *req_uid, int sourc
         nodes[i].delay_ms = (int32_t)dur.ms[pn->op];
         ptrs[i] = &nodes[i];
     }
+    int32_t planned[PLAN_NOPS];
+    for (int op = 0; op < PLAN_NOPS; op++)
+        planned[op] = (int32_t)dur.ms[op];
     Calc__V1__CreateExpressionRequest req = CALC__V1__CREATE_EXPRESSION_REQUEST__INIT;
     req.user_id = r->user_id;
     req.req_uid = (char *)req_uid;
@@ -163,20 +229,43 @@ static void create(http_req *r, const char *text, const char *req_uid, int sourc
     req.depth = (int32_t)p->depth;
     req.critical_path_ms = p->critical_path_ms;
     req.max_unfinished = (int32_t)api_cfg.max_unfinished;
+    req.n_planned_delays = PLAN_NOPS;
+    req.planned_delays = planned;
     Calc__V1__ExpressionReply *rep = NULL;
-    if (dba_call(r, DBA_CREATE_EXPRESSION, &req.base, &calc__v1__expression_reply__descriptor,
-                 &rep) == RPC_OK) {
+    char err[256];
+    int stale = 0;
+    int rc = dba_call_quiet("POST /api/v1/expression", DBA_CREATE_EXPRESSION, &req.base,
+                            &calc__v1__expression_reply__descriptor, &rep, err, sizeof err);
+    if (rc == RPC_OK) {
+        delays_checked(rep->delays_checked);
         if (rep->created)
             log_info("user=%lld expression=%lld accepted: %zu nodes, critical path %lld ms",
                      (long long)r->user_id, (long long)rep->expression->id, n,
                      (long long)p->critical_path_ms);
         reply_expression(r, rep->expression);
         protobuf_c_message_free_unpacked(&rep->base, NULL);
+    } else if (rc == RPC_FAILED_PRECONDITION && !last) {
+        stale = 1;
+        pthread_mutex_lock(&kept_delays.mu);
+        kept_delays.refused++;
+        pthread_mutex_unlock(&kept_delays.mu);
+    } else {
+        dba_reply_failure(r, DBA_CREATE_EXPRESSION, rc, err);
     }
     free(operands);
     free(ptrs);
     free(nodes);
     plan_free(p);
+    return stale;
+}
+
+/* With the delays kept first; after a refusal, with the delays read anew (a refusal then means
+ * they changed again meanwhile: a 409 after the third). */
+static void create(http_req *r, const char *text, const char *req_uid, int source_order)
+{
+    for (int attempt = 0; attempt < 3; attempt++)
+        if (!create_once(r, text, req_uid, source_order, attempt == 0, attempt == 2))
+            return;
 }
 
 int expression_fields(http_req *r, json_t *body, const char **text, int *source_order)

@@ -222,6 +222,7 @@ void route_metrics(http_req *r)
     buf_init(&b, 1 << 20);
     http_metrics(&b);
     dba_metrics(&b);
+    expression_metrics(&b);
     dispatcher_metrics(&b);
     reads_metrics(&b);
     waiters_metrics(&b);

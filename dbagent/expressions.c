@@ -93,8 +93,8 @@ static void plan_arrays(const Calc__V1__CreateExpressionRequest *req, pgarray co
 static const db_stmt create_stmt = {
     "create_expression",
     "SELECT * FROM calc_create_expression($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-    " $13, $14, $15)",
-    15};
+    " $13, $14, $15, $16)",
+    16};
 
 int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp)
 {
@@ -105,10 +105,17 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
     char err[128];
     if (plan_shape_check(req, err, sizeof err) != 0)
         return rpc_fail(ctx, RPC_INVALID_ARGUMENT, "%s", err);
-    pgarray col[NCOLS];
+    if (req->n_planned_delays != 0 && req->n_planned_delays != 4)
+        return rpc_fail(ctx, RPC_INVALID_ARGUMENT,
+                        "planned_delays must hold 4 delays (+ - * /) or none, not %zu",
+                        req->n_planned_delays);
+    pgarray col[NCOLS], delays;
     plan_arrays(req, col);
+    pgarray_init(&delays);
+    for (size_t i = 0; i < req->n_planned_delays; i++)
+        pgarray_i64(&delays, req->planned_delays[i]);
     char uid[32], value[32], depth[32], cp[32], maxu[32];
-    const char *p[15] = {db_fmt_i64(uid, req->user_id),
+    const char *p[16] = {db_fmt_i64(uid, req->user_id),
                          req->req_uid,
                          req->text,
                          db_fmt_f64(value, req->value),
@@ -117,9 +124,11 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
                          db_fmt_i64(maxu, req->max_unfinished)};
     for (int c = 0; c < NCOLS; c++)
         p[7 + c] = pgarray_text(&col[c]);
+    p[7 + NCOLS] = req->n_planned_delays ? pgarray_text(&delays) : NULL;
     PGresult *r = db_call(d, ctx, &create_stmt, p);
     for (int c = 0; c < NCOLS; c++)
         pgarray_free(&col[c]);
+    pgarray_free(&delays);
     if (!r)
         return db_failed(ctx);
     int rc;
@@ -130,6 +139,7 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         calc__v1__expression_reply__init(rep);
         rep->expression = expr_from_row(ctx, r, 0, 2);
         rep->created = db_i64(r, 0, 0) == 0;
+        rep->delays_checked = req->n_planned_delays > 0;
         /* A new plan always has leaves of two numbers: the dispatchers have work. (An existing
          * one that is still new may be a create whose reply was lost and which db_call
          * retried: wake them too, a wake-up too many costs one look.) */
@@ -150,6 +160,10 @@ int h_create_expression(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessag
         rc = rpc_fail(ctx, RPC_RESOURCE_EXHAUSTED,
                       "too many unfinished expressions (%lld, the limit is %d)",
                       (long long)db_i64(r, 0, 1), req->max_unfinished);
+        break;
+    case 5:
+        rc = rpc_fail(ctx, RPC_FAILED_PRECONDITION,
+                      "the operator delays changed since the plan was made: plan again");
         break;
     default:
         rc = rpc_fail(ctx, RPC_NOT_FOUND, "no user %lld", (long long)req->user_id);

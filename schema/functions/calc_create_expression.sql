@@ -7,14 +7,21 @@
 -- (the loser waits for the winner's commit and returns its expression). The unfinished count is
 -- read without a lock: parallel requests of one user may pass the limit by their number.
 --
+-- The planner's delays. p_delays, when not NULL, holds the operator delays (+ - * /) the API
+-- planned with (from its copy, which another API instance may have made stale): the nodes keep
+-- the delays in force when the expression is created, so a plan made with others is refused.
+-- The check is in the transaction that inserts, so no change of the delays can slip between
+-- them. (NULL: an API that fetched the delays just before; defaulted for an older dbagent.)
+--
 -- outcome: 0 created, 1 the existing expression of this req_uid, 2 req_uid names another
--- text, 3 too many unfinished expressions (unfinished holds the count), 4 no such user.
+-- text, 3 too many unfinished expressions (unfinished holds the count), 4 no such user,
+-- 5 p_delays are not the delays in force (nothing created).
 CREATE OR REPLACE FUNCTION calc_create_expression(
     p_user bigint, p_req_uid text, p_text text, p_value double precision, p_depth integer,
     p_critical_path_ms bigint, p_max_unfinished integer,
     p_op text[], p_left_node integer[], p_left_value double precision[],
     p_right_node integer[], p_right_value double precision[], p_parent integer[],
-    p_delay integer[], p_tail bigint[],
+    p_delay integer[], p_tail bigint[], p_delays integer[] DEFAULT NULL,
     OUT outcome integer, OUT unfinished bigint,
     OUT id bigint, OUT user_id bigint, OUT req_uid text, OUT text text, OUT status text,
     OUT result double precision, OUT error text, OUT node_count integer, OUT nodes_done integer,
@@ -40,6 +47,13 @@ BEGIN
             outcome := 3;
             RETURN;
         END IF;
+    END IF;
+    IF eid IS NULL AND p_delays IS NOT NULL AND p_delays IS DISTINCT FROM (
+            SELECT array_agg(coalesce(d.ms, 0) ORDER BY o.i)
+              FROM unnest('{+,-,*,/}'::text[]) WITH ORDINALITY AS o(op, i)
+              LEFT JOIN operation_durations d ON d.op = o.op) THEN
+        outcome := 5;
+        RETURN;
     END IF;
     IF eid IS NULL THEN
         INSERT INTO expressions AS e (user_id, req_uid, text, status, result, node_count, depth,

@@ -4,6 +4,7 @@ users."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -180,6 +181,40 @@ def test_only_an_admin_changes_durations(cl):
     admin.post("/duration", json={"*": 0}, check=True)
 
 
+def test_a_create_keeps_the_delays_in_force_when_another_instance_changed_them(cl):
+    """An API instance plans with the delays it read last; when another instance changed them
+    since, dbagent refuses that plan and this one plans again with the delays in force: the
+    expression keeps those, and the request still gets its 200."""
+    api = new_user(cl, "delays")
+    first = submit(api, "1+1")  # this instance now holds the delays in force (all 0)
+
+    def counts():
+        text = requests.get(api.base_url + "/metrics", timeout=10).text
+        return [int(re.search(rf"^{name} (\d+)$", text, re.M).group(1))
+                for name in ("calc_delays_reads_total", "calc_plans_refused_total")]
+
+    before = counts()
+    submit(api, "1+2")
+    assert counts() == before, "a create plans with the delays it holds, without reading them"
+    changed = False
+    try:
+        # What another instance's POST /duration does, behind this one's back.
+        cl.servers.psql("UPDATE operation_durations SET ms = 30 WHERE op IN ('+', '*')", db=cl.db)
+        changed = True
+        eid = submit(api, "2+2*2")
+        assert counts() == [before[0] + 1, before[1] + 1], "refused once, then read anew"
+        rows = cl.servers.psql(f"SELECT op, delay_ms, tail_ms FROM nodes WHERE expression_id = {eid} ORDER BY id",
+                               db=cl.db).split()
+        assert rows == ["*|30|60", "+|30|30"], rows
+        assert expression(api, eid)["critical_path_ms"] == 60
+        cl.wait_for(lambda: expression(api, eid)["status"] == "Ok", 30, "2+2*2")
+        assert expression(api, eid)["result"] == 6
+    finally:
+        if changed:
+            cl.servers.psql("UPDATE operation_durations SET ms = 0 WHERE op IN ('+', '*')", db=cl.db)
+    assert expression(api, first)["expression_value"] == "1+1"
+
+
 def test_another_users_expression_is_not_found(cl):
     alice, bob = new_user(cl, "alice"), new_user(cl, "bob")
     eid = submit(alice, "1+1")
@@ -320,7 +355,10 @@ def test_health_readiness_and_metrics(cl):
     assert requests.get(url + "/readyz").json() == {"state": "ready", "dbagent": "ok", "rabbitmq": "ok", "status": 200}
     m = requests.get(url + "/metrics")
     assert m.status_code == 200 and m.headers["Content-Type"].startswith("text/plain")
-    text = m.text
+    # The gauges may come from a scrape of up to METRICS_CACHE_MS ago, before 6/3 finished.
+    cl.wait_for(lambda: 'calc_expressions{state="ok"} 0' not in requests.get(url + "/metrics").text, 15,
+                "the gauges to count 6/3")
+    text = requests.get(url + "/metrics").text
     for name in ("calc_http_requests_total{", "calc_http_request_duration_seconds_bucket{",
                  "calc_nodes_dispatched_total", "calc_agents_alive 2", "calc_dispatch_latency_seconds_bucket{",
                  'calc_expressions{state="ok"}', 'calc_expressions{state="new"}', 'calc_nodes{state="ready"}'):

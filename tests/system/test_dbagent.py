@@ -418,6 +418,31 @@ def test_durations(dba):
     dba.SetDurations(user_id=admin.id, durations=[pb.Duration(op="*", ms=0)])
 
 
+def test_a_plan_made_with_other_delays_is_refused(dba):
+    """The API plans with the delays it read last and sends them along: a create whose delays are
+    no longer in force (another API instance changed them) creates nothing and says so, and the
+    API plans again. Without planned_delays (an API that read them just before), no check."""
+    admin, u = new_user(dba, admin=True), new_user(dba)
+    dba.SetDurations(user_id=admin.id, durations=[pb.Duration(op="+", ms=7), pb.Duration(op="/", ms=9)])
+    try:
+        now = [7, 0, 0, 9]  # + - * /
+        for stale in ([0, 0, 0, 9], [7, 0, 0, 0], [7, 0, 1, 9]):
+            assert dba.code_of("CreateExpression", user_id=u.id, req_uid="d1", text="2+2*2",
+                               nodes=plan_2_plus_2_times_2(), planned_delays=stale) == SC.FAILED_PRECONDITION
+        assert dba.psql(f"SELECT count(*) FROM expressions WHERE user_id = {u.id}").strip() == "0"
+        r = create(dba, u.id, plan_2_plus_2_times_2(), req_uid="d1", text="2+2*2", planned_delays=now)
+        assert r.created and r.delays_checked
+        # The same req_uid again is the same expression, whatever the delays say now.
+        r = create(dba, u.id, plan_2_plus_2_times_2(), req_uid="d1", text="2+2*2", planned_delays=[0, 0, 0, 0])
+        assert not r.created and r.delays_checked
+        r = create(dba, u.id, plan_2_plus_2_times_2(), req_uid="d2", text="2+2*2")
+        assert r.created and not r.delays_checked
+        assert dba.code_of("CreateExpression", user_id=u.id, req_uid="d3", text="1+1", nodes=[leaf("+", 1, 1)],
+                           planned_delays=[7, 0, 0]) == SC.INVALID_ARGUMENT
+    finally:
+        dba.SetDurations(user_id=admin.id, durations=[pb.Duration(op="+", ms=0), pb.Duration(op="/", ms=0)])
+
+
 # ---- races -------------------------------------------------------------------------------------
 
 
