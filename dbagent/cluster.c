@@ -246,6 +246,7 @@ int h_get_stats(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     rep->nodes = state_counts(ctx, r, &rep->n_nodes);
     PQclear(r);
     rep->long_polls_waiting = ready_waiting();
+    rep->notify_statements = ready_notify_statements();
     node_batch_counts(&rep->node_calls, &rep->node_transactions, &rep->node_calls_waiting);
     rep->stats_calls = calls;
     retention_counts(&rep->retention_passes, &rep->retention_deleted, &rep->retention_skipped);

@@ -5,6 +5,7 @@
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,16 +141,43 @@ static int stopping(void)
     return s;
 }
 
-/* Notifications from other backends move the generation (calc_ready) or wake the watches of
- * the users they name (calc_events); our own NOTIFYs come back too and are skipped. */
+/*
+ * Whether another dbagent listens, as the listening thread (alone reading and writing this) last
+ * learned it: from the result of its last NOTIFY statement, or from a peer's hello. While none
+ * does, an owed NOTIFY is dropped without a statement: it would have sent nothing.
+ */
+static enum { PEERS_UNKNOWN, PEERS_NONE, PEERS_SOME } peers = PEERS_UNKNOWN;
+static atomic_llong notify_statements;
+
+int64_t ready_notify_statements(void)
+{
+    return atomic_load(&notify_statements);
+}
+
+/* A dbagent started listening (its hello), perhaps after the commits whose NOTIFYs were dropped
+ * since its start, and after its own look at everything: every notification is owed to it. */
+static void peer_arrived(void)
+{
+    peers = PEERS_SOME;
+    evwake_notify_failed(); /* the next calc_events says "everyone" */
+    pthread_mutex_lock(&rd.mu);
+    rd.notify_pending = 1;
+    pthread_mutex_unlock(&rd.mu);
+}
+
+/* Notifications from other backends move the generation (calc_ready), wake the watches of the
+ * users they name (calc_events) or announce a new listener (calc_hello); our own come back too and
+ * are skipped. */
 static void drain_notifications(PGconn *c)
 {
-    int others = 0, self = PQbackendPID(c);
+    int others = 0, hello = 0, self = PQbackendPID(c);
     PGnotify *nf;
     while ((nf = PQnotifies(c))) {
         if (nf->be_pid != self) {
             if (!strcmp(nf->relname, "calc_events"))
                 evwake_from_peer(nf->extra);
+            else if (!strcmp(nf->relname, "calc_hello"))
+                hello = 1;
             else
                 others = 1;
         }
@@ -157,6 +185,8 @@ static void drain_notifications(PGconn *c)
     }
     if (others)
         bump();
+    if (hello)
+        peer_arrived();
 }
 
 /*
@@ -168,6 +198,14 @@ static void drain_notifications(PGconn *c)
  * (a session's own locks never conflict with each other), and costs no transaction id. The check
  * runs after the commits it reports on, so a dbagent that starts listening later is not owed
  * them: once it listens it looks again at everything (listen_main) and sees those commits.
+ *
+ * A lone dbagent does not even run that statement (one per burst of commits, most of this
+ * thread's work): once a statement found nobody listening, owed NOTIFYs are dropped until a
+ * hello comes. A listening connection says hello (NOTIFY calc_hello) in the transaction that
+ * takes the lock and LISTENs, before its first look at everything; a commit whose NOTIFY was
+ * dropped after that look is covered by the notification of everything owed to the newcomer on
+ * its hello. A statement that found nobody ran before the newcomer's lock, so its hello comes
+ * after that result.
  */
 #define LISTENER_LOCK "1667329123, 1819505774" /* "calc", "lstn" */
 
@@ -179,10 +217,11 @@ static PGconn *connect_listening(char *err, size_t errlen)
         return NULL;
     PGresult *r = PQexec(c, "SET application_name = 'calc-dbagent-listener';"
                             "SELECT pg_advisory_lock_shared(" LISTENER_LOCK ");"
-                            "LISTEN calc_ready; LISTEN calc_events");
+                            "LISTEN calc_ready; LISTEN calc_events; LISTEN calc_hello;"
+                            "NOTIFY calc_hello");
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        snprintf(err, errlen, "LISTEN calc_ready, calc_events: %s", PQerrorMessage(c));
+        snprintf(err, errlen, "LISTEN calc_ready, calc_events, calc_hello: %s", PQerrorMessage(c));
     PQclear(r);
     if (!ok) {
         PQfinish(c);
@@ -208,9 +247,15 @@ static int send_owed_notify(PGconn *c)
     pthread_mutex_unlock(&rd.mu);
     if (!owe_events && !owe_ready)
         return 1;
+    if (peers == PEERS_NONE)
+        return 1; /* nobody to tell: the statement would send nothing */
     const char *p[] = {owe_events ? events : "", owe_ready ? "t" : "f"};
     PGresult *r = PQexecParams(c, notify_sql, 2, NULL, p, NULL, NULL, 0);
+    atomic_fetch_add(&notify_statements, 1);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    /* A row when another listener holds the lock (before the hellos drained below). */
+    if (ok)
+        peers = PQntuples(r) > 0 ? PEERS_SOME : PEERS_NONE;
     PQclear(r);
     if (!ok) {
         if (owe_events)
@@ -248,6 +293,8 @@ static void *listen_main(void *arg)
             if (warned)
                 log_info("ready: listening for calc_ready again");
             warned = 0;
+            /* Hellos sent while we were not listening are lost: the next statement asks. */
+            peers = PEERS_UNKNOWN;
             backoff_reset(&pause);
             /* Notifications sent while we were not listening are lost: look again. */
             bump();

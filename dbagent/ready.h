@@ -8,7 +8,8 @@
  * after another under a database-wide lock. It also LISTENs, and turns the other dbagents'
  * notifications into local wake-ups. It sends and receives eventwake.h's NOTIFY calc_events
  * (the users whose events committed) the same way, in the same statement. Both are sent only
- * while another dbagent's listener is connected: a lone dbagent sends none.
+ * while another dbagent's listener is connected: a lone dbagent sends none, and once it has seen
+ * that nobody listens it runs no statement for them until another listener says hello.
  *
  * Waiting is by generation: read ready_generation() before looking for ready nodes; if none
  * were found, ready_wait() returns once the generation moved, so a node made ready between the
@@ -40,5 +41,7 @@ void ready_bump_local(void);
 int ready_wait(uint64_t seen, int64_t deadline_ms);
 /* Callers inside ready_wait now (for the statistics). */
 int ready_waiting(void);
+/* NOTIFY statements sent since start (none while no other dbagent listens). */
+int64_t ready_notify_statements(void);
 
 #endif

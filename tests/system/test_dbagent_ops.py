@@ -317,11 +317,12 @@ LISTENER_LOCK = "pg_advisory_lock_shared(1667329123, 1819505774)"
 
 
 def listen_while(cl, as_dbagent, seconds, act):
-    """A psql session that LISTENs on calc_ready and calc_events (holding the lock of a dbagent's
-    listener when as_dbagent) for `seconds`, with act() run while it listens; returns the channels
-    of the notifications it received."""
+    """A psql session that LISTENs on calc_ready and calc_events (as a dbagent's listener when
+    as_dbagent: holding the listeners' lock, and saying hello) for `seconds`, with act() run while
+    it listens; returns the channels of the notifications it received."""
     sleep = f"SELECT pg_sleep({seconds}) /* {'dbagent' if as_dbagent else 'plain'} listener */"
-    cmds = ([f"SELECT {LISTENER_LOCK}"] if as_dbagent else []) + ["LISTEN calc_ready", "LISTEN calc_events", sleep]
+    listen = ["LISTEN calc_ready", "LISTEN calc_events"]
+    cmds = ([f"SELECT {LISTENER_LOCK}"] + listen + ["NOTIFY calc_hello"] if as_dbagent else listen) + [sleep]
     args = [harness.SERVERS_CLI, "psql", cl.servers.pg_dir, str(cl.servers.pg_port), "-d", cl.db]
     for c in cmds:
         args += ["-c", c]
@@ -344,7 +345,9 @@ def test_a_lone_dbagent_sends_no_notify(bare_cluster):
     """NOTIFY calc_ready and calc_events are for other dbagents; each is a transaction with an id
     and a commit record, so a dbagent sends them only while another dbagent's listener (a session
     holding the listeners' shared advisory lock) is connected. A session that merely listens hears
-    nothing; once a session holding that lock listens too, both notifications come."""
+    nothing. Once a statement found nobody listening, later commits cost no statement at all,
+    until a listener says hello: it then gets both notifications at once, for everything it may
+    have missed, and those of later commits."""
     cl = bare_cluster
     cl.start_dbagent()
     c = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
@@ -352,6 +355,12 @@ def test_a_lone_dbagent_sends_no_notify(bare_cluster):
     # The creation makes a node ready and appends an event: both would be owed to a peer.
     create = lambda k: c.CreateExpression(user_id=uid, req_uid=f"r{k}", text="1+1", nodes=[leaf("+", 1, 1)])
     assert listen_while(cl, False, 3, lambda: create(1)) == []
+    before = c.GetStats().notify_statements
+    assert before >= 1  # the one that found nobody
+    for k in range(10, 15):
+        create(k)
+    assert listen_while(cl, True, 3, lambda: None) == ["calc_events", "calc_ready"]
+    assert c.GetStats().notify_statements == before + 1, "alone, the five creations cost no statement"
     assert listen_while(cl, True, 3, lambda: create(2)) == ["calc_events", "calc_ready"]
     c.close()
 
