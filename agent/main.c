@@ -146,9 +146,11 @@ out:
     free(args);
     mq_opts_free(&cfg.mq);
     unsigned long long nodes = s.stats.nodes, claims = s.stats.claims, done = s.stats.completions;
-    log_info("agent=%s: stopped: %llu nodes computed (%llu continued from a completion); %llu "
-             "ClaimNode calls, mean %.2fms; %llu CompleteNode calls, mean %.2fms",
-             cfg.name, nodes, (unsigned long long)s.stats.continued, claims,
+    log_info("agent=%s: stopped: %llu nodes computed (%llu continued from a completion, %llu of "
+             "no delay run without a claim); %llu ClaimNode calls, mean %.2fms; %llu CompleteNode "
+             "calls, mean %.2fms",
+             cfg.name, nodes, (unsigned long long)s.stats.continued,
+             (unsigned long long)s.stats.unclaimed, claims,
              claims ? (double)s.stats.claim_us / (double)claims / 1000 : 0.0, done,
              done ? (double)s.stats.complete_us / (double)done / 1000 : 0.0);
     return rc;

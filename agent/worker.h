@@ -1,6 +1,7 @@
 /*
- * worker: one of AGENT_MAX_PROCESSES threads. Takes a delivery, claims its node from dbagent,
- * waits the node's delay, computes, completes, and hands back a verdict for the delivery.
+ * worker: one of AGENT_MAX_PROCESSES threads. Takes a delivery, claims its node from dbagent
+ * (unless it has no delay: run_now), waits the node's delay, computes, completes, and hands back
+ * a verdict for the delivery.
  */
 #ifndef CALC_WORKER_H
 #define CALC_WORKER_H
@@ -17,6 +18,7 @@
 typedef struct worker_stats {
     _Atomic unsigned long long nodes, claim_us, complete_us, claims, completions;
     _Atomic unsigned long long continued; /* nodes run as a completion's continuation */
+    _Atomic unsigned long long unclaimed; /* nodes of no delay run without a claim (run_now) */
 } worker_stats;
 
 typedef struct agent_shared {

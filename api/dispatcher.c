@@ -1,9 +1,11 @@
 #include "dispatcher.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "api.h"
 #include "backoff.h"
@@ -87,10 +89,21 @@ static int publish(mq_link *link, uint64_t *seq, Calc__V1__TakeReadyReply *taken
     int rc = MQ_OK;
     size_t sent = 0;
     for (; sent < n && rc == MQ_OK; sent++) {
+        const Calc__V1__TakenNode *t = taken->nodes[sent];
         Calc__V1__WorkItem item = CALC__V1__WORK_ITEM__INIT;
-        item.node_id = taken->nodes[sent]->node_id;
-        item.epoch = taken->nodes[sent]->epoch;
-        uint8_t body[32];
+        item.node_id = t->node_id;
+        item.epoch = t->epoch;
+        /* Nothing to wait for: the agent runs it at once, without a claim (see WorkItem). */
+        if (t->has_work && t->delay_ms == 0 && t->op && strlen(t->op) == 1) {
+            item.run_now = 1;
+            item.op = t->op;
+            item.left = t->left;
+            item.right = t->right;
+            item.expression_id = t->expression_id;
+            item.attempt = t->attempts + 1;
+        }
+        uint8_t body[96];
+        assert(calc__v1__work_item__get_packed_size(&item) <= sizeof body);
         size_t len = calc__v1__work_item__pack(&item, body);
         rc = mq_publish(link, body, len, seq, err, sizeof err);
     }

@@ -96,6 +96,16 @@ static int take(db *d, rpc_ctx *ctx, const Calc__V1__TakeReadyRequest *req, int 
         t->epoch = (int32_t)db_i64(r, i, 1);
         t->expression_id = db_i64(r, i, 2);
         t->ready_at_ms = db_i64(r, i, 3);
+        /* Absent from an older release's calc_take_ready, still in place while another dbagent
+         * migrates: the node is then claimed as before. */
+        if (PQnfields(r) >= 9 && !db_null(r, i, 4) && !db_null(r, i, 5) && !db_null(r, i, 6)) {
+            t->has_work = 1;
+            t->op = rpc_strdup(ctx, db_str(r, i, 4));
+            t->left = db_f64(r, i, 5);
+            t->right = db_f64(r, i, 6);
+            t->delay_ms = (int32_t)db_i64(r, i, 7);
+            t->attempts = (int32_t)db_i64(r, i, 8);
+        }
         rep->nodes[i] = t;
     }
     PQclear(r);

@@ -1,5 +1,6 @@
 -- TakeReady: moves up to p_max ready nodes to queued with a new epoch (the dispatcher publishes
--- each at once) and returns them in the order to publish them.
+-- each at once) and returns them in the order to publish them, each with its operation,
+-- operands, delay and attempts so far (a node of no delay is run without a claim).
 --
 -- Capacity. With p_live_ms > 0, no more are taken than the live agents can start soon: their
 -- workers (agents heard from within p_live_ms) plus p_ahead percent of them (rounded up), less
@@ -26,7 +27,8 @@
 CREATE OR REPLACE FUNCTION calc_take_ready(p_max integer, p_live_ms integer, p_ahead integer,
                                            p_published bigint[], p_published_epochs integer[],
                                            p_take_id bigint)
-RETURNS TABLE (id bigint, epoch integer, expression_id bigint, ready_ms bigint)
+RETURNS TABLE (id bigint, epoch integer, expression_id bigint, ready_ms bigint, op text,
+               lv double precision, rv double precision, delay_ms integer, attempts integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     room bigint := p_max;
@@ -52,7 +54,8 @@ BEGIN
         -- it to end, then sees what it queued (each statement here reads anew).
         PERFORM pg_advisory_xact_lock(p_take_id);
         RETURN QUERY
-        SELECT n.id, n.epoch, n.expression_id, to_ms(n.ready_at)
+        SELECT n.id, n.epoch, n.expression_id, to_ms(n.ready_at), n.op::text, n.left_value,
+               n.right_value, n.delay_ms, n.attempts
           FROM nodes n WHERE n.state = 'queued' AND n.take_id = p_take_id
          ORDER BY n.tail_ms DESC, n.id;
         IF FOUND THEN
@@ -108,7 +111,9 @@ BEGIN
          t AS (UPDATE nodes n SET state = 'queued', epoch = n.epoch + 1, queued_at = now(),
                       published_at = NULL, take_id = nullif(p_take_id, 0)
                  FROM free f WHERE n.id = f.id
-               RETURNING n.id, n.epoch, n.expression_id, n.ready_at)
-    SELECT t.id, t.epoch, t.expression_id, to_ms(t.ready_at)
+               RETURNING n.id, n.epoch, n.expression_id, n.ready_at, n.op, n.left_value,
+                         n.right_value, n.delay_ms, n.attempts)
+    SELECT t.id, t.epoch, t.expression_id, to_ms(t.ready_at), t.op::text, t.left_value,
+           t.right_value, t.delay_ms, t.attempts
       FROM t JOIN pick p ON p.id = t.id ORDER BY p.turn, p.tail_ms DESC, t.id;
 END $$;

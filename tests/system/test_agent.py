@@ -268,6 +268,37 @@ def test_sigterm_mid_node_finishes_it_exits_0_and_loses_nothing(cluster):
     assert done[second]["status"] == "Ok" and done[second]["result"] == 6
 
 
+# --- nodes of no delay ----------------------------------------------------------------------------
+@pytest.mark.cluster(agents=1)
+def test_nodes_of_no_delay_run_without_a_claim_and_complete_once(cluster):
+    """A node of no delay comes with its operation and operands and runs without a ClaimNode: its
+    completion at the message's epoch proves the lease, counts the one attempt and starts the
+    expression. A node with a delay is still claimed first."""
+    set_durations(cluster)
+    wait_consuming(cluster)
+    api = user(cluster, "nowait")
+    eids = [submit(api, t) for t in ("2+2*2", "(1+2)*(3+4)", "8/4-1", "1/0")]
+    done = wait_done(cluster, api, eids, 60)
+    assert [done[e]["status"] for e in eids] == ["Ok", "Ok", "Ok", "Error"]
+    assert [done[e].get("result") for e in eids[:3]] == [6, 21, 1]
+    ids = ",".join(map(str, eids))
+    assert sql(cluster, f"SELECT DISTINCT state, attempts, agent IS NOT NULL, started_at IS NOT NULL"
+                        f" FROM nodes WHERE expression_id IN ({ids}) ORDER BY 1") == [["done", "1", "t", "t"],
+                                                                                     ["failed", "1", "t", "t"]]
+    assert sql(cluster, f"SELECT count(*) FROM expressions WHERE id IN ({ids}) AND started_at IS NOT NULL"
+                        f" AND finished_at >= started_at") == [["4"]]
+    assert sql(cluster, f"SELECT count(DISTINCT expression_id) FROM events WHERE expression_id IN ({ids})"
+                        f" AND kind = 'started'") == [["4"]]
+    set_durations(cluster, times=20)
+    last = submit(api, "3*3+1")
+    assert wait_done(cluster, api, [last], 30)[last]["result"] == 10
+    [agent] = agents(cluster)
+    assert cluster.stop(agent) == 0
+    line = next(l for l in agent.log().splitlines() if "stopped:" in l)
+    # 5 dispatched leaves of no delay, then 3*3 with a delay: the one claim.
+    assert re.search(r"\b5 of no delay run without a claim\); 1 ClaimNode calls", line), line
+
+
 # --- a node cancelled in an agent's hands ---------------------------------------------------------
 @pytest.mark.cluster(agents=1, env={"AGENT_MAX_PROCESSES": "1"})
 def test_a_node_cancelled_in_hand_is_refused_as_stale_and_its_message_dropped(cluster):

@@ -311,6 +311,31 @@ def test_fencing_rejects_and_changes_nothing(dba):
     assert expr(dba, u.id, e.id).result == 6.0
 
 
+def test_a_taken_node_comes_with_its_work_and_completes_without_a_claim(dba):
+    """TakeReady hands each node with its operation, operands, delay and attempts, so that a node
+    of no delay can run without ClaimNode: its completion at the taken epoch is the lease. It counts
+    the attempt and starts the expression; a duplicate of the message (another agent, the same
+    epoch) is then stale and changes nothing."""
+    u = new_user(dba)
+    e = create(dba, u.id, [leaf("*", 3, 4, parent=1, tail_ms=2, delay_ms=0), inner("-", 20.0, 0, tail_ms=1)]).expression
+    (t,) = take(dba, e.id)
+    assert (t.has_work, t.op, t.left, t.right, t.delay_ms, t.attempts) == (True, "*", 3, 4, 0, 0)
+    assert expr(dba, u.id, e.id).status == "new"
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-a", value=12) == "applied"
+    assert dba.psql(f"SELECT state, agent, attempts, started_at IS NOT NULL FROM nodes WHERE id = {t.node_id}").strip() == "done|agent-a|1|t"
+    x = expr(dba, u.id, e.id)
+    assert x.status == "in_progress" and x.started_at_ms > 0
+    assert [v.kind for v in events(dba, u.id) if v.expression_id == e.id] == ["created", "started", "node"]
+    before = snapshot(dba, u.id, e.id)
+    assert answer(dba, "CompleteNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b", value=12) == "stale"
+    assert answer(dba, "ClaimNode", node_id=t.node_id, epoch=t.epoch, agent="agent-b") == "stale"
+    assert snapshot(dba, u.id, e.id) == before
+    (root,) = take(dba, e.id)
+    assert (root.op, root.left, root.right, root.attempts) == ("-", 20, 12, 0)
+    run_node(dba, root, agent="agent-b")
+    assert expr(dba, u.id, e.id).result == 8.0
+
+
 # ---- MAX_ATTEMPTS, RequeueStale, MarkQueued -----------------------------------------------------
 
 
