@@ -505,6 +505,9 @@ def test_postgres_crash_under_a_waiting_call_fails_it_fast_and_loses_nothing(bar
     expression finishes."""
     cl = bare_cluster
     p, c, uid, e, t, holder = a_taken_node_behind_a_lock(cl, "crash", 60)
+    # The take committed without waiting for the WAL flush (a take lost in a crash only puts its
+    # node back to ready); this test is about the claim, so the take is flushed before the crash.
+    cl.servers.psql("CHECKPOINT", db=cl.db)
     killed = False
     try:
         with cf.ThreadPoolExecutor(1) as ex:
