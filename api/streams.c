@@ -40,8 +40,9 @@ struct stream {
     int online;    /* the online marker is framed */
     int suspended; /* the reader suspended the connection; whoever appends resumes it */
     int ending;    /* no more frames: what is held is sent, then the stream ends */
-    int cut;       /* over its cap: it ends now, what is held is dropped */
-    buf out;       /* frames not yet sent, capped */
+    int cut;       /* a frame did not fit its cap: it ends now, what is held is dropped */
+    int held; /* over half its cap: out of the polls until its client has read (see over_half) */
+    buf out;  /* frames not yet sent, capped */
     int64_t keepalive_due, ends_at; /* monotonic ms */
     stream *prev, *next;            /* every stream */
     stream *next_of_user;
@@ -58,7 +59,9 @@ struct hub_user {
 
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* a user to watch, or the stop */
+    pthread_cond_t cv;      /* a user to watch, or the stop */
+    pthread_cond_t tick_cv; /* a held stream was read down (CLOCK_MONOTONIC), or the stop */
+    int drained;            /* a held stream was read down: the ticker lets it back in */
     stream *all;
     hub_user *table[BUCKETS];
     int n_streams, n_users;
@@ -73,7 +76,7 @@ static struct {
 } hb = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static atomic_int stop;
-static atomic_llong n_opened, n_received, n_sent, n_wakeups, n_polls, n_cut;
+static atomic_llong n_opened, n_received, n_sent, n_wakeups, n_polls, n_cut, n_held;
 
 /* ---- frames ---- */
 
@@ -134,9 +137,36 @@ static void cut_locked(stream *s)
     buf_consume(&s->out, s->out.len);
     shutdown(s->fd, SHUT_RDWR);
     atomic_fetch_add(&n_cut, 1);
-    log_info("streams: user %lld's stream cut at seq %lld: over STREAM_BUFFER_BYTES=%lld unsent",
+    log_info("streams: user %lld's stream cut at seq %lld: a frame over what is left of "
+             "STREAM_BUFFER_BYTES=%lld",
              (long long)s->user, (long long)s->pos, (long long)hb.cfg.buffer_bytes);
     wake_locked(s);
+}
+
+/*
+ * Flow control. A stream whose client has left more than half its cap unread is held: it is
+ * given no more frames and left out of the polls, its position standing where it stopped. So
+ * neither a replay nor a burst of live events overflows a slow client's stream, and a poll does
+ * not come back at once for a stream that cannot take anything. When its client has read it
+ * down to a quarter, the ticker lets it back into the polls, and the log gives it what it
+ * missed meanwhile: a slow client is sent its events at the pace it reads them, and is not cut
+ * for it. Only a frame bigger than what is left of the cap cuts a stream.
+ */
+static int over_half(const stream *s)
+{
+    return s->out.len > (size_t)hb.cfg.buffer_bytes / 2;
+}
+
+static void hold_locked(stream *s)
+{
+    if (!s->held)
+        atomic_fetch_add(&n_held, 1);
+    s->held = 1;
+}
+
+static int read_down(const stream *s)
+{
+    return s->out.len <= (size_t)hb.cfg.buffer_bytes / 4;
 }
 
 static void append_locked(stream *s, const char *data, size_t len)
@@ -164,6 +194,10 @@ static ssize_t read_stream(void *cls, uint64_t at, char *out, size_t max)
         memcpy(out, s->out.data, take);
         buf_consume(&s->out, take);
         n = (ssize_t)take;
+        if (s->held && read_down(s) && !hb.drained) {
+            hb.drained = 1;
+            pthread_cond_signal(&hb.tick_cv);
+        }
     } else if (s->ending) {
         n = MHD_CONTENT_READER_END_OF_STREAM;
     } else {
@@ -339,6 +373,10 @@ static size_t positions_locked(Calc__V1__WatchPosition *pos, Calc__V1__WatchPosi
             for (stream *s = u->streams; s; s = s->next_of_user) {
                 if (s->ending)
                     continue;
+                if (s->held || over_half(s)) {
+                    hold_locked(s);
+                    continue;
+                }
                 if (s->pos < after)
                     after = s->pos;
                 head |= !s->online;
@@ -379,8 +417,12 @@ static void deliver_locked(const Calc__V1__WatchEventsReply *rep, buf *frames)
         for (stream *s = u ? u->streams : NULL; s; s = s->next_of_user) {
             /* Just after its position, or not now: one that opened lower than this poll asked
              * gets the events between in the next. */
-            if (s->ending || ue->event->seq != s->pos + 1)
+            if (s->ending || s->held || ue->event->seq != s->pos + 1)
                 continue;
+            if (over_half(s)) {
+                hold_locked(s); /* the rest comes from the log once its client has read */
+                continue;
+            }
             append_locked(s, frames[i].data, frames[i].len);
             if (s->cut)
                 continue; /* over its cap: nothing more goes to it */
@@ -395,8 +437,8 @@ static void deliver_locked(const Calc__V1__WatchEventsReply *rep, buf *frames)
         const Calc__V1__UserHead *h = rep->heads[i];
         hub_user *u = find_user(h->user_id);
         for (stream *s = u ? u->streams : NULL; s; s = s->next_of_user) {
-            if (s->ending)
-                continue;
+            if (s->ending || s->held)
+                continue; /* a held stream hears its heads when it is back in the polls */
             if (s->pos < h->purged_seq) {
                 /* Retention deleted events it has not had: its client reopens and hears 410. */
                 s->ending = 1;
@@ -483,28 +525,55 @@ static void *hub_main(void *arg)
 
 /* ---- keep-alives and lifetimes ---- */
 
+/* Lets a held stream that was read down back into the polls; 1 when the poll in flight does
+ * not cover it and must start again. Under mu. */
+static int release_locked(stream *s)
+{
+    s->held = 0;
+    hub_user *u = s->hu;
+    return u->poll_after == NOT_IN_POLL || s->pos < u->poll_after || (!s->online && !u->poll_head);
+}
+
 static void *ticker_main(void *arg)
 {
     (void)arg;
     int64_t tick = hb.cfg.keepalive_ms / 2 < TICK_MAX_MS ? hb.cfg.keepalive_ms / 2 : TICK_MAX_MS;
     static const char keepalive[] = ": keep-alive\n\n";
+    pthread_mutex_lock(&hb.mu);
     while (!atomic_load(&stop)) {
-        time_sleep_ms(tick, &stop);
+        /* Every tick, and at once when a held stream was read down. */
+        if (!hb.drained) {
+            struct timespec ts = deadline_timespec(tick);
+            pthread_cond_timedwait(&hb.tick_cv, &hb.mu, &ts);
+        }
+        hb.drained = 0;
         int64_t now = time_monotonic_ms();
-        pthread_mutex_lock(&hb.mu);
+        int restart = 0;
         for (stream *s = hb.all; s; s = s->next) {
             if (s->ending)
                 continue;
+            if (s->held && read_down(s))
+                restart |= release_locked(s);
             if (now >= s->ends_at) {
                 append_locked(s, LIFETIME_NOTE, sizeof LIFETIME_NOTE - 1);
                 s->ending = 1;
                 wake_locked(s);
-            } else if (now >= s->keepalive_due) {
+            } else if (now >= s->keepalive_due && s->out.len == 0) {
+                /* Only to an idle stream: one with frames waiting is not idle. */
                 append_locked(s, keepalive, sizeof keepalive - 1);
             }
         }
-        pthread_mutex_unlock(&hb.mu);
+        if (restart) {
+            int64_t gen = ++hb.gen;
+            int in_poll = hb.in_poll;
+            pthread_cond_broadcast(&hb.cv);
+            pthread_mutex_unlock(&hb.mu);
+            if (in_poll)
+                wake_poll(gen);
+            pthread_mutex_lock(&hb.mu);
+        }
     }
+    pthread_mutex_unlock(&hb.mu);
     return NULL;
 }
 
@@ -524,6 +593,11 @@ int streams_start(const streams_settings *settings)
     sodium_bin2hex(hex, sizeof hex, r, sizeof r);
     snprintf(hb.watch_id, sizeof hb.watch_id, "api-%d-%s", (int)getpid(), hex);
     atomic_store(&stop, 0);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&hb.tick_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if (pthread_create(&hb.hub, NULL, hub_main, NULL) != 0)
         return -1;
     if (pthread_create(&hb.ticker, NULL, ticker_main, NULL) != 0) {
@@ -553,6 +627,8 @@ void streams_stop(void)
     int64_t gen = ++hb.gen;
     int in_poll = hb.in_poll;
     pthread_cond_broadcast(&hb.cv);
+    if (was)
+        pthread_cond_broadcast(&hb.tick_cv);
     pthread_mutex_unlock(&hb.mu);
     if (!was)
         return;
@@ -580,8 +656,11 @@ void streams_metrics(buf *b)
          "events WatchEvents brought to this instance (only its streams' users')"},
         {"calc_stream_events_sent_total", "counter",
          "event frames queued to this instance's streams"},
+        {"calc_event_streams_held_total", "counter",
+         "times a stream was held back because its client had not read half of "
+         "STREAM_BUFFER_BYTES"},
         {"calc_event_streams_cut_total", "counter",
-         "streams closed because their client read too slowly (STREAM_BUFFER_BYTES)"},
+         "streams closed because a frame did not fit what was left of STREAM_BUFFER_BYTES"},
     };
     long long v[] = {streams,
                      users,
@@ -590,6 +669,7 @@ void streams_metrics(buf *b)
                      atomic_load(&n_wakeups),
                      atomic_load(&n_received),
                      atomic_load(&n_sent),
+                     atomic_load(&n_held),
                      atomic_load(&n_cut)};
     for (size_t i = 0; i < sizeof fam / sizeof fam[0]; i++) {
         metrics_family(b, fam[i].name, fam[i].type, fam[i].help);

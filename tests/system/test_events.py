@@ -1,6 +1,6 @@
 """GET /events: Server-Sent Events of a user's own events. A stream replays the log after its
 position, says `online`, then goes live; resuming from any id gives every event once and in order;
-a slow reader is cut and resumes; the credential is a bearer token or a short-lived ticket; a
+a slow reader is held back and paced, not cut; the credential is a bearer token or a short-lived ticket; a
 position retention deleted is answered 410; each API instance receives only the events of the
 users whose streams it holds."""
 
@@ -233,35 +233,49 @@ def test_a_position_retention_deleted_gets_410(cluster):
 
 
 @pytest.mark.cluster(agents=1, env=dict(ENV, STREAM_BUFFER_BYTES="4096"))
-def test_a_slow_reader_is_cut_and_resumes_without_a_gap(cluster):
+def test_a_slow_reader_is_held_back_not_cut_and_gets_every_event_at_its_pace(cluster):
+    """A client that reads nothing while hundreds of events come is given no more than half its
+    cap and left out of the polls (they do not spin for it); when it reads, the log gives it the
+    rest on the same connection: every event once, in order, then live ones. A replay of the whole
+    log through the same small buffer is paced the same way."""
     url = cluster.apis[0].url
     api = new_user(cluster, "slow")
     s = open_stream(url, token=api.token, rcvbuf=2048)
     assert s.status == 200
+    cluster.wait_for(lambda: metric(url, "calc_event_streams") == 1, 10, "the stream to be open")
     # It reads nothing more while a long expression's hundreds of events are produced.
-    eid = submit(api, "+".join(["1"] * 400))
-    cluster.wait_for(lambda: metric(url, "calc_event_streams_cut_total") >= 1, 60, "the slow stream to be cut")
-    seen = []
+    first = submit(api, "+".join(["1"] * 400))
+    assert wait_final(api, first)["result"] == 400
+    assert metric(url, "calc_event_streams_held_total") >= 1
+    assert metric(url, "calc_event_streams_cut_total") == 0
+    assert metric(url, "calc_event_streams") == 1
+    # Held, its user is in no poll: more events while it still reads nothing cost none.
+    polls = metric(url, "calc_stream_watch_polls_total")
+    second = submit(api, "2+3")
+    assert wait_final(api, second)["result"] == 5
+    assert metric(url, "calc_stream_watch_polls_total") == polls
     try:
-        for ev in s.events(time.monotonic() + 30):
-            seen.append(ev)
-    except SseClosed:
-        pass
-    s.close()
-    ids = [int(e["id"]) for e in seen if "id" in e and e["event"] != "online"]
-    assert ids == list(range(1, len(ids) + 1)), ids[:20]
-    assert wait_final(api, eid)["result"] == 400
-    # Resumed from its last id, it gets the rest: everything once, in order.
-    last = ids[-1] if ids else 0
-    s = open_stream(url, token=api.token, last_id=last)
-    try:
-        rest = read_until(s, finished_count(1), timeout=60)
+        got = read_until(s, finished_count(2), timeout=60)
+        third = submit(api, "2*3")  # and then live, on the same connection
+        got += read_until(s, finished_count(1), timeout=30)
     finally:
         s.close()
-    rest_ids = [int(e["id"]) for e in rest if "id" in e and e["event"] != "online"]
-    assert rest_ids == list(range(last + 1, last + 1 + len(rest_ids)))
-    assert [e["event"] for e in rest if "id" in e and e["event"] != "online"][-1] == "finished"
-    assert len(ids) + len(rest_ids) == 2 + 399 + 1  # created, started, 399 nodes, finished
+    events = [e for e in got if e["event"] != "online"]
+    assert [int(e["id"]) for e in events] == list(range(1, len(events) + 1))
+    by_expression = [e["data"]["expression_id"] for e in events]
+    assert by_expression == [first] * 402 + [second] * 4 + [third] * 4
+    kinds = [e["event"] for e in events]
+    assert kinds[:2] == ["created", "started"] and kinds.count("node") == 399 + 2
+    assert [kinds[401], kinds[405], kinds[409]] == ["finished"] * 3
+    # The whole log again, replayed through the same small buffer by a client that reads it all.
+    replay = open_stream(url, token=api.token, after=0, rcvbuf=2048)
+    try:
+        again = read_until(replay, lambda evs: evs[-1]["event"] == "online", timeout=60, what="the replay")
+    finally:
+        replay.close()
+    assert [int(e["id"]) for e in again[:-1]] == list(range(1, len(events) + 1))
+    assert again[-1]["data"] == {"seq": len(events)}
+    assert metric(url, "calc_event_streams_cut_total") == 0
     cluster.wait_for(lambda: metric(url, "calc_event_streams") == 0, 10, "the streams to be gone")
 
 
