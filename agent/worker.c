@@ -156,6 +156,7 @@ static int claim(agent_shared *s, const Calc__V1__WorkItem *item, int redelivere
 /* A node this worker holds: claimed from a message, or continued with by a completion. */
 typedef struct task {
     int64_t node_id, expression_id;
+    int64_t began_ms; /* monotonic: when this worker took it up; its delay counts from then */
     int32_t epoch, attempt, delay_ms;
     char op[8];
     double left, right;
@@ -169,11 +170,13 @@ typedef struct task {
 static verdict execute(agent_shared *s, const task *t, int continued, task *next, int *has_next)
 {
     *has_next = 0;
-    int64_t start = time_monotonic_ms();
+    int64_t start = t->began_ms;
     char l[NUMFMT_DOUBLE_LEN], r[NUMFMT_DOUBLE_LEN], res[NUMFMT_DOUBLE_LEN];
     numfmt_double(l, sizeof l, t->left);
     numfmt_double(r, sizeof r, t->right);
-    time_sleep_ms(t->delay_ms, &s->hard_stop);
+    /* The operation runs from when the worker took the node up: a claim's round trip (and any
+     * wait of it) is time the operation has already run, not time added to it. */
+    time_sleep_ms(t->delay_ms - (time_monotonic_ms() - start), &s->hard_stop);
     if (atomic_load(&s->hard_stop)) {
         /* Still running under our name: the cluster requeues it when we stop heartbeating. */
         log_warn("node=%lld expression=%lld epoch=%d agent=%s op=%s delay=%dms left=%s right=%s: "
@@ -215,6 +218,7 @@ static verdict execute(agent_shared *s, const task *t, int continued, task *next
         if (c && c->node_id > 0) {
             *next = (task){.node_id = c->node_id,
                            .expression_id = t->expression_id,
+                           .began_ms = time_monotonic_ms(),
                            .epoch = c->epoch,
                            .attempt = c->attempt,
                            .delay_ms = c->delay_ms,
@@ -260,6 +264,7 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
 {
     Calc__V1__ClaimNodeReply *c = NULL;
     verdict v = VERDICT_ACK;
+    int64_t began = time_monotonic_ms();
     *has_next = 0;
     if (item->run_now && item->op && item->op[0]) {
         /* No delay: run it now; the completion at this epoch proves the lease (see WorkItem).
@@ -267,6 +272,7 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
          * queued at this epoch for whoever gets it. */
         task t = {.node_id = item->node_id,
                   .expression_id = item->expression_id,
+                  .began_ms = began,
                   .epoch = item->epoch,
                   .attempt = item->attempt,
                   .delay_ms = 0,
@@ -280,6 +286,7 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
         return v;
     task t = {.node_id = item->node_id,
               .expression_id = c->expression_id,
+              .began_ms = began,
               .epoch = item->epoch,
               .attempt = c->attempt,
               .delay_ms = c->delay_ms,

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import harness
+from dbagent_helpers import end_transaction, hold_transaction
 
 OPS_ZERO = {"+": 0, "-": 0, "*": 0, "/": 0}
 
@@ -297,6 +298,31 @@ def test_nodes_of_no_delay_run_without_a_claim_and_complete_once(cluster):
     line = next(l for l in agent.log().splitlines() if "stopped:" in l)
     # 5 dispatched leaves of no delay, then 3*3 with a delay: the one claim.
     assert re.search(r"\b5 of no delay run without a claim\); 1 ClaimNode calls", line), line
+
+
+# --- the delay runs from the message, not from the claim ------------------------------------------
+@pytest.mark.cluster(agents=0)
+def test_a_claim_that_waits_runs_inside_the_nodes_delay_not_before_it(cluster):
+    """A worker counts a node's delay from when it took the message up: time its claim spends on the
+    way, here held up a second on the expression's row (the first claim of an expression locks it),
+    is time the operation has already run, not time added to it."""
+    set_durations(cluster, times=1500)
+    api = user(cluster, "slowclaim")
+    eid = submit(api, "6*7")  # no agent yet: the node waits in PostgreSQL
+    holder = hold_transaction(cluster, f"SELECT 1 FROM expressions WHERE id = {eid} FOR UPDATE", 60)
+    try:
+        cluster.start_agent()
+        waited = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'calc-dbagent'"
+                  " AND wait_event_type = 'Lock' AND now() - query_start > interval '1 second'")
+        cluster.wait_for(lambda: sql(cluster, waited) == [["1"]], 30, "the claim to wait a second")
+    finally:
+        end_transaction(cluster, holder)
+    assert wait_done(cluster, api, [eid], 30)[eid]["result"] == 42
+    # started_at is the claim's transaction's start, before it waited for the row.
+    [[ms, attempts]] = sql(cluster, "SELECT round(extract(epoch FROM finished_at - started_at) * 1000), attempts"
+                                    f" FROM nodes WHERE expression_id = {eid}")
+    assert attempts == "1"
+    assert 1400 <= float(ms) < 2200, f"claim to completion took {ms} ms for a delay of 1500 ms"
 
 
 # --- a node cancelled in an agent's hands ---------------------------------------------------------
