@@ -266,10 +266,12 @@ static verdict run(agent_shared *s, const Calc__V1__WorkItem *item, int redelive
     verdict v = VERDICT_ACK;
     int64_t began = time_monotonic_ms();
     *has_next = 0;
-    if (item->run_now && item->op && item->op[0]) {
+    if (item->run_now && item->op && item->op[0] && !redelivered) {
         /* No delay: run it now; the completion at this epoch proves the lease (see WorkItem).
          * Should we die first, the message goes back to the broker, and the node is still
-         * queued at this epoch for whoever gets it. */
+         * queued at this epoch for whoever gets it. That copy comes redelivered and is claimed
+         * first: the claim counts the attempt, so a node whose running kills its agents fails
+         * after MAX_ATTEMPTS instead of going round the agents for ever. */
         task t = {.node_id = item->node_id,
                   .expression_id = item->expression_id,
                   .began_ms = began,

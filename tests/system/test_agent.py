@@ -14,6 +14,7 @@ import pytest
 
 import harness
 from dbagent_helpers import end_transaction, hold_transaction
+from proxy import CuttingProxy
 
 OPS_ZERO = {"+": 0, "-": 0, "*": 0, "/": 0}
 
@@ -298,6 +299,34 @@ def test_nodes_of_no_delay_run_without_a_claim_and_complete_once(cluster):
     line = next(l for l in agent.log().splitlines() if "stopped:" in l)
     # 5 dispatched leaves of no delay, then 3*3 with a delay: the one claim.
     assert re.search(r"\b5 of no delay run without a claim\); 1 ClaimNode calls", line), line
+
+
+@pytest.mark.cluster(agents=0)
+def test_a_redelivered_node_of_no_delay_is_claimed_first_so_its_attempt_counts(cluster):
+    """A node of no delay runs without a claim, but a copy the broker delivers again (the agent that
+    held it died) is claimed first: the claim counts the attempt, so a node whose running kills its
+    agents fails at MAX_ATTEMPTS instead of going round the agents for ever."""
+    set_durations(cluster)
+    relay = CuttingProxy(cluster.dbagent_port)
+    try:
+        # Its completion will wait in the relay, retried for a minute: the node stays in its hands.
+        first = cluster.start_agent(DBAGENT_ADDR=relay.addr, DBAGENT_TIMEOUT_MS="300", COMPLETE_RETRY_MS="60000")
+        wait_consuming(cluster, [first])
+        api = user(cluster, "redelivered")
+        assert wait_done(cluster, api, [submit(api, "1+1")], 30)  # it is live and takes work
+        relay.cut(hold=True)
+        eid = submit(api, "2+3")
+        [[node]] = sql(cluster, f"SELECT id FROM nodes WHERE expression_id = {eid}")
+        cluster.wait_for(lambda: f"CompleteNode node={node} " in first.log(), 30, "the completion to be retried")
+        cluster.kill(first)  # the broker delivers its message again
+    finally:
+        relay.close()
+    second = cluster.start_agent()
+    assert wait_done(cluster, api, [eid], 30)[eid]["result"] == 5
+    assert sql(cluster, f"SELECT state, attempts, agent FROM nodes WHERE id = {node}") == [["done", "1", second.name]]
+    assert cluster.stop(second) == 0
+    line = next(l for l in second.log().splitlines() if "stopped:" in l)
+    assert re.search(r"\b0 of no delay run without a claim\); 1 ClaimNode calls", line), line
 
 
 # --- the delay runs from the message, not from the claim ------------------------------------------
