@@ -49,15 +49,7 @@ def own_cpu():
 def measure(build):
     c = build.cluster("cpu", 8)
     try:
-        hot.set_delays(c, 0)
-        api = hot.user(c)
-        auth = {"Authorization": f"Bearer {api.token}"}
-
-        def post(_):
-            r = api.session.post(api.base_url + "/expression", json={"expression": "1+2+3+4+5+6+7+8"},
-                                 headers=auth)
-            assert r.status_code == 200, r.text
-
+        post = hot.throughput_poster(c)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(post, range(50)))
         hot.wait_idle(c)

@@ -105,6 +105,22 @@ def user(cluster):
     return api
 
 
+THROUGHPUT_TEXT = "1+2+3+4+5+6+7+8"  # 7 nodes
+
+
+def throughput_poster(cluster):
+    """Sets zero delays and returns post(_), which sends THROUGHPUT_TEXT as a new user (for a pool's map)."""
+    set_delays(cluster, 0)
+    api = user(cluster)
+    auth = {"Authorization": f"Bearer {api.token}"}
+
+    def post(_):
+        r = api.session.post(api.base_url + "/expression", json={"expression": THROUGHPUT_TEXT}, headers=auth)
+        assert r.status_code == 200, r.text
+
+    return post
+
+
 def wait_idle(cluster, timeout=600):
     """Until no expression is unfinished, asked every 10 ms on one psql session: a new psql (and
     the shell around it) for each look would cost the cluster under test about a tenth of the
@@ -175,7 +191,7 @@ def run_zero_delay(b, args):
         before = counters.read()
         t0 = time.perf_counter()
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda _: post("1+2+3+4+5+6+7+8"), range(300)))
+            list(pool.map(lambda _: post(THROUGHPUT_TEXT), range(300)))
         wait_idle(c)
         took = time.perf_counter() - t0
         wal, xacts, msgs = counters.delta(before)

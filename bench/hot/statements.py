@@ -37,14 +37,7 @@ def main():
         servers.start()
         c = b.cluster("statements", 8)
         try:
-            run.set_delays(c, 0)
-            api = run.user(c)
-            auth = {"Authorization": f"Bearer {api.token}"}
-
-            def post(_):
-                r = api.session.post(api.base_url + "/expression", json={"expression": "1+2+3+4+5+6+7+8"},
-                                     headers=auth)
-                assert r.status_code == 200, r.text
+            post = run.throughput_poster(c)
 
             def psql(sql):
                 return subprocess.run([harness.SERVERS_CLI, "psql", servers.pg_dir, str(servers.pg_port), "-d", c.db,
