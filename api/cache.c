@@ -5,11 +5,13 @@
 #include <string.h>
 
 #include "mem.h"
+#include "timeutil.h"
 
 #define STRIPES 64
 
 typedef struct slot {
     int64_t user_id, id;
+    int64_t until_ms; /* retention may delete it from then on; 0: never */
     char *reply;
 } slot;
 
@@ -34,15 +36,22 @@ char *cache_get(int64_t user_id, int64_t id)
     pthread_once(&once, init_locks);
     size_t i = index_of(id);
     pthread_mutex_t *lock = &locks[i % STRIPES];
-    char *copy = NULL;
+    char *copy = NULL, *over = NULL;
     pthread_mutex_lock(lock);
-    if (slots[i].reply && slots[i].id == id && slots[i].user_id == user_id)
-        copy = xstrdup(slots[i].reply);
+    if (slots[i].reply && slots[i].id == id && slots[i].user_id == user_id) {
+        if (slots[i].until_ms && time_now_ms() >= slots[i].until_ms) {
+            over = slots[i].reply; /* retention may have deleted it: dbagent says */
+            slots[i] = (slot){0};
+        } else {
+            copy = xstrdup(slots[i].reply);
+        }
+    }
     pthread_mutex_unlock(lock);
+    free(over);
     return copy;
 }
 
-void cache_put(int64_t user_id, int64_t id, const char *reply)
+void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t until_ms)
 {
     if (strlen(reply) > CACHE_MAX_REPLY)
         return;
@@ -52,7 +61,7 @@ void cache_put(int64_t user_id, int64_t id, const char *reply)
     pthread_mutex_t *lock = &locks[i % STRIPES];
     pthread_mutex_lock(lock);
     old = slots[i].reply;
-    slots[i] = (slot){.user_id = user_id, .id = id, .reply = copy};
+    slots[i] = (slot){.user_id = user_id, .id = id, .until_ms = until_ms, .reply = copy};
     pthread_mutex_unlock(lock);
     free(old);
 }

@@ -1,7 +1,9 @@
 /*
  * cache: the replies of finished expressions. A finished expression never changes again, so
- * its GET /expression/{id} reply can be served without asking dbagent. Fixed size (memory is
- * bounded whatever is read); an entry belongs to one user, so isolation holds.
+ * its GET /expression/{id} reply can be served without asking dbagent, until retention may
+ * delete it: from then on dbagent is asked again, and a deleted one is a 404 here as anywhere.
+ * Fixed size (memory is bounded whatever is read); an entry belongs to one user, so isolation
+ * holds.
  */
 #ifndef CALC_CACHE_H
 #define CALC_CACHE_H
@@ -11,9 +13,10 @@
 #define CACHE_SLOTS     16384
 #define CACHE_MAX_REPLY 8192 /* longer replies are not kept */
 
-/* A copy of the reply kept for (user, id) (free()), or NULL. */
+/* A copy of the reply kept for (user, id) (free()), or NULL (also once its time is over). */
 char *cache_get(int64_t user_id, int64_t id);
-/* Keeps a copy of reply for (user, id), replacing whatever shared its slot. */
-void cache_put(int64_t user_id, int64_t id, const char *reply);
+/* Keeps a copy of reply for (user, id) until until_ms (wall clock, ms since the epoch; 0: no
+ * end), replacing whatever shared its slot. */
+void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t until_ms);
 
 #endif

@@ -356,12 +356,13 @@ int expression_is_final(const char *status)
     return !strcmp(status, "ok") || !strcmp(status, "error") || !strcmp(status, "cancelled");
 }
 
-/* Replies with e, and remembers the reply when it is final: it never changes again. */
+/* Replies with e, and remembers the reply when it is final: it never changes again (until
+ * retention may delete it). */
 void route_expression_reply(http_req *r, const Calc__V1__Expression *e)
 {
     reply_expression(r, e);
     if (expression_is_final(e->status))
-        cache_put(r->user_id, r->path_id, r->reply);
+        cache_put(r->user_id, r->path_id, r->reply, e->retained_until_ms);
 }
 
 void route_expression_get(http_req *r)

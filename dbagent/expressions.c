@@ -9,6 +9,7 @@
 #include "pgarray.h"
 #include "plan_shape.h"
 #include "ready.h"
+#include "retention.h"
 #include "mem.h"
 
 #define EXPR_COLS                                                                                  \
@@ -35,6 +36,7 @@ static Calc__V1__Expression *expr_from_row(rpc_ctx *ctx, const PGresult *r, int 
     e->created_at_ms = db_i64(r, row, c + 11);
     e->started_at_ms = db_i64(r, row, c + 12);
     e->finished_at_ms = db_i64(r, row, c + 13);
+    e->retained_until_ms = retention_expression_until_ms(e->finished_at_ms);
     return e;
 }
 

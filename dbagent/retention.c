@@ -202,8 +202,18 @@ static void *retention_main(void *arg)
     return NULL;
 }
 
+/* How long a finished expression is kept, in ms; 0: for ever. Set before the server's threads
+ * start, read by them. */
+static int64_t expressions_keep_ms;
+
+int64_t retention_expression_until_ms(int64_t finished_at_ms)
+{
+    return finished_at_ms > 0 && expressions_keep_ms > 0 ? finished_at_ms + expressions_keep_ms : 0;
+}
+
 void retention_start(const db_params *params, const retention_settings *s)
 {
+    expressions_keep_ms = s->interval_ms && s->expressions_s ? s->expressions_s * 1000 : 0;
     if (!s->interval_ms) {
         log_info("retention: off (RETENTION_INTERVAL_MS=0)");
         return;

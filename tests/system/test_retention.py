@@ -134,6 +134,26 @@ def test_old_rows_go_and_nothing_in_flight_is_touched(cluster):
     dba.close()
 
 
+@pytest.mark.cluster(agents=1, env=dict(FAST, RETENTION_EXPRESSIONS_S="60"))
+def test_a_finished_expression_the_api_cached_is_a_404_once_retention_deleted_it(cluster):
+    """The API serves a finished expression's GET from its cache, but only until retention may
+    delete it (dbagent says when): after that it asks dbagent again, which no longer has it. The
+    shortest retention there is (60 s) has to pass, so this test takes a minute."""
+    cl = cluster
+    api = new_user(cl, "cached")
+    eid = submit(api, "6 * 7")
+    wait_ok(cl, api, eid, 42)
+    assert expression(api, eid)["result"] == 42  # kept in the cache now, and served from it
+
+    def gone():
+        r = api.get(f"/expression/{eid}")
+        assert r.status_code in (200, 404), r.text
+        return r.status_code == 404
+    cl.wait_for(gone, 90, "the expression to be gone for the API as for dbagent", 0.5)
+    assert count(cl, f"SELECT count(*) FROM expressions WHERE id = {eid}") == 0
+    assert api.get("/expression").json()["expressions"] == []
+
+
 @pytest.mark.cluster(env=FAST)
 def test_one_dbagent_at_a_time(bare_cluster):
     """While another session holds the retention lock, a dbagent skips its passes and deletes
