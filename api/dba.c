@@ -140,3 +140,16 @@ void dba_reply_failure(http_req *r, const char *path, int rc, const char *err)
         http_error(r, status, "%s", err);
     }
 }
+
+int dba_wake_watch(const char *watch_id, int64_t gen, int timeout_ms, char *err, size_t errlen)
+{
+    Calc__V1__WakeWatchRequest req = CALC__V1__WAKE_WATCH_REQUEST__INIT;
+    req.watch_id = (char *)watch_id;
+    req.watch_gen = gen;
+    Calc__V1__Empty *rep = NULL;
+    int rc = rpc_call(dba, DBA_WAKE_WATCH, &req.base, &calc__v1__empty__descriptor,
+                      (ProtobufCMessage **)&rep, timeout_ms, err, errlen);
+    if (rc == RPC_OK)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    return rc;
+}

@@ -32,6 +32,10 @@ int dba_call_quiet(const char *who, const char *path, const ProtobufCMessage *re
 int dba_call_until(const char *who, int64_t deadline, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *desc, void *resp, char *err, size_t errlen);
 
+/* WakeWatch: ends the WatchEvents of watch_id in flight with a generation under gen (or the next
+ * one). Returns the rpc code, with dbagent's message in err on failure. */
+int dba_wake_watch(const char *watch_id, int64_t gen, int timeout_ms, char *err, size_t errlen);
+
 /* 1 when the call to path that failed with rc may be made again as it was. */
 int dba_repeatable(const char *path, int rc);
 

@@ -253,19 +253,19 @@ static void free_stream(void *cls)
     free(s);
 }
 
+/* 1 when the poll in flight does not serve s: it does not cover its position (or its head).
+ * Under mu. */
+static int poll_misses_locked(const stream *s)
+{
+    const hub_user *u = s->hu;
+    return u->poll_after == NOT_IN_POLL || s->pos < u->poll_after || (!s->online && !u->poll_head);
+}
+
 /* Tells dbagent to end the poll in flight (its positions are older than gen). */
 static void wake_poll(int64_t gen)
 {
-    Calc__V1__WakeWatchRequest req = CALC__V1__WAKE_WATCH_REQUEST__INIT;
-    req.watch_id = hb.watch_id;
-    req.watch_gen = gen;
-    Calc__V1__Empty *rep = NULL;
     char err[256];
-    int rc = rpc_call(dba, DBA_WAKE_WATCH, &req.base, &calc__v1__empty__descriptor,
-                      (ProtobufCMessage **)&rep, (int)hb.cfg.dba_timeout_ms, err, sizeof err);
-    if (rc == RPC_OK)
-        protobuf_c_message_free_unpacked(&rep->base, NULL);
-    else
+    if (dba_wake_watch(hb.watch_id, gen, (int)hb.cfg.dba_timeout_ms, err, sizeof err) != RPC_OK)
         log_warn("streams: WakeWatch: %s (new streams wait for the poll in flight to end)", err);
 }
 
@@ -334,9 +334,7 @@ stream *streams_open(http_req *r, int64_t after, const Calc__V1__WatchEventsRepl
     s->next_of_user = u->streams;
     u->streams = s;
     hb.n_streams++;
-    /* The poll in flight serves this stream only if it covers its position (and its head). */
-    int restart =
-        u->poll_after == NOT_IN_POLL || s->pos < u->poll_after || (!s->online && !u->poll_head);
+    int restart = poll_misses_locked(s);
     int64_t gen = restart ? ++hb.gen : 0;
     int in_poll = hb.in_poll;
     pthread_cond_broadcast(&hb.cv);
@@ -530,8 +528,7 @@ static void *hub_main(void *arg)
 static int release_locked(stream *s)
 {
     s->held = 0;
-    hub_user *u = s->hu;
-    return u->poll_after == NOT_IN_POLL || s->pos < u->poll_after || (!s->online && !u->poll_head);
+    return poll_misses_locked(s);
 }
 
 static void *ticker_main(void *arg)

@@ -2,10 +2,12 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "dba.h"
@@ -17,7 +19,10 @@
 #include "rpc.h"
 #include "timeutil.h"
 
-#define LOOKUPS_PER_CALL 1000 /* what one GetExpressions takes */
+#define LOOKUPS_PER_CALL 1000  /* what one GetExpressions takes */
+#define WATCH_USERS_MAX  10000 /* what one WatchEvents takes (dbagent/watch.c) */
+#define LINGER_MS        10000 /* a user stays in the watch this long after its last waiter */
+#define RECENT_FINALS    256   /* the last expressions the watch heard become final */
 
 typedef struct waiter {
     http_req *r;
@@ -25,10 +30,29 @@ typedef struct waiter {
     struct waiter *next;
 } waiter;
 
+/* A user in the watch: the waiters' users, and for LINGER_MS those that had one. */
+typedef struct {
+    int64_t user;
+    int64_t after;     /* the seq of its events the watch stands at; -1: its head is not known */
+    int in_flight;     /* the watch in flight covers it from after */
+    int64_t last_used; /* monotonic ms: it had a waiter then */
+} watched;
+
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static waiter *waiting;          /* under lock */
+static pthread_cond_t came = PTHREAD_COND_INITIALIZER; /* a waiter, or the stop */
+static waiter *waiting;                                /* under lock */
 static int accepting;            /* under lock: waiters_add suspends only while set */
 static int64_t n_waiting, polls; /* under lock */
+/* The watch, under lock: its users; the thread waits in WatchEvents; it was told to end; a
+ * waiter came whose expression the watch heard become final: look at once. */
+static watched *watch_users;
+static size_t n_users, cap_users;
+static int in_watch, woken, look_now;
+static int64_t watch_gen; /* moves when the watch in flight must end */
+static int64_t recent[RECENT_FINALS];
+static size_t recent_next;
+static int64_t n_watches, n_event_looks;
+static char watch_id[48];
 static pthread_t thread;
 static atomic_int stop;
 static int64_t poll_interval_ms;
@@ -102,13 +126,183 @@ static void look(void)
     }
 }
 
+/* Ends the watch in flight (gen is newer than its generation). */
+static void wake_watch(int64_t gen)
+{
+    char err[256];
+    if (dba_wake_watch(watch_id, gen, (int)api_cfg.dba_timeout_ms, err, sizeof err) != RPC_OK)
+        log_warn("waiters: WakeWatch: %s (the watch in flight runs to its end)", err);
+}
+
+/* The new generation when the watch in flight must end (the caller wakes it after the lock),
+ * else 0. Under lock. */
+static int64_t end_watch_locked(void)
+{
+    if (!in_watch || woken)
+        return 0;
+    woken = 1;
+    return ++watch_gen;
+}
+
+static watched *find_user_locked(int64_t user)
+{
+    for (size_t i = 0; i < n_users; i++)
+        if (watch_users[i].user == user)
+            return &watch_users[i];
+    return NULL;
+}
+
+static int has_waiter_locked(int64_t user)
+{
+    for (waiter *w = waiting; w; w = w->next)
+        if (w->r->user_id == user)
+            return 1;
+    return 0;
+}
+
+static int waited_on_locked(int64_t user, int64_t expression)
+{
+    for (waiter *w = waiting; w; w = w->next)
+        if (w->r->user_id == user && w->r->path_id == expression)
+            return 1;
+    return 0;
+}
+
+/*
+ * The positions of the watch (the users that had no waiter for LINGER_MS leave it first),
+ * into pos (n_users of them), each marked in flight. Under lock.
+ */
+static size_t positions_locked(Calc__V1__WatchPosition *pos, int64_t now)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_users; i++) {
+        if (now - watch_users[i].last_used > LINGER_MS) {
+            if (!has_waiter_locked(watch_users[i].user))
+                continue;
+            watch_users[i].last_used = now; /* a wait longer than LINGER_MS */
+        }
+        watch_users[n] = watch_users[i];
+        watch_users[n].in_flight = n < WATCH_USERS_MAX;
+        if (watch_users[n].in_flight) {
+            calc__v1__watch_position__init(&pos[n]);
+            pos[n].user_id = watch_users[n].user;
+            pos[n].after_seq = watch_users[n].after;
+        }
+        n++;
+    }
+    n_users = n;
+    return n < WATCH_USERS_MAX ? n : WATCH_USERS_MAX;
+}
+
+static int is_final_kind(const char *kind)
+{
+    return !strcmp(kind, "finished") || !strcmp(kind, "failed") || !strcmp(kind, "cancelled");
+}
+
+/*
+ * One WatchEvents over the watch's users, from where each stands, for at most the poll
+ * interval (at once when a user's head is asked for). Returns 1 when an expression waited on became
+ * final or a user joined the watch (look now: its expression may have become final before its
+ * head), 0 when not, -1 when dbagent did not answer.
+ */
+static int watch(char *err, size_t errlen)
+{
+    pthread_mutex_lock(&lock);
+    Calc__V1__WatchPosition *pos = xcalloc(n_users ? n_users : 1, sizeof *pos);
+    Calc__V1__WatchPosition **ptr = xcalloc(n_users ? n_users : 1, sizeof *ptr);
+    size_t n = positions_locked(pos, time_monotonic_ms());
+    int joined = 0;
+    for (size_t i = 0; i < n; i++) {
+        ptr[i] = &pos[i];
+        joined |= pos[i].after_seq < 0;
+    }
+    int64_t gen = watch_gen;
+    in_watch = 1;
+    woken = 0;
+    n_watches++;
+    pthread_mutex_unlock(&lock);
+
+    Calc__V1__WatchEventsRequest req = CALC__V1__WATCH_EVENTS_REQUEST__INIT;
+    req.n_positions = n;
+    req.positions = ptr;
+    req.wait_ms = (int32_t)poll_interval_ms;
+    req.watch_id = watch_id;
+    req.watch_gen = gen;
+    Calc__V1__WatchEventsReply *rep = NULL;
+    int rc = rpc_call(dba, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor,
+                      (ProtobufCMessage **)&rep, (int)(poll_interval_ms + api_cfg.dba_timeout_ms),
+                      err, errlen);
+    int final = 0;
+    pthread_mutex_lock(&lock);
+    in_watch = 0;
+    if (rc == RPC_OK) {
+        for (size_t i = 0; i < rep->n_heads; i++) {
+            watched *u = find_user_locked(rep->heads[i]->user_id);
+            if (u && u->in_flight && rep->heads[i]->head_seq > u->after)
+                u->after = rep->heads[i]->head_seq;
+        }
+        for (size_t i = 0; i < rep->n_events; i++) {
+            const Calc__V1__Event *e = rep->events[i]->event;
+            int64_t user = rep->events[i]->user_id;
+            watched *u = find_user_locked(user);
+            if (u && u->in_flight && e->seq > u->after)
+                u->after = e->seq;
+            if (is_final_kind(e->kind)) {
+                final |= waited_on_locked(user, e->expression_id);
+                recent[recent_next++ % RECENT_FINALS] = e->expression_id;
+            }
+        }
+    }
+    for (size_t i = 0; i < n_users; i++)
+        watch_users[i].in_flight = 0;
+    pthread_mutex_unlock(&lock);
+    if (rep)
+        protobuf_c_message_free_unpacked(&rep->base, NULL);
+    free(pos);
+    free(ptr);
+    return rc != RPC_OK ? -1 : final || joined;
+}
+
+/*
+ * Until the stop: a WatchEvents over the waiters' users, and a look at every waiter when an
+ * expression waited on became final, when a user joined the watch, and at least once per poll
+ * interval (for the waits that run out). Without an answer from WatchEvents, a look per poll
+ * interval, as without events.
+ */
 static void *run(void *arg)
 {
     (void)arg;
+    int64_t last_look = time_monotonic_ms();
+    int failing = 0;
     while (!atomic_load(&stop)) {
-        time_sleep_ms(poll_interval_ms, &stop);
-        if (!atomic_load(&stop))
+        pthread_mutex_lock(&lock);
+        while (!waiting && !atomic_load(&stop))
+            pthread_cond_wait(&came, &lock);
+        pthread_mutex_unlock(&lock);
+        if (atomic_load(&stop))
+            break;
+        char err[256];
+        int now = watch(err, sizeof err);
+        if (now < 0) {
+            if (!failing++)
+                log_warn("waiters: WatchEvents: %s (looking every %lld ms meanwhile)", err,
+                         (long long)poll_interval_ms);
+            time_sleep_ms(poll_interval_ms, &stop);
+        } else if (failing) {
+            log_info("waiters: WatchEvents answers again");
+            failing = 0;
+        }
+        if (atomic_load(&stop))
+            break;
+        pthread_mutex_lock(&lock);
+        now |= look_now;
+        look_now = 0;
+        n_event_looks += now > 0;
+        pthread_mutex_unlock(&lock);
+        if (now != 0 || time_monotonic_ms() - last_look >= poll_interval_ms) {
             look();
+            last_look = time_monotonic_ms();
+        }
     }
     return NULL;
 }
@@ -117,6 +311,11 @@ int waiters_start(int64_t poll_ms, waiters_reply_fn reply)
 {
     poll_interval_ms = poll_ms;
     reply_with = reply;
+    unsigned char rnd[8];
+    randombytes_buf(rnd, sizeof rnd);
+    char hex[sizeof rnd * 2 + 1];
+    sodium_bin2hex(hex, sizeof hex, rnd, sizeof rnd);
+    snprintf(watch_id, sizeof watch_id, "waiters-%d-%s", (int)getpid(), hex);
     atomic_store(&stop, 0);
     if (pthread_create(&thread, NULL, run, NULL) != 0)
         return -1;
@@ -142,7 +341,32 @@ int waiters_add(http_req *r, int64_t deadline_ms)
     w->next = waiting;
     waiting = w;
     n_waiting++;
+    int64_t gen = 0;
+    watched *u = find_user_locked(r->user_id);
+    if (!u) {
+        /* A user new to the watch: the watch starts again with it, from its head, and then
+         * looks (its expression may have become final between this request's read and then). */
+        if (n_users == cap_users) {
+            cap_users = cap_users ? cap_users * 2 : 16;
+            watch_users = xrealloc(watch_users, cap_users * sizeof *watch_users);
+        }
+        u = &watch_users[n_users++];
+        *u = (watched){.user = r->user_id, .after = -1};
+        gen = end_watch_locked();
+    } else {
+        /* In the watch: it hears the expression's final event, unless it heard it already,
+         * between this request's read and now. */
+        for (size_t i = 0; i < RECENT_FINALS && !look_now; i++)
+            if (recent[i] == r->path_id)
+                look_now = 1;
+        if (look_now)
+            gen = end_watch_locked();
+    }
+    u->last_used = time_monotonic_ms();
+    pthread_cond_signal(&came);
     pthread_mutex_unlock(&lock);
+    if (gen)
+        wake_watch(gen);
     return 0;
 }
 
@@ -151,21 +375,31 @@ void waiters_stop(void)
     pthread_mutex_lock(&lock);
     int was = accepting;
     accepting = 0;
+    int64_t gen = 0;
+    if (was) {
+        atomic_store(&stop, 1);
+        pthread_cond_broadcast(&came);
+        gen = end_watch_locked();
+    }
     pthread_mutex_unlock(&lock);
     if (!was)
         return;
-    atomic_store(&stop, 1);
+    if (gen)
+        wake_watch(gen); /* not to wait for its poll interval */
     pthread_join(thread, NULL);
     pthread_mutex_lock(&lock);
     while (waiting)
         resume(&waiting);
+    free(watch_users);
+    watch_users = NULL;
+    n_users = cap_users = 0;
     pthread_mutex_unlock(&lock);
 }
 
 void waiters_metrics(buf *b)
 {
     pthread_mutex_lock(&lock);
-    int64_t now = n_waiting, looks = polls;
+    int64_t now = n_waiting, looks = polls, watches = n_watches, woken_looks = n_event_looks;
     pthread_mutex_unlock(&lock);
     metrics_family(b, "calc_waiters", "gauge",
                    "GET /expression/{id}?wait requests of this API waiting now");
@@ -173,4 +407,10 @@ void waiters_metrics(buf *b)
     metrics_family(b, "calc_waiter_polls_total", "counter",
                    "GetExpressions calls made for every waiting request together");
     metrics_i64(b, "calc_waiter_polls_total", NULL, (long long)looks);
+    metrics_family(b, "calc_waiter_watches_total", "counter",
+                   "WatchEvents calls over the users of the waiting requests");
+    metrics_i64(b, "calc_waiter_watches_total", NULL, (long long)watches);
+    metrics_family(b, "calc_waiter_event_looks_total", "counter",
+                   "GetExpressions calls made because an event said an expression became final");
+    metrics_i64(b, "calc_waiter_event_looks_total", NULL, (long long)woken_looks);
 }

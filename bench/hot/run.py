@@ -9,7 +9,10 @@ For each build it prints
   - per level of a chain of 10 dependent operations at zero delay: WAL flushes
     (pg_stat_wal.wal_sync), write transactions (transaction ids assigned), broker messages
     (RabbitMQ's global counter of messages received), and the chain's time;
-  - 2+2*2 at zero delay, POST to readable result (polling GET), p50 and p99;
+  - 2+2*2 at zero delay, POST to readable result, p50 and p99: read by polling GET (what every
+    build offers); on a build with GET /expression/{id}?wait, by one such request; and, on a
+    build with the event stream, as its `finished` event is pushed on a GET /events opened
+    beforehand (how a client that wants results at once reads them);
   - 300 expressions of 7 nodes at zero delay on 8 workers: nodes per second, and WAL flushes, write
     transactions and broker messages per node;
   - the makespan of a 64-term sum at 100 ms per operation on 32 workers, over its critical path
@@ -21,11 +24,14 @@ two builds of the same run. The CPU steal of the run is printed from /proc/stat.
 """
 
 import argparse
+import http.client
+import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -121,6 +127,56 @@ def throughput_poster(cluster):
     return post
 
 
+class EventStream:
+    """GET /events, read frame by frame; None from open() on a build without it."""
+
+    @classmethod
+    def open(cls, base_url, token):
+        u = urllib.parse.urlsplit(base_url)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        conn.request("GET", "/events", headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        if resp.status != 200:
+            conn.close()
+            return None
+        s = cls()
+        s.conn, s.resp = conn, resp
+        while s.next_event()[0] != "online":
+            pass
+        return s
+
+    def next_event(self):
+        """(kind, data) of the next frame with an event line (keep-alives are skipped)."""
+        kind, data = None, None
+        while True:
+            line = self.resp.readline()
+            assert line, "the event stream ended"
+            line = line.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif not line and kind:
+                return kind, data
+
+    def until_finished(self, eid):
+        while True:
+            kind, data = self.next_event()
+            if data and data.get("expression_id") == eid:
+                assert kind != "failed" and kind != "cancelled", data
+                if kind == "finished":
+                    return
+
+    def close(self):
+        self.conn.close()
+
+
+def percentiles(b, label, times):
+    times.sort()
+    b.add(f"{label} p50 ms", times[len(times) // 2])
+    b.add(f"{label} p99 ms", times[min(len(times) - 1, int(0.99 * len(times)))])
+
+
 def wait_idle(cluster, timeout=600):
     """Until no expression is unfinished, asked every 10 ms on one psql session: a new psql (and
     the shell around it) for each look would cost the cluster under test about a tenth of the
@@ -177,15 +233,32 @@ def run_zero_delay(b, args):
         b.add("chain: broker messages per level", msgs / levels)
         b.add("chain of 10: ms", chain_ms)
 
-        # 2+2*2, POST to readable.
+        # 2+2*2, POST to readable: polled, then pushed (only this client's events are on the stream).
         times = []
         for _ in range(args.samples):
             t0 = time.perf_counter()
             until_ok(post("2+2*2"))
             times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        b.add("2+2*2 p50 ms", times[len(times) // 2])
-        b.add("2+2*2 p99 ms", times[min(len(times) - 1, int(0.99 * len(times)))])
+        percentiles(b, "2+2*2 polled", times)
+        if "calc_waiters " in s.get(url + "/metrics").text:
+            times = []
+            for _ in range(args.samples):
+                t0 = time.perf_counter()
+                r = s.get(f"{url}/expression/{post('2+2*2')}?wait=10000", headers=auth)
+                assert r.json()["expression"]["status"] == "Ok", r.text
+                times.append((time.perf_counter() - t0) * 1000)
+            percentiles(b, "2+2*2 waited", times)
+        stream = EventStream.open(url, api.token)
+        if stream:
+            try:
+                times = []
+                for _ in range(args.samples):
+                    t0 = time.perf_counter()
+                    stream.until_finished(post("2+2*2"))
+                    times.append((time.perf_counter() - t0) * 1000)
+                percentiles(b, "2+2*2 pushed", times)
+            finally:
+                stream.close()
 
         # Throughput: 300 expressions of 7 nodes.
         before = counters.read()
@@ -254,6 +327,12 @@ def main():
         va, vb = statistics.median(a.figures[key]), statistics.median(b.figures.get(key, [float('nan')]))
         ratio = va / vb if vb else float("nan")
         print(f"{key:44} {va:10.2f} {vb:10.2f} {ratio:7.2f}")
+    # Each build read the fastest way it offers (B has no event stream and no ?wait: it is polled).
+    for q in ("p50", "p99"):
+        keys = [f"2+2*2 {how} {q} ms" for how in ("polled", "waited", "pushed")]
+        best = [min(statistics.median(x.figures[k]) for k in keys if k in x.figures) for x in builds]
+        print(f"{'2+2*2 ' + q + ' ms, fastest read of each':44} {best[0]:10.2f} {best[1]:10.2f} "
+              f"{best[0] / best[1]:7.2f}")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,45 @@ def test_a_wait_answers_when_the_expression_is_final(cluster):
     assert time.monotonic() - t0 < 1
 
 
+# A poll period far longer than the operations: a reply that comes with the result was woken by
+# its event, not by the poll.
+SLOW_POLL = dict(ENV, API_WAIT_POLL_MS="5000")
+
+
+def timed_wait(api, eid):
+    t0 = time.monotonic()
+    r = api.get(f"/expression/{eid}?wait=20000", timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["expression"], time.monotonic() - t0
+
+
+@pytest.mark.cluster(agents=1, env=SLOW_POLL)
+def test_a_wait_is_answered_by_the_final_event_not_at_the_next_poll(cluster):
+    """Each result reaches its waiter when it is stored, with the poll period at 5 s: the first
+    waiter of a user, the next ones of the same user, and one of another user that comes while
+    the watch waits on the first user's events (it ends that watch and starts one with both)."""
+    cluster.admin_client().post("/duration", json={"+": 200, "*": 200, "-": 10000}, check=True)
+    api = new_user(cluster, "waitev")
+    looks0 = metric(api, "calc_waiter_event_looks_total")
+    for _ in range(3):
+        e, took = timed_wait(api, submit(api, "2+2*2"))
+        assert e["status"] == "Ok" and e["result"] == 6, e
+        assert 0.35 < took < 2, took  # two levels of 200 ms, then at once; not 5 s later
+    assert metric(api, "calc_waiter_event_looks_total") >= looks0 + 3
+
+    # The first user waits on a long expression: its watch stays in flight.
+    other = new_user(cluster, "waitev2")
+    with cf.ThreadPoolExecutor(2) as ex:
+        long_wait = ex.submit(timed_wait, api, submit(api, "9-1"))
+        cluster.wait_for(lambda: metric(api, "calc_waiters") == 1, 10, "the long wait to start")
+        e, took = timed_wait(other, submit(other, "3*3"))
+        assert e["status"] == "Ok" and e["result"] == 9, e
+        assert 0.15 < took < 2, took
+        e, took = long_wait.result(30)
+    assert e["status"] == "Ok" and e["result"] == 8, e
+    assert 9.5 < took < 13, took
+
+
 @pytest.mark.cluster(agents=1, env=ENV)
 def test_a_wait_that_runs_out_answers_with_the_current_state(cluster):
     cluster.admin_client().post("/duration", json={"+": 10000}, check=True)
