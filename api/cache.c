@@ -11,7 +11,7 @@
 
 typedef struct slot {
     int64_t user_id, id;
-    int64_t until_ms; /* retention may delete it from then on; 0: never */
+    int64_t until_ms; /* retention may delete it from then on (monotonic); 0: never */
     char *reply;
 } slot;
 
@@ -39,7 +39,7 @@ char *cache_get(int64_t user_id, int64_t id)
     char *copy = NULL, *over = NULL;
     pthread_mutex_lock(lock);
     if (slots[i].reply && slots[i].id == id && slots[i].user_id == user_id) {
-        if (slots[i].until_ms && time_now_ms() >= slots[i].until_ms) {
+        if (slots[i].until_ms && time_monotonic_ms() >= slots[i].until_ms) {
             over = slots[i].reply; /* retention may have deleted it: dbagent says */
             slots[i] = (slot){0};
         } else {
@@ -51,10 +51,11 @@ char *cache_get(int64_t user_id, int64_t id)
     return copy;
 }
 
-void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t until_ms)
+void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t for_ms)
 {
-    if (strlen(reply) > CACHE_MAX_REPLY)
+    if (strlen(reply) > CACHE_MAX_REPLY || for_ms < 0)
         return;
+    int64_t until_ms = for_ms ? time_monotonic_ms() + for_ms : 0;
     pthread_once(&once, init_locks);
     size_t i = index_of(id);
     char *copy = xstrdup(reply), *old;

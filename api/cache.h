@@ -15,8 +15,8 @@
 
 /* A copy of the reply kept for (user, id) (free()), or NULL (also once its time is over). */
 char *cache_get(int64_t user_id, int64_t id);
-/* Keeps a copy of reply for (user, id) until until_ms (wall clock, ms since the epoch; 0: no
- * end), replacing whatever shared its slot. */
-void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t until_ms);
+/* Keeps a copy of reply for (user, id) for for_ms from now (0: no end; under 0: not at all),
+ * replacing whatever shared its slot. */
+void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t for_ms);
 
 #endif

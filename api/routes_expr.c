@@ -362,7 +362,7 @@ void route_expression_reply(http_req *r, const Calc__V1__Expression *e)
 {
     reply_expression(r, e);
     if (expression_is_final(e->status))
-        cache_put(r->user_id, r->path_id, r->reply, e->retained_until_ms);
+        cache_put(r->user_id, r->path_id, r->reply, e->retained_for_ms);
 }
 
 void route_expression_get(http_req *r)

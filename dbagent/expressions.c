@@ -11,12 +11,14 @@
 #include "ready.h"
 #include "retention.h"
 #include "mem.h"
+#include "timeutil.h"
 
 #define EXPR_COLS                                                                                  \
     "id, user_id, req_uid, text, status, result, error, node_count, nodes_done, depth,"            \
-    " critical_path_ms, to_ms(created_at), to_ms(started_at), to_ms(finished_at)"
+    " critical_path_ms, to_ms(created_at), to_ms(started_at), to_ms(finished_at), to_ms(now())"
 
-/* The expression in row, whose EXPR_COLS start at column c. */
+/* The expression in row, whose EXPR_COLS start at column c (calc_create_expression's row has
+ * them without the last, the time of the read: this dbagent's clock stands in for it). */
 static Calc__V1__Expression *expr_from_row(rpc_ctx *ctx, const PGresult *r, int row, int c)
 {
     Calc__V1__Expression *e = rpc_alloc(ctx, sizeof *e);
@@ -36,7 +38,8 @@ static Calc__V1__Expression *expr_from_row(rpc_ctx *ctx, const PGresult *r, int 
     e->created_at_ms = db_i64(r, row, c + 11);
     e->started_at_ms = db_i64(r, row, c + 12);
     e->finished_at_ms = db_i64(r, row, c + 13);
-    e->retained_until_ms = retention_expression_until_ms(e->finished_at_ms);
+    int64_t now = PQnfields(r) > c + 14 ? db_i64(r, row, c + 14) : time_now_ms();
+    e->retained_for_ms = retention_expression_left_ms(e->finished_at_ms, now);
     return e;
 }
 

@@ -206,9 +206,12 @@ static void *retention_main(void *arg)
  * start, read by them. */
 static int64_t expressions_keep_ms;
 
-int64_t retention_expression_until_ms(int64_t finished_at_ms)
+int64_t retention_expression_left_ms(int64_t finished_at_ms, int64_t now_ms)
 {
-    return finished_at_ms > 0 && expressions_keep_ms > 0 ? finished_at_ms + expressions_keep_ms : 0;
+    if (finished_at_ms <= 0 || expressions_keep_ms <= 0)
+        return 0;
+    int64_t left = finished_at_ms + expressions_keep_ms - now_ms;
+    return left > 0 ? left : -1;
 }
 
 void retention_start(const db_params *params, const retention_settings *s)

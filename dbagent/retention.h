@@ -25,9 +25,10 @@ typedef struct retention_settings {
 
 /* Starts the thread unless s->interval_ms is 0; params and s are kept, not copied. */
 void retention_start(const db_params *params, const retention_settings *s);
-/* When retention may delete an expression that finished at finished_at_ms (ms since the epoch),
- * under the settings retention_start was given; 0: not finished, or kept for ever. */
-int64_t retention_expression_until_ms(int64_t finished_at_ms);
+/* How long from now_ms until retention may delete an expression that finished at finished_at_ms
+ * (both PostgreSQL's, ms since the epoch), under the settings retention_start was given: at
+ * least 1; -1 when it may already; 0 when it is not finished, or kept for ever. */
+int64_t retention_expression_left_ms(int64_t finished_at_ms, int64_t now_ms);
 /* Stops the thread (a batch in PostgreSQL finishes first) and closes its connection. */
 void retention_stop(void);
 /* Passes this dbagent completed while holding the lock, the rows they deleted, and the passes

@@ -144,6 +144,16 @@ def test_a_finished_expression_the_api_cached_is_a_404_once_retention_deleted_it
     eid = submit(api, "6 * 7")
     wait_ok(cl, api, eid, 42)
     assert expression(api, eid)["result"] == 42  # kept in the cache now, and served from it
+    # dbagent says how long is left, as a duration (the API counts it on its own clock).
+    dba = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
+    try:
+        uid = count(cl, f"SELECT user_id FROM expressions WHERE id = {eid}")
+        left = dba.GetExpression(user_id=uid, id=eid).expression.retained_for_ms
+        age = float(cl.servers.psql(f"SELECT extract(epoch FROM now() - finished_at) * 1000 FROM expressions"
+                                    f" WHERE id = {eid}", db=cl.db).strip())
+    finally:
+        dba.close()
+    assert 0 < left <= 60000 and abs(left - (60000 - age)) < 5000, (left, age)
 
     def gone():
         r = api.get(f"/expression/{eid}")
