@@ -264,10 +264,10 @@ static int watch(char *err, size_t errlen)
 }
 
 /*
- * Until the stop: a WatchEvents over the waiters' users, and a look at every waiter when an
- * expression waited on became final, when a user joined the watch, and at least once per poll
- * interval (for the waits that run out). Without an answer from WatchEvents, a look per poll
- * interval, as without events.
+ * Until the stop: a WatchEvents over the waiters' users (and those that linger), and a look at
+ * every waiter when an expression waited on became final, when a user joined the watch, and at
+ * least once per poll interval (for the waits that run out). Without an answer from
+ * WatchEvents, a look per poll interval, as without events.
  */
 static void *run(void *arg)
 {
@@ -276,7 +276,9 @@ static void *run(void *arg)
     int failing = 0;
     while (!atomic_load(&stop)) {
         pthread_mutex_lock(&lock);
-        while (!waiting && !atomic_load(&stop))
+        /* The watch goes on while users linger: a user's next waiter then finds it where its
+         * events are, instead of waiting for it to catch up. */
+        while (!waiting && !n_users && !atomic_load(&stop))
             pthread_cond_wait(&came, &lock);
         pthread_mutex_unlock(&lock);
         if (atomic_load(&stop))
