@@ -1,10 +1,12 @@
 #include "cache.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mem.h"
+#include "metrics.h"
 #include "timeutil.h"
 
 #define STRIPES 64
@@ -18,6 +20,7 @@ typedef struct slot {
 static slot slots[CACHE_SLOTS];
 static pthread_mutex_t locks[STRIPES];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
+static atomic_ullong hits, expired;
 
 static void init_locks(void)
 {
@@ -47,7 +50,12 @@ char *cache_get(int64_t user_id, int64_t id)
         }
     }
     pthread_mutex_unlock(lock);
-    free(over);
+    if (over) {
+        free(over);
+        atomic_fetch_add(&expired, 1);
+    }
+    if (copy)
+        atomic_fetch_add(&hits, 1);
     return copy;
 }
 
@@ -65,4 +73,14 @@ void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t for_ms)
     slots[i] = (slot){.user_id = user_id, .id = id, .until_ms = until_ms, .reply = copy};
     pthread_mutex_unlock(lock);
     free(old);
+}
+
+void cache_metrics_write(buf *b)
+{
+    metrics_family(b, "calc_expression_cache_hits_total", "counter",
+                   "GET /expression/{id} answered from this instance's cache of finished ones");
+    metrics_u64(b, "calc_expression_cache_hits_total", NULL, atomic_load(&hits));
+    metrics_family(b, "calc_expression_cache_expired_total", "counter",
+                   "Cached finished expressions dropped because retention may delete them now");
+    metrics_u64(b, "calc_expression_cache_expired_total", NULL, atomic_load(&expired));
 }

@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "buf.h"
+
 #define CACHE_SLOTS     16384
 #define CACHE_MAX_REPLY 8192 /* longer replies are not kept */
 
@@ -18,5 +20,8 @@ char *cache_get(int64_t user_id, int64_t id);
 /* Keeps a copy of reply for (user, id) for for_ms from now (0: no end; under 0: not at all),
  * replacing whatever shared its slot. */
 void cache_put(int64_t user_id, int64_t id, const char *reply, int64_t for_ms);
+/* Appends calc_expression_cache_hits_total and calc_expression_cache_expired_total to b
+ * (Prometheus text). */
+void cache_metrics_write(buf *b);
 
 #endif

@@ -13,6 +13,7 @@
 #include <strings.h>
 
 #include "api.h"
+#include "cache.h"
 #include "dba.h"
 #include "dispatcher.h"
 #include "log.h"
@@ -227,6 +228,7 @@ void route_metrics(http_req *r)
     reads_metrics(&b);
     waiters_metrics(&b);
     streams_metrics(&b);
+    cache_metrics_write(&b);
     cache_metrics(&b, cluster != NULL, age_s);
     metrics_family(&b, "calc_gauges_up", "gauge",
                    "1 when this answer has the cluster's gauges from dbagent, 0 when it failed.");

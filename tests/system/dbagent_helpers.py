@@ -111,6 +111,7 @@ def node_state(c, node_id):
 def snapshot(c, uid, eid):
     """Everything a rejected call must leave unchanged: the expression, its nodes, the events."""
     e = expr(c, uid, eid)
+    e.ClearField("retained_for_ms")  # a duration from the read: it shrinks from one read to the next
     nodes = c.psql(f"SELECT id, state, epoch, attempts, agent, result FROM nodes WHERE expression_id = {eid} ORDER BY id")
     return (e.SerializeToString(), nodes, len(events(c, uid)))
 

@@ -4,9 +4,11 @@ expressions; ListEvents tells a reader whose place was deleted to reload; one db
 database runs it at a time (an advisory lock)."""
 
 import os
+import re
 import subprocess
 
 import pytest
+import requests
 
 import harness
 from api_helpers import expression, new_user, submit
@@ -29,6 +31,12 @@ FAST = {
 
 def ids(xs):
     return "ARRAY[" + ",".join(str(x) for x in xs) + "]::bigint[]"
+
+
+def metric(api, name):
+    m = re.search(rf"^{name} (\S+)$", requests.get(api.base_url + "/metrics", timeout=10).text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
 
 
 def count(cl, sql):
@@ -143,7 +151,10 @@ def test_a_finished_expression_the_api_cached_is_a_404_once_retention_deleted_it
     api = new_user(cl, "cached")
     eid = submit(api, "6 * 7")
     wait_ok(cl, api, eid, 42)
-    assert expression(api, eid)["result"] == 42  # kept in the cache now, and served from it
+    assert expression(api, eid)["result"] == 42  # kept in the cache now
+    hits = metric(api, "calc_expression_cache_hits_total")
+    assert expression(api, eid)["result"] == 42
+    assert metric(api, "calc_expression_cache_hits_total") == hits + 1  # served from it
     # dbagent says how long is left, as a duration (the API counts it on its own clock).
     dba = DbaClient(cl.env["DBAGENT_ADDR"], cl.env["DBAGENT_TOKEN"])
     try:
@@ -160,6 +171,7 @@ def test_a_finished_expression_the_api_cached_is_a_404_once_retention_deleted_it
         assert r.status_code in (200, 404), r.text
         return r.status_code == 404
     cl.wait_for(gone, 90, "the expression to be gone for the API as for dbagent", 0.5)
+    assert metric(api, "calc_expression_cache_expired_total") == 1  # dropped at its time
     assert count(cl, f"SELECT count(*) FROM expressions WHERE id = {eid}") == 0
     assert api.get("/expression").json()["expressions"] == []
 
