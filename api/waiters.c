@@ -200,14 +200,20 @@ static int is_final_kind(const char *kind)
 }
 
 /*
- * One WatchEvents over the watch's users, from where each stands, for at most the poll
- * interval (at once when a user's head is asked for). Returns 1 when an expression waited on became
- * final or a user joined the watch (look now: its expression may have become final before its
- * head), 0 when not, -1 when dbagent did not answer.
+ * One WatchEvents over the watch's users, from where each stands, for at most wait_ms (at once
+ * when a user's head is asked for, or a look is due already). Returns 1 when an expression
+ * waited on became final or a user joined the watch (look now: its expression may have become
+ * final before its head), 0 when not, -1 when dbagent did not answer.
  */
-static int watch(char *err, size_t errlen)
+static int watch(int64_t wait_ms, char *err, size_t errlen)
 {
     pthread_mutex_lock(&lock);
+    if (atomic_load(&stop)) {
+        pthread_mutex_unlock(&lock); /* waiters_stop found no watch to end: none starts */
+        return 0;
+    }
+    if (look_now)
+        wait_ms = 0;
     Calc__V1__WatchPosition *pos = xcalloc(n_users ? n_users : 1, sizeof *pos);
     Calc__V1__WatchPosition **ptr = xcalloc(n_users ? n_users : 1, sizeof *ptr);
     size_t n = positions_locked(pos, time_monotonic_ms());
@@ -225,20 +231,22 @@ static int watch(char *err, size_t errlen)
     Calc__V1__WatchEventsRequest req = CALC__V1__WATCH_EVENTS_REQUEST__INIT;
     req.n_positions = n;
     req.positions = ptr;
-    req.wait_ms = (int32_t)poll_interval_ms;
+    req.wait_ms = (int32_t)wait_ms;
     req.watch_id = watch_id;
     req.watch_gen = gen;
     Calc__V1__WatchEventsReply *rep = NULL;
-    int rc = rpc_call(dba, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor,
-                      (ProtobufCMessage **)&rep, (int)(poll_interval_ms + api_cfg.dba_timeout_ms),
-                      err, errlen);
+    int rc =
+        rpc_call(dba, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor,
+                 (ProtobufCMessage **)&rep, (int)(wait_ms + api_cfg.dba_timeout_ms), err, errlen);
     int final = 0;
     pthread_mutex_lock(&lock);
     in_watch = 0;
     if (rc == RPC_OK) {
+        /* A head places only a user that asked for it: another's events past the reply's
+         * limit per user come in the next reply, and the head would skip them. */
         for (size_t i = 0; i < rep->n_heads; i++) {
             watched *u = find_user_locked(rep->heads[i]->user_id);
-            if (u && u->in_flight && rep->heads[i]->head_seq > u->after)
+            if (u && u->in_flight && u->after < 0)
                 u->after = rep->heads[i]->head_seq;
         }
         for (size_t i = 0; i < rep->n_events; i++) {
@@ -283,8 +291,11 @@ static void *run(void *arg)
         pthread_mutex_unlock(&lock);
         if (atomic_load(&stop))
             break;
+        /* Every waiter is looked at within a poll interval of the last look, whatever events
+         * end the watches between. */
+        int64_t wait_ms = last_look + poll_interval_ms - time_monotonic_ms();
         char err[256];
-        int now = watch(err, sizeof err);
+        int now = watch(wait_ms > 0 ? wait_ms : 0, err, sizeof err);
         if (now < 0) {
             if (!failing++)
                 log_warn("waiters: WatchEvents: %s (looking every %lld ms meanwhile)", err,
@@ -297,11 +308,11 @@ static void *run(void *arg)
         if (atomic_load(&stop))
             break;
         pthread_mutex_lock(&lock);
-        now |= look_now;
+        int early = now > 0 || look_now;
         look_now = 0;
-        n_event_looks += now > 0;
+        n_event_looks += early;
         pthread_mutex_unlock(&lock);
-        if (now != 0 || time_monotonic_ms() - last_look >= poll_interval_ms) {
+        if (early || now < 0 || time_monotonic_ms() - last_look >= poll_interval_ms) {
             look();
             last_look = time_monotonic_ms();
         }
