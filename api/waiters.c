@@ -23,6 +23,10 @@
 #define WATCH_USERS_MAX  10000 /* what one WatchEvents takes (dbagent/watch.c) */
 #define LINGER_MS        10000 /* a user stays in the watch this long after its last waiter */
 #define RECENT_FINALS    256   /* the last expressions the watch heard become final */
+/* A call to dbagent that does not answer holds a waiter whose wait ran out at most this long
+ * after it ran out (plus a poll interval); the waiter then gets the reply it has. */
+#define LATE_MAX_MS 1000
+#define CALL_MIN_MS 100 /* what a call gets beyond its own wait however late a waiter is */
 
 typedef struct waiter {
     http_req *r;
@@ -58,6 +62,24 @@ static atomic_int stop;
 static int64_t poll_interval_ms;
 static waiters_reply_fn reply_with;
 
+/*
+ * The timeout of a call to dbagent that answers in busy_ms when all is well (a watch's wait; 0
+ * for a look): busy_ms plus DBAGENT_TIMEOUT_MS, but ending LATE_MAX_MS after the earliest
+ * waiter's wait runs out, so that a dbagent that hangs does not hold that waiter for one or two
+ * full timeouts. Under lock.
+ */
+static int64_t call_timeout_locked(int64_t busy_ms)
+{
+    int64_t longest = busy_ms + api_cfg.dba_timeout_ms, t = longest;
+    int64_t now = time_monotonic_ms();
+    for (waiter *w = waiting; w; w = w->next)
+        if (w->deadline_ms + LATE_MAX_MS - now < t)
+            t = w->deadline_ms + LATE_MAX_MS - now;
+    if (t < busy_ms + CALL_MIN_MS)
+        t = busy_ms + CALL_MIN_MS;
+    return t < longest ? t : longest;
+}
+
 /* Takes out of the list and resumes w. Under lock. */
 static void resume(waiter **p)
 {
@@ -78,6 +100,7 @@ static void look(void)
     int64_t users[LOOKUPS_PER_CALL], ids[LOOKUPS_PER_CALL];
     pthread_mutex_lock(&lock);
     waiter *from = waiting;
+    int timeout = (int)call_timeout_locked(0);
     pthread_mutex_unlock(&lock);
     while (from) {
         int n = 0;
@@ -95,7 +118,7 @@ static void look(void)
         char err[256];
         int rc =
             rpc_call(dba, DBA_GET_EXPRESSIONS, &req.base, &calc__v1__expressions_reply__descriptor,
-                     (ProtobufCMessage **)&rep, (int)api_cfg.dba_timeout_ms, err, sizeof err);
+                     (ProtobufCMessage **)&rep, timeout, err, sizeof err);
         int64_t now = time_monotonic_ms();
         pthread_mutex_lock(&lock);
         polls++;
@@ -226,6 +249,7 @@ static int watch(int64_t wait_ms, char *err, size_t errlen)
     in_watch = 1;
     woken = 0;
     n_watches++;
+    int timeout = (int)call_timeout_locked(wait_ms);
     pthread_mutex_unlock(&lock);
 
     Calc__V1__WatchEventsRequest req = CALC__V1__WATCH_EVENTS_REQUEST__INIT;
@@ -235,9 +259,8 @@ static int watch(int64_t wait_ms, char *err, size_t errlen)
     req.watch_id = watch_id;
     req.watch_gen = gen;
     Calc__V1__WatchEventsReply *rep = NULL;
-    int rc =
-        rpc_call(dba, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor,
-                 (ProtobufCMessage **)&rep, (int)(wait_ms + api_cfg.dba_timeout_ms), err, errlen);
+    int rc = rpc_call(dba, DBA_WATCH_EVENTS, &req.base, &calc__v1__watch_events_reply__descriptor,
+                      (ProtobufCMessage **)&rep, timeout, err, errlen);
     int final = 0;
     pthread_mutex_lock(&lock);
     in_watch = 0;

@@ -98,6 +98,36 @@ def test_a_wait_that_runs_out_answers_with_the_current_state(cluster):
     assert time.monotonic() - t0 < 1
 
 
+@pytest.mark.cluster(agents=0, env=dict(ENV, DBAGENT_TIMEOUT_MS="10000"))
+def test_a_wait_runs_out_about_on_time_while_dbagent_does_not_answer(cluster):
+    """A dbagent that stops answering (SIGSTOP) while a request waits holds it at most about a
+    second past its wait (api/waiters.c, LATE_MAX_MS), and the request gets the state it had; the
+    call in flight used to hold it for its whole DBAGENT_TIMEOUT_MS (10 s here)."""
+    api = new_user(cluster, "waitstuck")
+    eid = submit(api, "1+1")
+    dbagent = next(p for p in cluster.procs if p.name == "dbagent")
+    with cf.ThreadPoolExecutor(1) as ex:
+        t0 = time.monotonic()
+        f = ex.submit(api.get, f"/expression/{eid}?wait=2000", timeout=60)
+        cluster.wait_for(lambda: metric(api, "calc_waiters") == 1, 10, "the request to wait")
+        dbagent.signal(signal.SIGSTOP)
+        try:
+            r = f.result(30)
+            took = time.monotonic() - t0
+        finally:
+            dbagent.signal(signal.SIGCONT)
+    assert r.status_code == 200 and r.json()["expression"]["status"] == "New", r.text
+    # 2 s of wait, then at most 1 s of grace, a poll interval and the last call's 100 ms.
+    assert 1.9 < took < 4.5, took
+    assert metric(api, "calc_waiters") == 0
+    # dbagent answers again, and so do waits.
+    cluster.wait_for(lambda: api.get(f"/expression/{eid}").status_code == 200, 30, "dbagent to answer again")
+    t0 = time.monotonic()
+    r = api.get(f"/expression/{eid}?wait=300")
+    assert r.status_code == 200 and r.json()["expression"]["status"] == "New", r.text
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
 @pytest.mark.cluster(agents=0, env=ENV)
 def test_a_bad_wait_is_400_and_an_unknown_expression_404(cluster):
     api = new_user(cluster, "waitbad")
