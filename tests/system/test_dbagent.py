@@ -596,6 +596,23 @@ def test_take_ready_is_woken_when_nodes_become_ready(dba):
 # ---- the caller's deadline -----------------------------------------------------------------------
 
 
+def test_a_long_poll_answers_empty_a_little_before_the_callers_deadline(dba):
+    """TakeReady and WatchEvents asked to wait longer than the call's deadline answer, empty,
+    about 50 ms before it (long_poll_wait_ms): the caller gets an answer, not DEADLINE_EXCEEDED,
+    and starts its next poll at once."""
+    drain(dba)
+    u = new_user(dba)
+    polls = (("TakeReady", dict(max=10, wait_ms=30000)),
+             ("WatchEvents", dict(positions=[pb.WatchPosition(user_id=u.id, after_seq=0)], wait_ms=30000,
+                                  watch_id=unique("deadline"))))
+    for method, fields in polls:
+        t0 = time.monotonic()
+        rep = dba.call(method, timeout=1.5, **fields)
+        took = time.monotonic() - t0
+        assert 1.2 < took < 1.5, (method, took)
+        assert not (rep.nodes if method == "TakeReady" else rep.events), rep
+
+
 
 @pytest.mark.parametrize("path", ["transaction", "one_call"])
 def test_deadline_is_the_statement_timeout(dba, path):
