@@ -39,6 +39,11 @@ static void lead_locked(batcher *b, batcher_slot *me, void *arg)
     if (!b->head)
         b->tail = NULL;
     b->in_flight++;
+    /* Calls left behind a full batch while another send's place is free: the oldest of them
+     * (me, if left, leads again only after this send) leads that send now, not when one ends. */
+    batcher_slot *next = b->head == me ? me->next : b->head;
+    if (next && b->in_flight < b->max_in_flight)
+        pthread_cond_signal(&next->wake);
     pthread_mutex_unlock(&b->mu);
 
     b->send(arg, calls, n);

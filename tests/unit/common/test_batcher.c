@@ -131,12 +131,95 @@ static void several_sends_run_at_once_up_to_the_limit(void **state)
     assert_true(atomic_load(&largest) <= 4);
 }
 
+/* Sends wait for their turn: the k-th send to start runs once opened > k. */
+static atomic_int tickets, opened;
+
+static void send_in_turn(void *arg, void **calls, int n)
+{
+    (void)arg;
+    int ticket = atomic_fetch_add(&tickets, 1);
+    atomic_fetch_add(&sends_running, 1);
+    while (atomic_load(&opened) <= ticket)
+        time_sleep_ms(1, NULL);
+    for (int i = 0; i < n; i++) {
+        call *c = calls[i];
+        c->out = c->in * c->in;
+    }
+    atomic_fetch_sub(&sends_running, 1);
+}
+
+typedef struct one {
+    batcher *b;
+    call c;
+    pthread_t t;
+} one;
+
+static void *run_one(void *p)
+{
+    one *o = p;
+    batcher_run(o->b, &o->c, NULL);
+    return NULL;
+}
+
+/* 1 once cond() holds, 0 if it does not within ms. */
+static int within(int (*cond)(void), int ms)
+{
+    for (int64_t end = time_monotonic_ms() + ms; time_monotonic_ms() < end;) {
+        if (cond())
+            return 1;
+        time_sleep_ms(1, NULL);
+    }
+    return cond();
+}
+
+static batcher *watched;
+static int five_wait(void)
+{
+    int64_t calls, sends;
+    int32_t waiting;
+    batcher_counts(watched, &calls, &sends, &waiting);
+    return waiting == 5;
+}
+static int two_sending(void)
+{
+    return atomic_load(&sends_running) == 2;
+}
+
+static void calls_left_behind_a_full_batch_use_a_free_place_at_once(void **state)
+{
+    (void)state;
+    reset(0);
+    atomic_store(&tickets, 0);
+    atomic_store(&opened, 0);
+    /* One place while the calls queue: the first call's send holds it and five wait. */
+    batcher b = BATCHER_INIT(2, 1, send_in_turn);
+    watched = &b;
+    one calls[6];
+    for (int i = 0; i < 6; i++) {
+        calls[i] = (one){.b = &b, .c = {.in = i + 2}};
+        assert_int_equal(pthread_create(&calls[i].t, NULL, run_one, &calls[i]), 0);
+    }
+    assert_true(within(five_wait, 5000));
+    /* Two places from now on; the first send ends, and its place goes to the oldest waiting
+     * call, which takes two; the three left must lead the free place now. */
+    batcher_set_max_in_flight(&b, 2);
+    atomic_store(&opened, 1);
+    int both = within(two_sending, 3000);
+    atomic_store(&opened, 1000);
+    for (int i = 0; i < 6; i++) {
+        pthread_join(calls[i].t, NULL);
+        assert_int_equal(calls[i].c.out, calls[i].c.in * calls[i].c.in);
+    }
+    assert_true(both);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(a_lone_call_goes_alone),
         cmocka_unit_test(calls_that_arrive_together_share_a_send),
         cmocka_unit_test(several_sends_run_at_once_up_to_the_limit),
+        cmocka_unit_test(calls_left_behind_a_full_batch_use_a_free_place_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
