@@ -47,7 +47,7 @@ int h_heartbeat(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     if (!r)
         return db_failed(ctx);
     PQclear(r);
-    ready_bump_local(); /* an agent alive again, or with workers free: room to dispatch */
+    ready_bump_room(); /* an agent alive again, or with workers free: room to dispatch */
     *resp = empty_reply(ctx);
     return RPC_OK;
 }
@@ -246,6 +246,7 @@ int h_get_stats(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **resp
     rep->nodes = state_counts(ctx, r, &rep->n_nodes);
     PQclear(r);
     rep->long_polls_waiting = ready_waiting();
+    rep->long_poll_wakeups = ready_wakeups();
     rep->notify_statements = ready_notify_statements();
     node_batch_counts(&rep->node_calls, &rep->node_transactions, &rep->node_calls_waiting);
     rep->stats_calls = calls;

@@ -150,7 +150,7 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
      * again, until the deadline. */
     int64_t deadline = time_monotonic_ms() + wait;
     for (;;) {
-        uint64_t seen = ready_generation();
+        uint64_t seen = ready_generation(), room = ready_room_generation();
         int rc = take(d, ctx, req, max, rep);
         if (rc || rep->n_nodes || wait <= 0)
             return rc;
@@ -159,18 +159,22 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
         if (time_monotonic_ms() >= deadline)
             return RPC_OK;
         /* Nothing taken although nodes wait: the agents have no room. A completion or a
-         * heartbeat here moves the generation; one at another dbagent does not (only nodes
-         * made ready are NOTIFY'd), so look again after CAPACITY_RECHECK_MS at the latest. */
+         * heartbeat here moves the room's generation; one at another dbagent does not (only
+         * nodes made ready are NOTIFY'd), so look again after CAPACITY_RECHECK_MS at the latest.
+         * With nothing ready, room is no news: only nodes made ready end the wait (a burst of
+         * completions that each continue with their parent wakes no dispatcher). */
         int64_t until = deadline;
-        if (req->live_within_ms > 0 && any_ready(d, ctx, &rc) && !rc) {
+        int for_room = req->live_within_ms > 0 && any_ready(d, ctx, &rc) && !rc;
+        if (for_room) {
             int64_t soon = time_monotonic_ms() + CAPACITY_RECHECK_MS;
             if (soon < until)
                 until = soon;
         }
         if (rc)
             return rc;
+        int moved = for_room ? ready_wait_room(seen, room, until) : ready_wait(seen, until);
         /* Not moved: the deadline passed, or the waiters were released for the stop (early). */
-        if (!ready_wait(seen, until) && (until >= deadline || time_monotonic_ms() < until))
+        if (!moved && (until >= deadline || time_monotonic_ms() < until))
             return RPC_OK;
     }
 }
@@ -281,12 +285,12 @@ int h_complete_node(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **
     int rc = node_call_run(d, ctx, &c);
     if (rc)
         return rc;
-    /* A parent made ready is news for every dispatcher; a worker set free, for the ones whose
-     * take found no room, which look again soon anyway (h_take_ready). */
+    /* A parent made ready is news for every dispatcher; a worker set free, only for the ones
+     * whose take found nodes but no room, which look again soon anyway (h_take_ready). */
     if (c.parent_ready)
         ready_signal();
     else if (c.outcome == COMPLETE_APPLIED)
-        ready_bump_local();
+        ready_bump_room();
     if (c.event_user)
         evwake_signal(&c.event_user, 1);
     if (c.outcome == COMPLETE_NO_NODE)

@@ -24,7 +24,9 @@
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;  /* generation moved, or waiters released */
-    uint64_t gen;       /* under mu */
+    uint64_t gen;       /* under mu: moves when nodes may have become ready */
+    uint64_t room;      /* under mu: moves when workers may have been set free */
+    int64_t wakeups;    /* under mu: waits that ended because gen or room moved */
     int waiting;        /* callers inside ready_wait, under mu */
     int released;       /* under mu */
     int notify_pending; /* a NOTIFY is owed to the other dbagents, under mu */
@@ -69,9 +71,20 @@ void ready_poke(void)
     poke_thread();
 }
 
-void ready_bump_local(void)
+uint64_t ready_room_generation(void)
 {
-    bump();
+    pthread_mutex_lock(&rd.mu);
+    uint64_t g = rd.room;
+    pthread_mutex_unlock(&rd.mu);
+    return g;
+}
+
+void ready_bump_room(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    rd.room++;
+    pthread_cond_broadcast(&rd.cv);
+    pthread_mutex_unlock(&rd.mu);
 }
 
 void ready_signal(void)
@@ -85,21 +98,41 @@ void ready_signal(void)
         poke_thread();
 }
 
-int ready_wait(uint64_t seen, int64_t deadline_ms)
+/* Until gen moves from seen, or (with want_room) room from seen_room, or the deadline. */
+static int wait_for(uint64_t seen, int want_room, uint64_t seen_room, int64_t deadline_ms)
 {
     pthread_mutex_lock(&rd.mu);
     rd.waiting++;
-    while (rd.gen == seen && !rd.released) {
+    while (rd.gen == seen && !(want_room && rd.room != seen_room) && !rd.released) {
         int64_t left = deadline_ms - time_monotonic_ms();
         if (left <= 0)
             break;
         struct timespec ts = deadline_timespec(left);
         pthread_cond_timedwait(&rd.cv, &rd.mu, &ts);
     }
-    int moved = rd.gen != seen && !rd.released;
+    int moved = (rd.gen != seen || (want_room && rd.room != seen_room)) && !rd.released;
+    rd.wakeups += moved;
     rd.waiting--;
     pthread_mutex_unlock(&rd.mu);
     return moved;
+}
+
+int ready_wait(uint64_t seen, int64_t deadline_ms)
+{
+    return wait_for(seen, 0, 0, deadline_ms);
+}
+
+int ready_wait_room(uint64_t seen, uint64_t seen_room, int64_t deadline_ms)
+{
+    return wait_for(seen, 1, seen_room, deadline_ms);
+}
+
+int64_t ready_wakeups(void)
+{
+    pthread_mutex_lock(&rd.mu);
+    int64_t n = rd.wakeups;
+    pthread_mutex_unlock(&rd.mu);
+    return n;
 }
 
 int ready_waiting(void)

@@ -13,7 +13,10 @@
  *
  * Waiting is by generation: read ready_generation() before looking for ready nodes; if none
  * were found, ready_wait() returns once the generation moved, so a node made ready between the
- * look and the wait is never missed.
+ * look and the wait is never missed. Workers set free (a completion, a heartbeat) move a second
+ * generation, the room's: only a look that found nodes ready but no room for them waits for it
+ * too (ready_wait_room), so completions that make nothing ready wake no long poll that has
+ * nothing to take.
  */
 #ifndef CALC_READY_H
 #define CALC_READY_H
@@ -34,11 +37,16 @@ uint64_t ready_generation(void);
 void ready_poke(void);
 /* After the commit that made nodes ready. */
 void ready_signal(void);
-/* Wakes this process's waiters only: room for more work (a worker set free), not news for the
- * other dbagents. */
-void ready_bump_local(void);
+/* Room for more work (a worker set free): moves the room's generation, which wakes this
+ * process's ready_wait_room callers only; not news for the other dbagents. */
+void ready_bump_room(void);
+uint64_t ready_room_generation(void);
 /* Waits until the generation is no longer seen or until deadline (monotonic ms). 1: it moved. */
 int ready_wait(uint64_t seen, int64_t deadline_ms);
+/* The same, or until the room's generation is no longer seen_room. 1: either moved. */
+int ready_wait_room(uint64_t seen, uint64_t seen_room, int64_t deadline_ms);
+/* Waits of either kind that ended because a generation moved, since start. */
+int64_t ready_wakeups(void);
 /* Callers inside ready_wait now (for the statistics). */
 int ready_waiting(void);
 /* NOTIFY statements sent since start (none while no other dbagent listens). */

@@ -593,6 +593,36 @@ def test_take_ready_is_woken_when_nodes_become_ready(dba):
     assert 0.25 < time.monotonic() - t0 < 3
 
 
+def test_room_set_free_wakes_no_long_poll_that_has_nothing_to_take(dba):
+    """A completion that makes nothing ready (it continues with its parent) and a heartbeat set
+    workers free: news only for a long poll whose take found nodes but no room. A poll with nothing
+    ready sleeps on, so a burst of completions runs no takes beside it; a node made ready wakes it."""
+    drain(dba)
+    u = new_user(dba)
+    e = create(dba, u.id, plan_2_plus_2_times_2()).expression
+    (first,) = take(dba, e.id, 1)
+    with cf.ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(dba.TakeReady, max=10, wait_ms=8000)
+        harness.wait_for(lambda: listening(dba), 10, "TakeReady to listen")
+        woken = dba.GetStats().long_poll_wakeups
+        done = dba.CompleteNode(node_id=first.node_id, epoch=first.epoch, agent="agent-w", value=4, can_continue=True)
+        root = done.next
+        assert root.node_id > 0, "the completion continued with the root: nothing became ready"
+        dba.Heartbeat(agent="agent-w", workers=4, busy=1, nodes=[root.node_id])
+        # Each of the two woke the poll before; give it half a second to show it does not.
+        quiet_until = time.monotonic() + 0.5
+        while time.monotonic() < quiet_until:
+            assert dba.GetStats().long_poll_wakeups == woken
+            assert not fut.done()
+            time.sleep(0.02)
+        other = create(dba, u.id, plan_wide(2)).expression
+        got = fut.result(15)
+    assert {t.expression_id for t in got.nodes} == {other.id}
+    assert dba.GetStats().long_poll_wakeups == woken + 1
+    dba.CompleteNode(node_id=root.node_id, epoch=root.epoch, agent="agent-w", value=6)
+    assert expr(dba, u.id, e.id).status == "ok"
+
+
 # ---- the caller's deadline -----------------------------------------------------------------------
 
 
