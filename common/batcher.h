@@ -39,7 +39,8 @@ typedef struct batcher {
         .send = (fn)                                                                               \
     }
 
-/* How many sends may run at once (1 or more). Call before the first batcher_run. */
+/* How many sends may run at once (1 or more). Raised while calls wait, the new places are
+ * taken when a send ends. */
 void batcher_set_max_in_flight(batcher *b, int max_in_flight);
 
 /* Sends call, with others or alone (arg goes to send when this caller leads), and returns

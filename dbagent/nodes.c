@@ -150,7 +150,7 @@ int h_take_ready(rpc_ctx *ctx, const ProtobufCMessage *m, ProtobufCMessage **res
      * again, until the deadline. */
     int64_t deadline = time_monotonic_ms() + wait;
     for (;;) {
-        uint64_t seen = ready_generation(), room = ready_room_generation();
+        uint64_t room, seen = ready_generation(&room);
         int rc = take(d, ctx, req, max, rep);
         if (rc || rep->n_nodes || wait <= 0)
             return rc;

@@ -58,10 +58,11 @@ static void poke_thread(void)
     }
 }
 
-uint64_t ready_generation(void)
+uint64_t ready_generation(uint64_t *room)
 {
     pthread_mutex_lock(&rd.mu);
     uint64_t g = rd.gen;
+    *room = rd.room;
     pthread_mutex_unlock(&rd.mu);
     return g;
 }
@@ -69,14 +70,6 @@ uint64_t ready_generation(void)
 void ready_poke(void)
 {
     poke_thread();
-}
-
-uint64_t ready_room_generation(void)
-{
-    pthread_mutex_lock(&rd.mu);
-    uint64_t g = rd.room;
-    pthread_mutex_unlock(&rd.mu);
-    return g;
 }
 
 void ready_bump_room(void)

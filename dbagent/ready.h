@@ -32,7 +32,8 @@ void ready_release_waiters(void);
 /* Stops the thread and closes its connection. */
 void ready_stop(void);
 
-uint64_t ready_generation(void);
+/* The generation of nodes made ready; *room, the room's (one read of both). */
+uint64_t ready_generation(uint64_t *room);
 /* Wakes the thread to send what is owed (eventwake.h's NOTIFY calc_events). */
 void ready_poke(void);
 /* After the commit that made nodes ready. */
@@ -40,7 +41,6 @@ void ready_signal(void);
 /* Room for more work (a worker set free): moves the room's generation, which wakes this
  * process's ready_wait_room callers only; not news for the other dbagents. */
 void ready_bump_room(void);
-uint64_t ready_room_generation(void);
 /* Waits until the generation is no longer seen or until deadline (monotonic ms). 1: it moved. */
 int ready_wait(uint64_t seen, int64_t deadline_ms);
 /* The same, or until the room's generation is no longer seen_room. 1: either moved. */
